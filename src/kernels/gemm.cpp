@@ -1,0 +1,114 @@
+#include "kernels/gemm.h"
+
+#include <omp.h>
+
+#include <memory>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <unordered_map>
+#include <vector>
+
+#include "tensor/tensor.h"
+#include "util/check.h"
+
+namespace attnlab::kernels {
+namespace {
+
+struct Key {
+  int64_t M, N, K, lda, ldb, ldc;
+  bool ta, tb, acc;
+  bool operator==(const Key&) const = default;
+};
+struct KeyHash {
+  size_t operator()(const Key& k) const {
+    size_t h = 1469598103934665603ULL;
+    for (int64_t v : {k.M, k.N, k.K, k.lda, k.ldb, k.ldc, int64_t(k.ta) | int64_t(k.tb) << 1 | int64_t(k.acc) << 2})
+      h = (h ^ size_t(v)) * 1099511628211ULL;
+    return h;
+  }
+};
+
+struct Entry {
+  dnnl::matmul prim;
+  dnnl::memory a, b, c, scratch;
+  std::unordered_map<int, dnnl::memory> args;
+  void* scratch_buf = nullptr;
+  ~Entry() { aligned_free(scratch_buf); }
+};
+
+struct Backend {
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::stream strm{eng};
+  std::unordered_map<Key, std::unique_ptr<Entry>, KeyHash> cache;
+  int64_t created = 0;
+};
+
+Backend& backend() {
+  static Backend b;
+  return b;
+}
+
+using dt = dnnl::memory::data_type;
+
+// A logical [rows, cols] matrix stored row-major with leading dimension ld, or its transpose.
+dnnl::memory::desc matrix_desc(int64_t rows, int64_t cols, int64_t ld, bool transposed) {
+  dnnl::memory::dims strides = transposed ? dnnl::memory::dims{1, ld} : dnnl::memory::dims{ld, 1};
+  return dnnl::memory::desc({rows, cols}, dt::f32, strides);
+}
+
+Entry& lookup(const Key& k) {
+  Backend& be = backend();
+  auto it = be.cache.find(k);
+  if (it != be.cache.end()) return *it->second;
+  auto e = std::make_unique<Entry>();
+  auto a_md = matrix_desc(k.M, k.K, k.lda, k.ta);
+  auto b_md = matrix_desc(k.K, k.N, k.ldb, k.tb);
+  auto c_md = matrix_desc(k.M, k.N, k.ldc, false);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (k.acc) {
+    dnnl::post_ops po;
+    po.append_sum(1.0f);
+    attr.set_post_ops(po);
+  }
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, be.eng);
+  e->prim = dnnl::matmul(pd);
+  e->a = dnnl::memory(a_md, be.eng, DNNL_MEMORY_NONE);
+  e->b = dnnl::memory(b_md, be.eng, DNNL_MEMORY_NONE);
+  e->c = dnnl::memory(c_md, be.eng, DNNL_MEMORY_NONE);
+  size_t sp = pd.scratchpad_desc().get_size();
+  e->scratch_buf = sp ? aligned_alloc_bytes(sp) : nullptr;
+  e->scratch = dnnl::memory(pd.scratchpad_desc(), be.eng, e->scratch_buf);
+  e->args = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}, {DNNL_ARG_SCRATCHPAD, e->scratch}};
+  be.created++;
+  return *be.cache.emplace(k, std::move(e)).first->second;
+}
+
+}  // namespace
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // empty sum: C = 0 (or unchanged when accumulating)
+    if (!accumulate)
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = 0.f;
+    return;
+  }
+  Entry& e = lookup({M, N, K, lda, ldb, ldc, trans_a, trans_b, accumulate});
+  e.a.set_data_handle(const_cast<float*>(A));
+  e.b.set_data_handle(const_cast<float*>(B));
+  e.c.set_data_handle(C);
+  e.prim.execute(backend().strm, e.args);
+  backend().strm.wait();
+}
+
+void set_num_threads(int n) {
+  ATTN_CHECK(n >= 1, "set_num_threads: ", n);
+  omp_set_num_threads(n);
+}
+
+int num_threads() { return omp_get_max_threads(); }
+
+int64_t gemm_primitives_created() { return backend().created; }
+
+}  // namespace attnlab::kernels

@@ -1,0 +1,188 @@
+#include "ops/attention.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "autograd/tape.h"
+#include "kernels/vmath.h"
+#include "util/check.h"
+
+namespace attnlab {
+namespace {
+
+struct Dims {
+  int64_t B, T, S, H, Hkv, D, G;
+};
+
+// Strided [B, T|S, heads, D] element row (b, t, h).
+inline const float* row(const Tensor& x, int64_t b, int64_t t, int64_t h) {
+  return x.data + b * x.strides[0] + t * x.strides[1] + h * x.strides[2];
+}
+inline float* grad_row(const Tensor& x, int64_t b, int64_t t, int64_t h) {
+  return x.grad + b * x.strides[0] + t * x.strides[1] + h * x.strides[2];
+}
+
+// Copies head (b, g) of a strided [B, S, Hkv, D] tensor into dst [D, S] (transposed), so that the
+// logits of one query against all keys are a loop vectorised over keys.
+void gather_transposed(float* dst, const Tensor& x, int64_t b, int64_t g, const Dims& d) {
+  for (int64_t j = 0; j < d.S; ++j) {
+    const float* r = row(x, b, j, g);
+    for (int64_t e = 0; e < d.D; ++e) dst[e * d.S + j] = r[e];
+  }
+}
+
+// Logits of query row qi against keys [0, n): s[j] = cap(α q·k_j), given kt = Kᵀ [D, S].
+inline void logits_row(float* s, const float* qi, const float* kt, int64_t n, const Dims& d, float alpha,
+                       float softcap) {
+  std::fill(s, s + n, 0.f);
+  for (int64_t e = 0; e < d.D; ++e) {
+    const float qe = qi[e];
+    const float* ke = kt + e * d.S;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) s[j] += qe * ke[j];
+  }
+  if (softcap > 0.f) {
+    const float inv = 1.f / softcap;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) s[j] = softcap * kernels::fast_tanh(alpha * s[j] * inv);
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) s[j] *= alpha;
+  }
+}
+
+}  // namespace
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt) {
+  ATTN_CHECK(q.rank() == 4 && k.rank() == 4 && v.rank() == 4, "attention: q ", q.shape, ", k ", k.shape, ", v ",
+             v.shape, " must be [B, T, heads, D]");
+  ATTN_CHECK(q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1, "attention: head dim must be dense");
+  ATTN_CHECK(k.shape == v.shape, "attention: k ", k.shape, " and v ", v.shape, " differ");
+  const Dims d{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3), 0};
+  ATTN_CHECK(k.size(0) == d.B && k.size(3) == d.D, "attention: q ", q.shape, " and k ", k.shape, " do not match");
+  ATTN_CHECK(d.Hkv > 0 && d.H % d.Hkv == 0, "attention: ", d.H, " query heads are not a multiple of ", d.Hkv,
+             " kv heads");
+  ATTN_CHECK(!opt.causal || d.S >= d.T, "attention: causal with fewer keys (", d.S, ") than queries (", d.T, ")");
+  ATTN_CHECK(opt.softcap >= 0.f, "attention: softcap ", opt.softcap, " must be >= 0");
+  Dims dd = d;
+  dd.G = d.H / d.Hkv;
+  const float alpha = opt.logit_scale, cap = opt.softcap;
+  const bool causal = opt.causal;
+
+  Tensor y = empty(q.shape, needs_grad(q, k, v));
+  const bool save = y.requires_grad();
+  // p: [B, H, T, S] softmax probabilities kept for backward (this is the dense kernel).
+  float* p = save ? current_arena().alloc_floats(d.B * d.H * d.T * d.S) : nullptr;
+  const int nt = omp_get_max_threads();
+  const int64_t scratch_per_thread = 2 * d.D * d.S + 2 * d.S;
+  float* scratch = current_arena().alloc_floats(nt * scratch_per_thread);
+  float* head_max = current_arena().alloc_floats(d.B * d.H);
+
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < d.B; ++b)
+    for (int64_t g = 0; g < d.Hkv; ++g) {
+      float* kt = scratch + omp_get_thread_num() * scratch_per_thread;
+      float* s = kt + 2 * d.D * d.S;
+      gather_transposed(kt, k, b, g, dd);
+      for (int64_t hh = 0; hh < dd.G; ++hh) {
+        const int64_t h = g * dd.G + hh;
+        float hmax = -std::numeric_limits<float>::infinity();
+        for (int64_t i = 0; i < d.T; ++i) {
+          const int64_t n = causal ? i + (d.S - d.T) + 1 : d.S;
+          logits_row(s, row(q, b, i, h), kt, n, dd, alpha, cap);
+          float m = -std::numeric_limits<float>::infinity();
+          for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
+          hmax = std::max(hmax, m);
+          float l = 0.f;
+#pragma omp simd reduction(+ : l)
+          for (int64_t j = 0; j < n; ++j) {
+            s[j] = kernels::fast_exp(s[j] - m);
+            l += s[j];
+          }
+          const float inv_l = 1.f / l;
+          float* yi = y.data + ((b * d.T + i) * d.H + h) * d.D;
+          std::fill(yi, yi + d.D, 0.f);
+          for (int64_t j = 0; j < n; ++j) {
+            const float pj = s[j] * inv_l;
+            const float* vj = row(v, b, j, g);
+#pragma omp simd
+            for (int64_t e = 0; e < d.D; ++e) yi[e] += pj * vj[e];
+            s[j] = pj;
+          }
+          if (p) std::memcpy(p + ((b * d.H + h) * d.T + i) * d.S, s, n * sizeof(float));
+        }
+        head_max[b * d.H + h] = hmax;
+      }
+    }
+  if (opt.max_logits)
+    for (int64_t b = 0; b < d.B; ++b)
+      for (int64_t h = 0; h < d.H; ++h) opt.max_logits[h] = std::max(opt.max_logits[h], head_max[b * d.H + h]);
+
+  if (save) {
+    record("attention", [q, k, v, y, p, scratch, scratch_per_thread, dd, alpha, cap, causal] {
+      // fwd: y_i = Σ_j p_ij v_j, p_i = softmax(s_i), s = cap(α q·k)  =>  see ref::attention_bwd
+      const Dims& d = dd;
+#pragma omp parallel for collapse(2) schedule(static)
+      for (int64_t b = 0; b < d.B; ++b)
+        for (int64_t g = 0; g < d.Hkv; ++g) {
+          float* kt = scratch + omp_get_thread_num() * scratch_per_thread;
+          float* vt = kt + d.D * d.S;
+          float* dp = vt + d.D * d.S;
+          float* s = dp + d.S;
+          gather_transposed(kt, k, b, g, d);
+          gather_transposed(vt, v, b, g, d);
+          for (int64_t hh = 0; hh < d.G; ++hh) {
+            const int64_t h = g * d.G + hh;
+            for (int64_t i = 0; i < d.T; ++i) {
+              const int64_t n = causal ? i + (d.S - d.T) + 1 : d.S;
+              const float* pi = p + ((b * d.H + h) * d.T + i) * d.S;
+              const float* dyi = y.grad + ((b * d.T + i) * d.H + h) * d.D;
+              const float* qi = row(q, b, i, h);
+              // dp_j = dy_i · v_j, vectorised over j through Vᵀ
+              std::fill(dp, dp + n, 0.f);
+              for (int64_t e = 0; e < d.D; ++e) {
+                const float de = dyi[e];
+                const float* ve = vt + e * d.S;
+#pragma omp simd
+                for (int64_t j = 0; j < n; ++j) dp[j] += de * ve[j];
+              }
+              float rowdot = 0.f;
+#pragma omp simd reduction(+ : rowdot)
+              for (int64_t j = 0; j < n; ++j) rowdot += pi[j] * dp[j];
+              if (cap > 0.f) logits_row(s, qi, kt, n, d, alpha, cap);  // capped logits, for 1 - (s/c)²
+#pragma omp simd
+              for (int64_t j = 0; j < n; ++j) {
+                float ds = pi[j] * (dp[j] - rowdot);
+                if (cap > 0.f) ds *= 1.f - (s[j] / cap) * (s[j] / cap);
+                dp[j] = alpha * ds;  // dp now holds α·ds_ij
+              }
+              float* dqi = q.grad ? grad_row(q, b, i, h) : nullptr;
+              for (int64_t j = 0; j < n; ++j) {
+                const float a = dp[j], pij = pi[j];
+                const float* kj = row(k, b, j, g);
+                if (dqi) {
+#pragma omp simd
+                  for (int64_t e = 0; e < d.D; ++e) dqi[e] += a * kj[e];
+                }
+                if (k.grad) {
+                  float* dkj = grad_row(k, b, j, g);
+#pragma omp simd
+                  for (int64_t e = 0; e < d.D; ++e) dkj[e] += a * qi[e];
+                }
+                if (v.grad) {
+                  float* dvj = grad_row(v, b, j, g);
+#pragma omp simd
+                  for (int64_t e = 0; e < d.D; ++e) dvj[e] += pij * dyi[e];
+                }
+              }
+            }
+          }
+        }
+    });
+  }
+  return y;
+}
+
+}  // namespace attnlab

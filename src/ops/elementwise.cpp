@@ -1,0 +1,200 @@
+#include "ops/elementwise.h"
+
+#include "autograd/tape.h"
+#include "kernels/parallel.h"
+#include "kernels/vmath.h"
+#include "util/check.h"
+#include "util/rng.h"
+
+namespace attnlab {
+
+using kernels::kParallelMin;
+
+namespace {
+void check_contiguous(const char* op, const Tensor& t) {
+  ATTN_CHECK(t.is_contiguous(), op, ": input ", t.shape, " must be contiguous");
+}
+bool is_suffix(const Shape& b, const Shape& a) {
+  if (b.rank > a.rank) return false;
+  for (int i = 1; i <= b.rank; ++i)
+    if (b[-i] != a[-i]) return false;
+  return true;
+}
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  check_contiguous("add", a);
+  check_contiguous("add", b);
+  ATTN_CHECK(is_suffix(b.shape, a.shape), "add: shape ", b.shape, " does not broadcast to ", a.shape);
+  const int64_t n = a.numel(), m = b.numel();
+  Tensor y = empty(a.shape, needs_grad(a, b));
+  float *yd = y.data, *ad = a.data, *bd = b.data;
+#pragma omp parallel for if (n > kParallelMin)
+  for (int64_t r = 0; r < n / m; ++r)
+#pragma omp simd
+    for (int64_t i = 0; i < m; ++i) yd[r * m + i] = ad[r * m + i] + bd[i];
+  if (y.requires_grad()) {
+    record("add", [a, b, y, n, m] {
+      // fwd: y[r,i] = a[r,i] + b[i]  =>  da += dy;  db[i] += Σ_r dy[r,i]
+      if (a.grad) {
+        float *ag = a.grad, *yg = y.grad;
+#pragma omp parallel for simd if (n > kParallelMin)
+        for (int64_t i = 0; i < n; ++i) ag[i] += yg[i];
+      }
+      if (b.grad)  // sequential over rows: a fixed summation order, whatever the thread count
+        for (int64_t r = 0; r < n / m; ++r)
+#pragma omp simd
+          for (int64_t i = 0; i < m; ++i) b.grad[i] += y.grad[r * m + i];
+    });
+  }
+  return y;
+}
+
+Tensor scale(const Tensor& x, float s) {
+  check_contiguous("scale", x);
+  const int64_t n = x.numel();
+  Tensor y = empty(x.shape, needs_grad(x));
+  float *yd = y.data, *xd = x.data;
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) yd[i] = s * xd[i];
+  if (y.requires_grad()) {
+    record("scale", [x, y, n, s] {
+      // fwd: y = s·x  =>  dx += s·dy
+      float *xg = x.grad, *yg = y.grad;
+#pragma omp parallel for simd if (n > kParallelMin)
+      for (int64_t i = 0; i < n; ++i) xg[i] += s * yg[i];
+    });
+  }
+  return y;
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  check_contiguous("mul", a);
+  check_contiguous("mul", b);
+  ATTN_CHECK(a.shape == b.shape, "mul: shapes ", a.shape, " and ", b.shape, " differ");
+  const int64_t n = a.numel();
+  Tensor y = empty(a.shape, needs_grad(a, b));
+  float *yd = y.data, *ad = a.data, *bd = b.data;
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) yd[i] = ad[i] * bd[i];
+  if (y.requires_grad()) {
+    record("mul", [a, b, y, n] {
+      // fwd: y = a ⊙ b  =>  da += dy ⊙ b;  db += dy ⊙ a
+      float *ag = a.grad, *bg = b.grad, *yg = y.grad, *ad = a.data, *bd = b.data;
+      if (ag) {
+#pragma omp parallel for simd if (n > kParallelMin)
+        for (int64_t i = 0; i < n; ++i) ag[i] += yg[i] * bd[i];
+      }
+      if (bg) {
+#pragma omp parallel for simd if (n > kParallelMin)
+        for (int64_t i = 0; i < n; ++i) bg[i] += yg[i] * ad[i];
+      }
+    });
+  }
+  return y;
+}
+
+Tensor gelu(const Tensor& x) {
+  check_contiguous("gelu", x);
+  const int64_t n = x.numel();
+  Tensor y = empty(x.shape, needs_grad(x));
+  constexpr float c = float(ref::kGeluC), k = 0.044715f;
+  float *yd = y.data, *xd = x.data;
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    float v = xd[i];
+    yd[i] = 0.5f * v * (1.f + kernels::fast_tanh(c * (v + k * v * v * v)));
+  }
+  if (y.requires_grad()) {
+    record("gelu", [x, y, n] {
+      // fwd: y = ½x(1 + tanh u)  =>  dx += dy·(½(1 + t) + ½x(1 - t²)·c(1 + 3k·x²))
+      float *xg = x.grad, *yg = y.grad, *xd = x.data;
+#pragma omp parallel for simd if (n > kParallelMin)
+      for (int64_t i = 0; i < n; ++i) {
+        float v = xd[i];
+        float t = kernels::fast_tanh(c * (v + k * v * v * v));
+        xg[i] += yg[i] * (0.5f * (1.f + t) + 0.5f * v * (1.f - t * t) * c * (1.f + 3.f * k * v * v));
+      }
+    });
+  }
+  return y;
+}
+
+Tensor silu(const Tensor& x) {
+  check_contiguous("silu", x);
+  const int64_t n = x.numel();
+  Tensor y = empty(x.shape, needs_grad(x));
+  float *yd = y.data, *xd = x.data;
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) yd[i] = xd[i] * kernels::fast_sigmoid(xd[i]);
+  if (y.requires_grad()) {
+    record("silu", [x, y, n] {
+      // fwd: y = x·σ(x)  =>  dx += dy·σ(x)(1 + x(1 - σ(x)))
+      float *xg = x.grad, *yg = y.grad, *xd = x.data;
+#pragma omp parallel for simd if (n > kParallelMin)
+      for (int64_t i = 0; i < n; ++i) {
+        float s = kernels::fast_sigmoid(xd[i]);
+        xg[i] += yg[i] * s * (1.f + xd[i] * (1.f - s));
+      }
+    });
+  }
+  return y;
+}
+
+Tensor swiglu(const Tensor& h) {
+  check_contiguous("swiglu", h);
+  ATTN_CHECK(h.cols() % 2 == 0, "swiglu: last dimension ", h.cols(), " must be even ([gate | up])");
+  const int64_t N = h.rows(), F = h.cols() / 2;
+  Shape ys = h.shape;
+  ys[-1] = F;
+  Tensor y = empty(ys, needs_grad(h));
+  float *yd = y.data, *hd = h.data;
+#pragma omp parallel for if (N * F > kParallelMin)
+  for (int64_t r = 0; r < N; ++r) {
+    const float *a = hd + r * 2 * F, *b = a + F;
+#pragma omp simd
+    for (int64_t f = 0; f < F; ++f) yd[r * F + f] = a[f] * kernels::fast_sigmoid(a[f]) * b[f];
+  }
+  if (y.requires_grad()) {
+    record("swiglu", [h, y, N, F] {
+      // fwd: y = silu(a)·b  =>  da += dy·b·σ(a)(1 + a(1 - σ(a)));  db += dy·silu(a)
+      float *hg = h.grad, *yg = y.grad, *hd = h.data;
+#pragma omp parallel for if (N * F > kParallelMin)
+      for (int64_t r = 0; r < N; ++r) {
+        const float *a = hd + r * 2 * F, *b = a + F;
+        float *da = hg + r * 2 * F, *db = da + F;
+#pragma omp simd
+        for (int64_t f = 0; f < F; ++f) {
+          float s = kernels::fast_sigmoid(a[f]), dy = yg[r * F + f];
+          da[f] += dy * b[f] * s * (1.f + a[f] * (1.f - s));
+          db[f] += dy * a[f] * s;
+        }
+      }
+    });
+  }
+  return y;
+}
+
+Tensor dropout(const Tensor& x, float p, uint64_t seed, uint64_t stream) {
+  ATTN_CHECK(p >= 0.f && p < 1.f, "dropout: p = ", p, " must be in [0, 1)");
+  if (p == 0.f || !grad_enabled()) return x;
+  check_contiguous("dropout", x);
+  const int64_t n = x.numel();
+  const float keep_scale = 1.f / (1.f - p);
+  Tensor y = empty(x.shape, needs_grad(x));
+  float *yd = y.data, *xd = x.data;
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) yd[i] = u01f(hash3(seed, stream, uint64_t(i))) >= p ? xd[i] * keep_scale : 0.f;
+  if (y.requires_grad()) {
+    record("dropout", [x, y, n, p, keep_scale, seed, stream] {
+      // fwd: y = x·m/(1-p)  =>  dx += dy·m/(1-p), the same mask drawn again
+      float *xg = x.grad, *yg = y.grad;
+#pragma omp parallel for simd if (n > kParallelMin)
+      for (int64_t i = 0; i < n; ++i)
+        xg[i] += u01f(hash3(seed, stream, uint64_t(i))) >= p ? yg[i] * keep_scale : 0.f;
+    });
+  }
+  return y;
+}
+
+}  // namespace attnlab

@@ -1,0 +1,36 @@
+#pragma once
+// matmul: y = a · b        (or a · bᵀ with trans_b)
+// a: [..., K] (contiguous)   b: [K, N] (or [N, K] with trans_b)   ->   y: [..., N]
+// linear(x, w) = x · w, with weights stored [in, out] so that heads are column blocks of w.
+#include "tensor/tensor.h"
+
+namespace attnlab {
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b = false);
+inline Tensor linear(const Tensor& x, const Tensor& w) { return matmul(x, w, false); }
+
+namespace ref {
+// y[m,n] = Σ_k a[m,k] b[k,n]   (b[n,k] with trans_b)
+template <class T>
+void matmul_fwd(T* y, const T* a, const T* b, int64_t M, int64_t K, int64_t N, bool trans_b) {
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      T s = 0;
+      for (int64_t k = 0; k < K; ++k) s += a[m * K + k] * (trans_b ? b[n * K + k] : b[k * N + n]);
+      y[m * N + n] = s;
+    }
+}
+// fwd: y[m,n] = Σ_k a[m,k] b[k,n]  =>  da[m,k] += Σ_n dy[m,n] b[k,n];  db[k,n] += Σ_m a[m,k] dy[m,n]
+template <class T>
+void matmul_bwd(T* da, T* db, const T* dy, const T* a, const T* b, int64_t M, int64_t K, int64_t N, bool trans_b) {
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k) {
+        T bkn = trans_b ? b[n * K + k] : b[k * N + n];
+        if (da) da[m * K + k] += dy[m * N + n] * bkn;
+        if (db) (trans_b ? db[n * K + k] : db[k * N + n]) += a[m * K + k] * dy[m * N + n];
+      }
+}
+}  // namespace ref
+
+}  // namespace attnlab

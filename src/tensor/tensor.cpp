@@ -1,0 +1,177 @@
+#include "tensor/tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "util/check.h"
+
+namespace attnlab {
+
+Shape::Shape(std::initializer_list<int64_t> d) : Shape(std::span<const int64_t>(d.begin(), d.size())) {}
+
+Shape::Shape(std::span<const int64_t> d) {
+  ATTN_CHECK(d.size() <= size_t(kMaxRank), "Shape: rank ", d.size(), " > ", kMaxRank);
+  rank = int(d.size());
+  for (int i = 0; i < rank; ++i) {
+    ATTN_CHECK(d[i] >= 0, "Shape: negative dimension ", d[i]);
+    dims[i] = d[i];
+  }
+}
+
+int64_t Shape::numel() const {
+  int64_t n = 1;
+  for (int i = 0; i < rank; ++i) n *= dims[i];
+  return n;
+}
+
+bool Shape::operator==(const Shape& o) const {
+  if (rank != o.rank) return false;
+  for (int i = 0; i < rank; ++i)
+    if (dims[i] != o.dims[i]) return false;
+  return true;
+}
+
+std::ostream& operator<<(std::ostream& os, const Shape& s) {
+  os << '[';
+  for (int i = 0; i < s.rank; ++i) os << (i ? ", " : "") << s.dims[i];
+  return os << ']';
+}
+
+Tensor::Tensor(float* data_, float* grad_, const Shape& shape_) : data(data_), grad(grad_), shape(shape_) {
+  int64_t s = 1;
+  for (int i = shape.rank - 1; i >= 0; --i) {
+    strides[i] = s;
+    s *= shape.dims[i];
+  }
+}
+
+bool Tensor::is_contiguous() const {
+  int64_t s = 1;
+  for (int i = shape.rank - 1; i >= 0; --i) {
+    if (shape.dims[i] != 1 && strides[i] != s) return false;
+    s *= shape.dims[i];
+  }
+  return true;
+}
+
+Tensor Tensor::reshape(const Shape& s) const {
+  ATTN_CHECK(is_contiguous(), "reshape: tensor ", shape, " is not contiguous");
+  ATTN_CHECK(s.numel() == numel(), "reshape: ", shape, " -> ", s, " changes the element count");
+  return Tensor(data, grad, s);
+}
+
+Tensor Tensor::slice(int dim, int64_t start, int64_t len) const {
+  if (dim < 0) dim += shape.rank;
+  ATTN_CHECK(dim >= 0 && dim < shape.rank, "slice: dim ", dim, " out of range for ", shape);
+  ATTN_CHECK(start >= 0 && len >= 0 && start + len <= shape.dims[dim], "slice: [", start, ", ", start + len,
+             ") out of range for dim ", dim, " of ", shape);
+  Tensor t = *this;
+  t.data += start * strides[dim];
+  if (t.grad) t.grad += start * strides[dim];
+  t.shape.dims[dim] = len;
+  return t;
+}
+
+Tensor Tensor::split_last(int64_t n) const {
+  ATTN_CHECK(shape.rank < kMaxRank, "split_last: rank ", shape.rank, " is already the maximum");
+  int64_t last = shape[-1];
+  ATTN_CHECK(n > 0 && last % n == 0, "split_last: ", last, " is not divisible by ", n);
+  ATTN_CHECK(stride(-1) == 1, "split_last: last dimension must be dense");
+  Tensor t = *this;
+  t.shape.rank++;
+  t.shape.dims[shape.rank - 1] = n;
+  t.shape.dims[shape.rank] = last / n;
+  t.strides[shape.rank - 1] = last / n;
+  t.strides[shape.rank] = 1;
+  return t;
+}
+
+void* aligned_alloc_bytes(size_t bytes) {
+  size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
+  void* p = std::aligned_alloc(kAlign, rounded ? rounded : kAlign);
+  if (!p) throw Error(detail::concat("out of memory allocating ", bytes, " bytes"));
+  return p;
+}
+
+void aligned_free(void* p) { std::free(p); }
+
+Arena::Arena(size_t initial_bytes) {
+  if (initial_bytes) add_chunk(initial_bytes);
+}
+
+Arena::~Arena() {
+  for (auto& c : chunks_) aligned_free(c.base);
+}
+
+void Arena::add_chunk(size_t bytes) {
+  chunks_.push_back({static_cast<std::byte*>(aligned_alloc_bytes(bytes)), bytes, 0});
+  chunk_allocations_++;
+}
+
+size_t Arena::capacity() const {
+  size_t c = 0;
+  for (auto& ch : chunks_) c += ch.size;
+  return c;
+}
+
+void* Arena::alloc_bytes(size_t bytes) {
+  size_t need = (bytes + kAlign - 1) / kAlign * kAlign;
+  if (need == 0) need = kAlign;
+  if (chunks_.empty() || chunks_.back().used + need > chunks_.back().size)
+    add_chunk(std::max(need, std::max<size_t>(size_t(1) << 24, capacity())));
+  Chunk& c = chunks_.back();
+  void* p = c.base + c.used;
+  c.used += need;
+  used_total_ += need;
+  high_water_ = std::max(high_water_, used_total_);
+  return p;
+}
+
+float* Arena::alloc_zeroed(int64_t n) {
+  float* p = alloc_floats(n);
+  std::memset(p, 0, size_t(n) * sizeof(float));
+  return p;
+}
+
+void Arena::reset() {
+  if (chunks_.size() > 1) {  // merge: one block as large as the last step needed
+    size_t total = std::max(high_water_, capacity());
+    for (auto& c : chunks_) aligned_free(c.base);
+    chunks_.clear();
+    add_chunk(total);
+  }
+  if (!chunks_.empty()) chunks_.back().used = 0;
+  used_total_ = 0;
+}
+
+namespace {
+thread_local Arena* g_arena = nullptr;
+Arena& default_arena() {
+  thread_local Arena a;
+  return a;
+}
+}  // namespace
+
+Arena& current_arena() { return g_arena ? *g_arena : default_arena(); }
+
+ArenaScope::ArenaScope(Arena& a) : prev_(g_arena) { g_arena = &a; }
+ArenaScope::~ArenaScope() { g_arena = prev_; }
+
+Tensor empty(const Shape& s, bool requires_grad) {
+  Arena& a = current_arena();
+  float* d = a.alloc_floats(s.numel());
+  float* g = requires_grad ? a.alloc_zeroed(s.numel()) : nullptr;
+  return Tensor(d, g, s);
+}
+
+Tensor zeros(const Shape& s, bool requires_grad) {
+  Tensor t = empty(s, requires_grad);
+  std::memset(t.data, 0, size_t(s.numel()) * sizeof(float));
+  return t;
+}
+
+int32_t* arena_ints(int64_t n) {
+  return static_cast<int32_t*>(current_arena().alloc_bytes(size_t(n) * sizeof(int32_t)));
+}
+
+}  // namespace attnlab

@@ -1,0 +1,135 @@
+#include <limits>
+
+#include "autograd/tape.h"
+#include "ops/attention.h"
+#include "testing/gradcheck.h"
+
+using namespace attnlab;
+using testing::Vec;
+
+namespace {
+struct AttnShape {
+  int64_t B, T, S, H, Hkv, D;
+  bool causal;
+  double softcap;
+};
+
+testing::OpCase attention_case(const AttnShape& a, double scale) {
+  testing::OpCase c;
+  c.name = "attention";
+  c.shapes = {{a.B, a.T, a.H, a.D}, {a.B, a.S, a.Hkv, a.D}, {a.B, a.S, a.Hkv, a.D}};
+  c.seed = uint64_t(a.T * 1000 + a.S * 100 + a.H * 10 + a.D);
+  c.inputs = {testing::randn(a.B * a.T * a.H * a.D, c.seed), testing::randn(a.B * a.S * a.Hkv * a.D, c.seed + 1),
+              testing::randn(a.B * a.S * a.Hkv * a.D, c.seed + 2)};
+  c.max_coords = 120;
+  c.ref_fwd = [=](const std::vector<Vec>& in) {
+    Vec y(a.B * a.T * a.H * a.D);
+    ref::attention_fwd(y.data(), in[0].data(), in[1].data(), in[2].data(), a.B, a.T, a.S, a.H, a.Hkv, a.D, scale,
+                       a.softcap, a.causal, (double*)nullptr);
+    return y;
+  };
+  c.ref_bwd = [=](const std::vector<Vec>& in, const Vec& dy) {
+    std::vector<Vec> g{Vec(in[0].size()), Vec(in[1].size()), Vec(in[2].size())};
+    ref::attention_bwd(g[0].data(), g[1].data(), g[2].data(), dy.data(), in[0].data(), in[1].data(), in[2].data(), a.B,
+                       a.T, a.S, a.H, a.Hkv, a.D, scale, a.softcap, a.causal);
+    return g;
+  };
+  c.fast = [=](const std::vector<Tensor>& in) {
+    AttentionOptions o{float(scale)};
+    o.softcap = float(a.softcap);
+    o.causal = a.causal;
+    return attention(in[0], in[1], in[2], o);
+  };
+  return c;
+}
+}  // namespace
+
+TEST_CASE("attention (dense): gradients and fast path; causal, full, GQA, soft-cap", "[ops][grad]") {
+  for (int64_t T : testing::odd_sizes())
+    for (auto [H, Hkv] : {std::pair<int64_t, int64_t>{2, 2}, {4, 2}, {3, 1}})
+      for (bool causal : {true, false})
+        for (double cap : {0.0, 5.0}) {
+          AttnShape a{2, T, causal ? T : T + 2, H, Hkv, 8, causal, cap};
+          INFO("T " << T << " S " << a.S << " H " << H << " Hkv " << Hkv << " causal " << causal << " cap " << cap);
+          testing::check_op(attention_case(a, 0.35355339059327373));
+        }
+  // A head dimension of 1 and 65, and a large scale that makes the cap bite.
+  testing::check_op(attention_case({1, 17, 17, 2, 1, 1, true, 0.0}, 1.0));
+  testing::check_op(attention_case({1, 5, 5, 1, 1, 65, true, 2.0}, 1.0));
+}
+
+TEST_CASE("attention: strided q/k/v views of a fused qkv buffer equal dense inputs", "[ops]") {
+  Arena arena;
+  Tape tape;
+  ArenaScope as(arena);
+  TapeScope ts(tape);
+  const int64_t B = 2, T = 17, H = 4, Hkv = 2, D = 8;
+  const int64_t W = (H + 2 * Hkv) * D;
+  Tensor qkv = empty({B, T, W}, true);
+  Vec init = testing::randn(qkv.numel(), 11);
+  for (int64_t i = 0; i < qkv.numel(); ++i) qkv.data[i] = float(init[i]);
+  Tensor q = qkv.slice(2, 0, H * D).split_last(H);
+  Tensor k = qkv.slice(2, H * D, Hkv * D).split_last(Hkv);
+  Tensor v = qkv.slice(2, (H + Hkv) * D, Hkv * D).split_last(Hkv);
+  auto dense_copy = [&](const Tensor& x) {
+    Tensor d = empty(x.shape, true);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t h = 0; h < x.size(2); ++h)
+          for (int64_t e = 0; e < D; ++e)
+            d.data[((b * T + t) * x.size(2) + h) * D + e] = x.data[b * x.strides[0] + t * x.strides[1] + h * x.strides[2] + e];
+    return d;
+  };
+  Tensor qd = dense_copy(q), kd = dense_copy(k), vd = dense_copy(v);
+  std::vector<float> m1(H, -std::numeric_limits<float>::infinity()), m2 = m1;
+  AttentionOptions o1(0.3f), o2(0.3f);
+  o1.max_logits = m1.data();
+  o2.max_logits = m2.data();
+  Tensor y1 = attention(q, k, v, o1), y2 = attention(qd, kd, vd, o2);
+  Vec r = testing::randn(y1.numel(), 5);
+  for (int64_t i = 0; i < y1.numel(); ++i) {
+    REQUIRE(y1.data[i] == y2.data[i]);
+    y1.grad[i] = y2.grad[i] = float(r[i]);
+  }
+  for (int64_t h = 0; h < H; ++h) REQUIRE(m1[h] == m2[h]);
+  tape.backward();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t c = 0; c < W; ++c) {
+        float g = qkv.grad[(b * T + t) * W + c];
+        const Tensor* dense = c < H * D ? &qd : c < (H + Hkv) * D ? &kd : &vd;
+        int64_t off = c < H * D ? c : c < (H + Hkv) * D ? c - H * D : c - (H + Hkv) * D;
+        int64_t heads = dense->size(2);
+        REQUIRE(g == dense->grad[(b * T + t) * heads * D + off]);
+      }
+}
+
+TEST_CASE("attention: max-logit recording is the max after cap and mask, per head", "[ops]") {
+  Arena arena;
+  ArenaScope as(arena);
+  const int64_t B = 3, T = 17, H = 4, D = 8;
+  for (double cap : {0.0, 1.5}) {
+    Vec qv = testing::randn(B * T * H * D, 21, 2.0), kv = testing::randn(B * T * H * D, 22, 2.0),
+        vv = testing::randn(B * T * H * D, 23);
+    // Make one masked (future) logit huge: it must not be recorded.
+    for (int64_t e = 0; e < D; ++e) kv[((0 * T + T - 1) * H + 0) * D + e] = 50.0 * qv[((0 * T + 0) * H + 0) * D + e];
+    Tensor q = empty({B, T, H, D}), k = empty({B, T, H, D}), v = empty({B, T, H, D});
+    for (int64_t i = 0; i < q.numel(); ++i) {
+      q.data[i] = float(qv[i]);
+      k.data[i] = float(kv[i]);
+      v.data[i] = float(vv[i]);
+    }
+    Vec ref_max(H, -std::numeric_limits<double>::infinity()), y(q.numel());
+    Vec qf(q.data, q.data + q.numel()), kf(k.data, k.data + k.numel()), vf(v.data, v.data + v.numel());
+    ref::attention_fwd(y.data(), qf.data(), kf.data(), vf.data(), B, T, T, H, H, D, 0.5, cap, true, ref_max.data());
+    std::vector<float> got(H, -std::numeric_limits<float>::infinity());
+    AttentionOptions o(0.5f);
+    o.softcap = float(cap);
+    o.max_logits = got.data();
+    attention(q, k, v, o);
+    for (int64_t h = 0; h < H; ++h) {
+      REQUIRE(got[h] == Approx(ref_max[h]).epsilon(1e-5));
+      if (cap > 0) REQUIRE(got[h] <= cap);
+    }
+  }
+}
