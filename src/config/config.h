@@ -1,0 +1,136 @@
+#pragma once
+// The run configuration: typed sections mirroring the YAML sections, and the loader.
+// Every key (name, default, allowed values, help) is defined once, in the schema rows of
+// src/config/schema.cpp; the structs below only hold values. A default-constructed RunConfig
+// holds the schema defaults. Every problem with user input throws ConfigError (one line, naming
+// file:line:col or the override, the key, what is allowed and what was found).
+#include <string>
+#include <vector>
+
+namespace attnlab {
+
+struct RunSection {
+  std::string name;     // files go to <out_dir>/<name>/
+  std::string out_dir;
+  int seed{};
+  bool operator==(const RunSection&) const = default;
+};
+
+struct DataSection {
+  std::string path;     // relative paths are relative to the current directory
+  double val_fraction{};
+  bool operator==(const DataSection&) const = default;
+};
+
+struct ModelSection {
+  int n_layer{}, n_head{}, d_model{};
+  int d_head{};         // 0: d_model / n_head (use resolved_d_head)
+  int d_ff{};           // 0: 4 * d_model (use resolved_d_ff)
+  int context{};
+  std::string norm;     // layernorm | rmsnorm
+  double norm_eps{};
+  std::string mlp;      // gelu | swiglu
+  std::string positions;  // learned | rope
+  double rope_base{};
+  double dropout{};
+  double init_std{};
+  bool operator==(const ModelSection&) const = default;
+};
+
+// attention.scale: a named rule, or a number when `name` is empty (use attention_scale_value).
+struct AttentionScale {
+  std::string name;     // "rsqrt_dhead" | "inv_dhead" | "" (then `value` is the scale)
+  double value{};
+  bool operator==(const AttentionScale&) const = default;
+};
+
+struct AttentionSection {
+  std::string kernel;         // dense
+  std::string query_scaling;  // init | query | logits | none | both: where the scale is applied
+  AttentionScale scale;
+  int n_kv_heads{};           // 0: n_head (use resolved_n_kv_heads)
+  double softcap{};           // 0: off
+  bool operator==(const AttentionSection&) const = default;
+};
+
+struct OptimizerSection {
+  std::string name;     // adamw
+  double lr{}, beta1{}, beta2{}, eps{}, weight_decay{};
+  std::vector<std::string> no_decay;  // glob patterns (* ?) of parameter names
+  bool operator==(const OptimizerSection&) const = default;
+};
+
+struct ScheduleSection {
+  std::string kind;     // cosine | linear | constant
+  int warmup_steps{};
+  double min_lr{};
+  bool operator==(const ScheduleSection&) const = default;
+};
+
+struct TrainSection {
+  int steps{}, batch_size{}, grad_accum{};
+  double grad_clip{};   // 0: off
+  std::string resume;   // "" : start fresh
+  int log_interval{};
+  int checkpoint_interval{};  // 0: only at the end
+  std::vector<std::string> freeze;  // glob patterns of parameter names not trained
+  bool operator==(const TrainSection&) const = default;
+};
+
+struct EvalSection {
+  int interval{}, iters{}, sample_tokens{};
+  bool operator==(const EvalSection&) const = default;
+};
+
+struct PrecisionSection {
+  std::string matmul;   // f32
+  bool operator==(const PrecisionSection&) const = default;
+};
+
+struct RuntimeSection {
+  int threads{};        // 0: all cores (use resolved_threads)
+  bool operator==(const RuntimeSection&) const = default;
+};
+
+struct RunConfig {
+  RunSection run;
+  DataSection data;
+  ModelSection model;
+  AttentionSection attention;
+  OptimizerSection optimizer;
+  ScheduleSection schedule;
+  TrainSection train;
+  EvalSection eval;
+  PrecisionSection precision;
+  RuntimeSection runtime;
+  RunConfig();  // the schema defaults (no validation needed: the defaults pass every check)
+  bool operator==(const RunConfig&) const = default;
+};
+
+struct LoadedConfig {
+  RunConfig cfg;
+  std::string resolved_yaml;         // every key with its final value, in base.yaml's layout
+  std::vector<std::string> sources;  // files read, base first
+};
+
+// Reads `path` (following base_config chains), then applies "key.path=value" overrides, then
+// runs the cross-key checks.
+LoadedConfig load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// The schema defaults, as if loaded from an empty file.
+LoadedConfig default_config();
+// Parses YAML text (e.g. a checkpoint's stored resolved_yaml); `origin_name` names it in errors
+// and a relative base_config in it is taken relative to origin_name's directory.
+LoadedConfig config_from_yaml_text(const std::string& yaml_text, const std::string& origin_name,
+                                   const std::vector<std::string>& overrides = {});
+// Header comment, then every section and key with its default and a "# help [allowed]"
+// comment: the content of configs/base.yaml.
+std::string schema_reference_yaml();
+
+// Derived values: the "0 means ..." rules in one place.
+double attention_scale_value(const RunConfig&);  // rsqrt_dhead: 1/sqrt(d_head), inv_dhead: 1/d_head
+int resolved_d_head(const RunConfig&);           // model.d_head, or d_model / n_head when 0
+int resolved_d_ff(const RunConfig&);             // model.d_ff, or 4 * d_model when 0
+int resolved_n_kv_heads(const RunConfig&);       // attention.n_kv_heads, or n_head when 0
+int resolved_threads(const RunConfig&);          // runtime.threads, or all hardware threads when 0
+
+}  // namespace attnlab

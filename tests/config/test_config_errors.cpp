@@ -1,0 +1,143 @@
+// Each class of user mistake gives one ConfigError line naming where (file:line:col, 1-based,
+// or the override), the key, what is allowed and what was found.
+#include <catch2/catch.hpp>
+
+#include "config/config.h"
+#include "config_testing.h"
+
+using namespace attnlab;
+using attnlab::testing::config_error;
+using attnlab::testing::TempDir;
+using Catch::Contains;
+
+namespace {
+// The error from loading `text` as a file named x.yaml in a fresh temp dir; the path prefix is
+// replaced by "x.yaml" so the expectations read like the messages users see.
+std::string file_error(const std::string& text, std::vector<std::string> overrides = {}) {
+  TempDir tmp;
+  std::string path = tmp.write("x.yaml", text);
+  std::string msg = config_error([&] { load_config(path, overrides); });
+  INFO(msg);
+  REQUIRE(msg.rfind(path, 0) == 0);
+  return "x.yaml" + msg.substr(path.size());
+}
+std::string override_error(const std::string& o) {
+  return config_error([&] { config_from_yaml_text("", "t", {o}); });
+}
+}  // namespace
+
+TEST_CASE("config errors: a wrong value names line, column, key, allowed and found", "[config][errors]") {
+  std::string lines(8, '\n');  // push the value down to line 12
+  CHECK(file_error("model:\n  n_layer: 2\n" + lines + "optimizer:\n  lr: fast\n") ==
+        "x.yaml:12:7: optimizer.lr: expected a positive number, got \"fast\"");
+  CHECK(file_error("run:\n  seed: 1\n\nmodel:\n  norm:   batchnorm\n") ==
+        "x.yaml:5:11: model.norm: expected one of layernorm, rmsnorm, got \"batchnorm\"");
+  CHECK(file_error("attention:\n  query_scaling: QUERY\n") ==
+        "x.yaml:2:18: attention.query_scaling: expected one of init, query, logits, none, both, got \"QUERY\"");
+  CHECK(file_error("run:\n  name: my/run\n") ==
+        "x.yaml:2:9: run.name: expected a non-empty name of letters, digits, '_', '.', '-', got \"my/run\"");
+  CHECK(file_error("data:\n  val_fraction: 1\n") == "x.yaml:2:17: data.val_fraction: expected a number in (0, 1), got \"1\"");
+  CHECK(file_error("optimizer:\n  beta2: 1.0\n") == "x.yaml:2:10: optimizer.beta2: expected a number in [0, 1), got \"1.0\"");
+  CHECK(file_error("optimizer:\n  no_decay: [a, '']\n") ==
+        "x.yaml:2:13: optimizer.no_decay: expected a list of non-empty glob patterns (* and ?), got a list");
+  // An empty value is pointed at by its key's position.
+  CHECK(file_error("optimizer:\n  lr:\n") == "x.yaml:2:3: optimizer.lr: expected a positive number, got an empty value");
+}
+
+TEST_CASE("config errors: integers are strict", "[config][errors]") {
+  const std::string n_layer = "expected an integer in 1..1024, got ";
+  CHECK(file_error("model:\n  n_layer: 2.5\n") == "x.yaml:2:12: model.n_layer: " + n_layer + "\"2.5\"");
+  CHECK(file_error("model:\n  n_layer: 1e3\n") == "x.yaml:2:12: model.n_layer: " + n_layer + "\"1e3\"");
+  CHECK(file_error("model:\n  n_layer: true\n") == "x.yaml:2:12: model.n_layer: " + n_layer + "\"true\"");
+  CHECK(file_error("model:\n  n_layer: 5000\n") == "x.yaml:2:12: model.n_layer: " + n_layer + "\"5000\"");
+  CHECK(file_error("model:\n  n_layer: 0\n") == "x.yaml:2:12: model.n_layer: " + n_layer + "\"0\"");
+  CHECK(file_error("model:\n  n_head: 99999999999\n") ==
+        "x.yaml:2:11: model.n_head: expected an integer >= 1, got \"99999999999\"");
+  CHECK(file_error("run:\n  seed: -1\n") == "x.yaml:2:9: run.seed: expected an integer >= 0, got \"-1\"");
+  CHECK(override_error("train.steps=ten") == "override train.steps=ten: train.steps: expected an integer >= 1, got \"ten\"");
+  CHECK(config_from_yaml_text("", "t", {"train.steps=+300"}).cfg.train.steps == 300);
+}
+
+TEST_CASE("config errors: floats must be finite numbers", "[config][errors]") {
+  for (std::string bad : {"nan", ".nan", "NaN", "inf", ".inf", "-.inf", "1e999", "true", "0x10", "1,5", "--1"}) {
+    INFO(bad);
+    CHECK(override_error("model.init_std=" + bad) ==
+          "override model.init_std=" + bad + ": model.init_std: expected a positive number, got \"" + bad + "\"");
+  }
+  CHECK(file_error("model:\n  dropout: .nan\n") ==
+        "x.yaml:2:12: model.dropout: expected a number in [0, 1), got \".nan\"");
+  CHECK(config_from_yaml_text("", "t", {"model.init_std=.5"}).cfg.model.init_std == 0.5);
+}
+
+TEST_CASE("config errors: unknown keys and sections suggest the closest name", "[config][errors]") {
+  CHECK(file_error("run:\n  seed: 1\nmodel:\n  n_layers: 2\n") ==
+        "x.yaml:4:3: unknown key model.n_layers (did you mean model.n_layer?)");
+  CHECK(file_error("modle:\n  n_layer: 2\n") == "x.yaml:1:1: unknown section modle (did you mean model?)");
+  CHECK(file_error("base_conifg: a.yaml\n") == "x.yaml:1:1: unknown section base_conifg (did you mean base_config?)");
+  // The right key in the wrong section.
+  CHECK(file_error("model:\n  lr: 0.1\n") == "x.yaml:2:3: unknown key model.lr (did you mean optimizer.lr?)");
+  CHECK(file_error("model:\n  zzzzzzzzzzzz: 1\n") == "x.yaml:2:3: unknown key model.zzzzzzzzzzzz");
+  CHECK(override_error("optimiser.lr=0.1") ==
+        "override optimiser.lr=0.1: unknown key optimiser.lr (did you mean optimizer.lr?)");
+  CHECK(override_error("model=3") == "override model=3: unknown key model");
+  CHECK(override_error("train.warmup_steps=3") ==
+        "override train.warmup_steps=3: unknown key train.warmup_steps (did you mean schedule.warmup_steps?)");
+}
+
+TEST_CASE("config errors: file problems", "[config][errors]") {
+  TempDir tmp;
+  std::string missing = (tmp.dir / "nope.yaml").string();
+  CHECK(config_error([&] { load_config(missing, {}); }) == missing + ": cannot read config file (No such file or directory)");
+  CHECK(config_error([&] { load_config(tmp.dir.string(), {}); }) ==
+        tmp.dir.string() + ": cannot read config file (is a directory)");
+
+  std::string child = tmp.write("child.yaml", "\nbase_config: gone.yaml\n");
+  CHECK(config_error([&] { load_config(child, {}); }) ==
+        child + ":2:14: base_config: cannot read config file " + (tmp.dir / "gone.yaml").string() +
+            " (No such file or directory)");
+  CHECK(file_error("base_config: [a.yaml]\n") == "x.yaml:1:14: base_config: expected the path of a YAML file, got a list");
+  CHECK(file_error("base_config:\n") == "x.yaml:1:1: base_config: expected the path of a YAML file, got an empty value");
+
+  // A syntax error in a base file names the base file.
+  tmp.write("broken.yaml", "model:\n  n_layer: [1\n");
+  std::string uses_broken = tmp.write("uses.yaml", "base_config: broken.yaml\n");
+  std::string msg = config_error([&] { load_config(uses_broken, {}); });
+  CHECK_THAT(msg, Contains((tmp.dir / "broken.yaml").string() + ":3:1: YAML syntax error: "));
+}
+
+TEST_CASE("config errors: YAML structure", "[config][errors]") {
+  CHECK_THAT(file_error("model:\n  n_layer: 2\n norm: x\n"), Contains("x.yaml:3:"));
+  CHECK_THAT(file_error("model:\n  n_layer: 2\n norm: x\n"), Contains("YAML syntax error: "));
+  CHECK(file_error("model: 5\n") == "x.yaml:1:8: model: expected a mapping of model keys, got \"5\"");
+  CHECK(file_error("model:\n  - n_layer\n") == "x.yaml:2:3: model: expected a mapping of model keys, got a list");
+  CHECK(file_error("model:\n  n_layer:\n    value: 3\n") ==
+        "x.yaml:3:5: model.n_layer: expected an integer in 1..1024, got a mapping");
+  CHECK(file_error("model:\n  norm: [rmsnorm]\n") ==
+        "x.yaml:2:9: model.norm: expected one of layernorm, rmsnorm, got a list");
+  CHECK(file_error("- model\n") ==
+        "x.yaml:1:1: expected a mapping of sections (run:, model:, ...) at the top level, got a list");
+  CHECK(file_error("just text\n") ==
+        "x.yaml:1:1: expected a mapping of sections (run:, model:, ...) at the top level, got \"just text\"");
+  CHECK(file_error("model:\n  n_layer: 2\n  norm: rmsnorm\n  n_layer: 3\n") ==
+        "x.yaml:4:3: duplicate key model.n_layer (first at line 2)");
+  CHECK(file_error("model:\n  n_layer: 2\ntrain:\n  steps: 5\nmodel:\n  norm: rmsnorm\n") ==
+        "x.yaml:5:1: duplicate section model (first at line 1)");
+  CHECK(file_error("model:\n  [a]: 1\n") == "x.yaml:2:3: model: expected a key name, got a list");
+  // The same checks hold for YAML text (a checkpoint's stored config).
+  CHECK(config_error([] { config_from_yaml_text("model:\n  n_layers: 2\n", "ckpt.h5"); }) ==
+        "ckpt.h5:2:3: unknown key model.n_layers (did you mean model.n_layer?)");
+}
+
+TEST_CASE("config errors: malformed overrides", "[config][errors]") {
+  CHECK(override_error("model.n_layer") == "override model.n_layer: expected KEY=VALUE, e.g. optimizer.lr=3e-4");
+  CHECK(override_error("=5") == "override =5: empty key; expected KEY=VALUE, e.g. optimizer.lr=3e-4");
+  CHECK(override_error("base_config=a.yaml") == "override base_config=a.yaml: base_config can only be set in a config file");
+  CHECK_THAT(override_error("optimizer.no_decay=[*norm*]"),
+             Contains("override optimizer.no_decay=[*norm*]: optimizer.no_decay: cannot parse the value as YAML ("));
+  CHECK(override_error("model.norm=") == "override model.norm=: model.norm: expected one of layernorm, rmsnorm, got an empty value");
+  CHECK(override_error("run.name=a: b") == "override run.name=a: b: run.name: expected a non-empty name of letters, "
+                                           "digits, '_', '.', '-', got a mapping");
+  // Overrides are checked after the file, so a bad file value is reported first.
+  CHECK(file_error("model:\n  n_layer: x\n", {"model.n_layer=2"}) ==
+        "x.yaml:2:12: model.n_layer: expected an integer in 1..1024, got \"x\"");
+}
