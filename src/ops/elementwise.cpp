@@ -141,34 +141,24 @@ Tensor silu(const Tensor& x) {
   return y;
 }
 
-Tensor swiglu(const Tensor& h) {
-  check_contiguous("swiglu", h);
-  ATTN_CHECK(h.cols() % 2 == 0, "swiglu: last dimension ", h.cols(), " must be even ([gate | up])");
-  const int64_t N = h.rows(), F = h.cols() / 2;
-  Shape ys = h.shape;
-  ys[-1] = F;
-  Tensor y = empty(ys, needs_grad(h));
-  float *yd = y.data, *hd = h.data;
-#pragma omp parallel for if (N * F > kParallelMin)
-  for (int64_t r = 0; r < N; ++r) {
-    const float *a = hd + r * 2 * F, *b = a + F;
-#pragma omp simd
-    for (int64_t f = 0; f < F; ++f) yd[r * F + f] = a[f] * kernels::fast_sigmoid(a[f]) * b[f];
-  }
+Tensor swiglu(const Tensor& a, const Tensor& b) {
+  check_contiguous("swiglu", a);
+  check_contiguous("swiglu", b);
+  ATTN_CHECK(a.shape == b.shape, "swiglu: gate ", a.shape, " and up ", b.shape, " differ");
+  const int64_t n = a.numel();
+  Tensor y = empty(a.shape, needs_grad(a, b));
+  float *yd = y.data, *ad = a.data, *bd = b.data;
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) yd[i] = ad[i] * kernels::fast_sigmoid(ad[i]) * bd[i];
   if (y.requires_grad()) {
-    record("swiglu", [h, y, N, F] {
+    record("swiglu", [a, b, y, n] {
       // fwd: y = silu(a)·b  =>  da += dy·b·σ(a)(1 + a(1 - σ(a)));  db += dy·silu(a)
-      float *hg = h.grad, *yg = y.grad, *hd = h.data;
-#pragma omp parallel for if (N * F > kParallelMin)
-      for (int64_t r = 0; r < N; ++r) {
-        const float *a = hd + r * 2 * F, *b = a + F;
-        float *da = hg + r * 2 * F, *db = da + F;
-#pragma omp simd
-        for (int64_t f = 0; f < F; ++f) {
-          float s = kernels::fast_sigmoid(a[f]), dy = yg[r * F + f];
-          da[f] += dy * b[f] * s * (1.f + a[f] * (1.f - s));
-          db[f] += dy * a[f] * s;
-        }
+      float *ag = a.grad, *bg = b.grad, *yg = y.grad, *ad = a.data, *bd = b.data;
+#pragma omp parallel for simd if (n > kParallelMin)
+      for (int64_t i = 0; i < n; ++i) {
+        const float s = kernels::fast_sigmoid(ad[i]);
+        if (ag) ag[i] += yg[i] * bd[i] * s * (1.f + ad[i] * (1.f - s));
+        if (bg) bg[i] += yg[i] * ad[i] * s;
       }
     });
   }

@@ -5,7 +5,7 @@
 //   mul(a, b):      y = a ⊙ b (same shape)
 //   gelu(x):        y = ½x(1 + tanh(√(2/π)(x + 0.044715x³)))   [Hendrycks & Gimpel 2016, tanh form]
 //   silu(x):        y = x·σ(x)
-//   swiglu(h):      h = [a | b] on the last dim (2F) -> y = silu(a) ⊙ b   [Shazeer 2020]
+//   swiglu(a, b):   y = silu(a) ⊙ b (same shape: gate a, up b)   [Shazeer 2020]
 //   dropout(x, p):  y = x ⊙ m / (1 - p), m_i = [u(seed, stream, i) >= p], counter-based (rng.h)
 #include <cmath>
 #include <cstdint>
@@ -19,7 +19,7 @@ Tensor scale(const Tensor& x, float s);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor gelu(const Tensor& x);
 Tensor silu(const Tensor& x);
-Tensor swiglu(const Tensor& h);
+Tensor swiglu(const Tensor& a, const Tensor& b);
 // Identity when p == 0 or grad mode is off (evaluation). `stream` must differ per call site and
 // step so masks are independent; the mask is recomputed in backward, not stored.
 Tensor dropout(const Tensor& x, float p, uint64_t seed, uint64_t stream);

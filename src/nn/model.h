@@ -1,0 +1,98 @@
+#pragma once
+// The decoder-only transformer (docs/model.md states exactly what it computes).
+//
+//   x = tok_emb[ids] (+ pos_emb[t] when positions = learned)             x: [B·T, C]
+//   for each block l:  x = x + wo · attn(norm1(x))   then   x = x + mlp(norm2(x))
+//   logits = norm_f(x) · tok_embᵀ  (tied embeddings)        loss = mean cross-entropy
+//
+// Parameter names (NOTE [param layout] in nn/param.h):
+//   tok_emb [V, C]   pos_emb [context, C]   norm_f.{g,b}
+//   blocks.{l}.norm1.{g,b}   blocks.{l}.norm2.{g,b}            (b only for layernorm)
+//   blocks.{l}.attn.wq [C, H·D]   .wk, .wv [C, Hkv·D]   .wo [H·D, C]
+//   blocks.{l}.mlp.w1 [C, F]   .w2 [F, C]   (.w3 [C, F], the up projection, for swiglu)
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "nn/param.h"
+#include "tensor/tensor.h"
+
+namespace attnlab {
+
+enum class NormKind { layernorm, rmsnorm };
+enum class MlpKind { gelu, swiglu };
+enum class Positions { learned, rope };
+// Where the attention scale is applied (NOTE [attention scale] in ops/attention.h).
+enum class QueryScaling { init, query, logits, none, both };
+
+// The placement of the attention scale s for each query_scaling mode: a multiplier on W_q's
+// initial values, on q in the forward pass, and on the logits. This function is the only place
+// that maps a mode to multipliers.
+struct ScalePlan {
+  float wq_init = 1.f;
+  float query = 1.f;
+  float logits = 1.f;
+};
+ScalePlan plan_attention_scale(QueryScaling where, float scale);
+
+struct ModelSpec {
+  int vocab = 0;
+  int context = 64;
+  int n_layer = 4;
+  int n_head = 4;
+  int n_kv_head = 4;
+  int d_model = 128;
+  int d_head = 32;
+  int d_ff = 512;
+  NormKind norm = NormKind::layernorm;
+  float norm_eps = 1e-5f;
+  MlpKind mlp = MlpKind::gelu;
+  Positions positions = Positions::learned;
+  float rope_base = 10000.f;
+  float dropout = 0.f;
+  float init_std = 0.02f;
+  QueryScaling query_scaling = QueryScaling::logits;
+  float attn_scale = 0.f;  // the value s (e.g. 1/√d_head)
+  float softcap = 0.f;
+};
+
+class Transformer {
+ public:
+  // Registers every parameter in `store`; the caller then calls store.finalize(seed).
+  Transformer(const ModelSpec& spec, ParamStore& store);
+
+  // Next-token loss for ids/targets [B·T] int32 (caller keeps them alive until backward).
+  // dropout_seed and step select the dropout masks (unused when dropout = 0 or grad is off).
+  Tensor loss(const int32_t* ids, const int32_t* targets, int B, int T, uint64_t dropout_seed = 0,
+              uint64_t step = 0);
+  // Logits [B·T, V].
+  Tensor logits(const int32_t* ids, int B, int T, uint64_t dropout_seed = 0, uint64_t step = 0);
+
+  // Per layer and head, the max attention logit (after cap and mask) of the last forward pass,
+  // over batch and positions: [n_layer · n_head], layer-major.
+  const std::vector<float>& max_logits() const { return max_logits_; }
+  const ModelSpec& spec() const { return spec_; }
+  const ScalePlan& scale_plan() const { return plan_; }
+
+ private:
+  struct Norm {
+    Param *g = nullptr, *b = nullptr;
+  };
+  struct Block {
+    Norm norm1, norm2;
+    Param *wq, *wk, *wv, *wo;
+    Param *w1, *w2, *w3 = nullptr;
+  };
+  Tensor norm(const Norm& n, const Tensor& x) const;
+  Tensor hidden(const int32_t* ids, int B, int T, uint64_t dropout_seed, uint64_t step);
+
+  ModelSpec spec_;
+  ScalePlan plan_;
+  Param* tok_emb_;
+  Param* pos_emb_ = nullptr;
+  std::vector<Block> blocks_;
+  Norm norm_f_;
+  std::vector<float> max_logits_;
+};
+
+}  // namespace attnlab

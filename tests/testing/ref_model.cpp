@@ -1,0 +1,80 @@
+#include "testing/ref_model.h"
+
+#include "ops/ops.h"
+#include "util/check.h"
+
+namespace testing {
+
+using namespace attnlab;
+using V = std::vector<double>;
+
+ParamValues param_values(const ParamStore& store) {
+  ParamValues p;
+  for (const Param* q : store.params()) p[q->name] = V(q->data, q->data + q->numel());
+  return p;
+}
+
+namespace {
+V mm(const V& a, const V& b, int64_t M, int64_t K, int64_t N, bool tb = false) {
+  V y(M * N);
+  ref::matmul_fwd(y.data(), a.data(), b.data(), M, K, N, tb);
+  return y;
+}
+}  // namespace
+
+double ref_model_loss(const ModelSpec& s, const ParamValues& p, const std::vector<int32_t>& ids,
+                      const std::vector<int32_t>& targets, int B, int T) {
+  auto P = [&](const std::string& n) -> const V& {
+    auto it = p.find(n);
+    ATTN_CHECK(it != p.end(), "ref model: no parameter ", n);
+    return it->second;
+  };
+  const int64_t N = int64_t(B) * T, C = s.d_model, H = s.n_head, Hkv = s.n_kv_head, D = s.d_head, F = s.d_ff;
+  const ScalePlan plan = plan_attention_scale(s.query_scaling, s.attn_scale);
+  auto norm = [&](const std::string& pre, const V& x) {
+    V y(x.size());
+    const bool ln = s.norm == NormKind::layernorm;
+    ref::norm_fwd(y.data(), x.data(), P(pre + ".g").data(), ln ? P(pre + ".b").data() : nullptr, N, C,
+                  double(s.norm_eps));
+    return y;
+  };
+  V x(N * C);
+  ref::embedding_fwd(x.data(), ids.data(), P("tok_emb").data(), N, C);
+  if (s.positions == Positions::learned)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < C; ++c) x[n * C + c] += P("pos_emb")[(n % T) * C + c];
+  for (int l = 0; l < s.n_layer; ++l) {
+    const std::string blk = "blocks." + std::to_string(l);
+    V h = norm(blk + ".norm1", x);
+    V q = mm(h, P(blk + ".attn.wq"), N, C, H * D), k = mm(h, P(blk + ".attn.wk"), N, C, Hkv * D),
+      v = mm(h, P(blk + ".attn.wv"), N, C, Hkv * D);
+    if (s.positions == Positions::rope) {
+      V q2(q.size()), k2(k.size());
+      ref::rope_apply(q2.data(), q.data(), B, T, H, D, double(s.rope_base), 0, false);
+      ref::rope_apply(k2.data(), k.data(), B, T, Hkv, D, double(s.rope_base), 0, false);
+      q = q2;
+      k = k2;
+    }
+    for (auto& e : q) e *= double(plan.query);
+    V a(N * H * D);
+    ref::attention_fwd(a.data(), q.data(), k.data(), v.data(), B, T, T, H, Hkv, D, double(plan.logits),
+                       double(s.softcap), true, (double*)nullptr);
+    V o = mm(a, P(blk + ".attn.wo"), N, H * D, C);
+    for (int64_t i = 0; i < N * C; ++i) x[i] += o[i];
+    h = norm(blk + ".norm2", x);
+    V u = mm(h, P(blk + ".mlp.w1"), N, C, F);
+    if (s.mlp == MlpKind::swiglu) {
+      V g = mm(h, P(blk + ".mlp.w3"), N, C, F);
+      for (int64_t i = 0; i < N * F; ++i) u[i] = ref::silu(u[i]) * g[i];
+    } else {
+      for (auto& e : u) e = ref::gelu(e);
+    }
+    V m = mm(u, P(blk + ".mlp.w2"), N, F, C);
+    for (int64_t i = 0; i < N * C; ++i) x[i] += m[i];
+  }
+  V hf = norm("norm_f", x);
+  V logits = mm(hf, P("tok_emb"), N, C, s.vocab, true);
+  return ref::cross_entropy_fwd(logits.data(), targets.data(), N, s.vocab, kIgnoreIndex);
+}
+
+}  // namespace testing
