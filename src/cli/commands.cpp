@@ -1,0 +1,169 @@
+#include "cli/commands.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "autograd/tape.h"
+#include "config/config.h"
+#include "data/batch_sampler.h"
+#include "io/checkpoint.h"
+#include "io/run_log.h"
+#include "train/sample.h"
+#include "train/session.h"
+#include "train/setup.h"
+#include "train/trainer.h"
+#include "util/check.h"
+#include "util/log.h"
+
+namespace attnlab::cli {
+
+Command add_train(CLI::App& app, const Globals& g) {
+  struct Args {
+    std::string config;
+    std::vector<std::string> overrides;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand("train", "train a model from a YAML config");
+  sub->add_option("config", a->config, "config file (YAML), e.g. configs/shakespeare_char.yaml")->required();
+  sub->add_option("overrides", a->overrides, "key.path=value overrides, applied after the file");
+  sub->footer("Writes <run.out_dir>/<run.name>/{metrics.h5,checkpoint.h5,config.yaml}.\n"
+              "Exit codes: 0 done, 1 runtime error, 2 bad usage/config/data, 3 diverged, 130 interrupted.");
+  return {sub, [a, &g] {
+            LoadedConfig cfg = load_config(a->config, a->overrides);
+            if (!g.quiet) std::fprintf(stderr, "%s", cfg.resolved_yaml.c_str());
+            TrainOptions opt;
+            opt.quiet = g.quiet;
+            opt.live_progress = isatty(STDERR_FILENO);
+            TrainResult r = train(cfg, opt);
+            return r.status == TrainResult::interrupted ? kExitInterrupted : kExitOk;
+          }};
+}
+
+Command add_eval(CLI::App& app, const Globals& g) {
+  struct Args {
+    std::string checkpoint;
+    std::vector<std::string> overrides;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand("eval", "train and val loss of a checkpoint (eval.iters batches of each)");
+  sub->add_option("--checkpoint", a->checkpoint, "checkpoint.h5 of a run")->required();
+  sub->add_option("overrides", a->overrides, "key.path=value overrides of the stored config (e.g. data.path=...)");
+  return {sub, [a] {
+            auto s = Session::from_checkpoint(a->checkpoint, a->overrides, /*load_data=*/true);
+            apply_runtime(s->config.cfg);
+            const int iters = s->config.cfg.eval.iters;
+            const double tl = s->evaluate(s->split.train, "eval.train", iters);
+            const double vl = s->evaluate(s->split.val, "eval.val", iters);
+            std::printf("step %lld\ntrain_loss %.6f\nval_loss %.6f\n", (long long)s->progress.step, tl, vl);
+            return kExitOk;
+          }};
+}
+
+Command add_sample(CLI::App& app, const Globals&) {
+  struct Args {
+    std::string checkpoint, prompt = "\n";
+    int tokens = 200, top_k = 0;
+    float temperature = 1.f;
+    uint64_t seed = 0;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand("sample", "generate text from a checkpoint");
+  sub->add_option("--checkpoint", a->checkpoint, "checkpoint.h5 of a run")->required();
+  sub->add_option("--prompt", a->prompt, "text to continue (every symbol must be in the vocabulary)");
+  sub->add_option("--tokens", a->tokens, "tokens to generate")->check(CLI::Range(0, 1 << 20));
+  sub->add_option("--temperature", a->temperature, "softmax temperature; 0 = greedy")->check(CLI::Range(0.f, 100.f));
+  sub->add_option("--top-k", a->top_k, "sample among the k most likely tokens; 0 = all")->check(CLI::Range(0, 1 << 20));
+  sub->add_option("--seed", a->seed, "random seed of the draws");
+  return {sub, [a] {
+            auto s = Session::from_checkpoint(a->checkpoint, {}, /*load_data=*/false);
+            apply_runtime(s->config.cfg);
+            if (a->prompt.empty()) throw ConfigError("--prompt: must hold at least one symbol");
+            std::vector<int32_t> prompt;
+            try {
+              prompt = s->vocab.encode(a->prompt);
+            } catch (const DataError& e) {
+              throw ConfigError(std::string("--prompt: ") + e.what());
+            }
+            SampleOptions so{a->tokens, a->temperature, a->top_k, a->seed};
+            auto ids = sample(*s->model, prompt, so);
+            std::printf("%s\n", s->vocab.decode(ids).c_str());
+            return kExitOk;
+          }};
+}
+
+Command add_inspect(CLI::App& app, const Globals&) {
+  auto path = std::make_shared<std::string>();
+  CLI::App* sub = app.add_subcommand("inspect", "summary of a run log: config, status, steps, last and best losses");
+  sub->add_option("run", *path, "metrics.h5 of a run (or its run directory)")->required();
+  return {sub, [path] {
+            std::string p = *path;
+            if (std::filesystem::is_directory(p)) p = (std::filesystem::path(p) / "metrics.h5").string();
+            RunSummary r = read_run_summary(p);
+            auto opt = [](const std::optional<double>& v) { return v ? std::to_string(*v) : std::string("-"); };
+            std::printf("run log     %s\nstatus      %s\nversion     %s (%s)\nseed        %llu\n", p.c_str(),
+                        r.status.c_str(), r.version.c_str(), r.git_commit.c_str(), (unsigned long long)r.seed);
+            std::printf("steps       %lld (%lld train points)\n", (long long)r.last_step, (long long)r.train_points);
+            std::printf("train loss  last %s  best %s\n", opt(r.last_train_loss).c_str(), opt(r.best_train_loss).c_str());
+            std::printf("val loss    last %s  best %s", opt(r.last_val_loss).c_str(), opt(r.best_val_loss).c_str());
+            if (r.best_val_step >= 0) std::printf(" (step %lld)", (long long)r.best_val_step);
+            std::printf("\n--- config ---\n%s\n", r.config.c_str());
+            return kExitOk;
+          }};
+}
+
+Command add_grads(CLI::App& app, const Globals&) {
+  struct Args {
+    std::string checkpoint, out;
+    int64_t seed = -1;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand(
+      "grads", "one training batch's tokens, loss and every parameter's gradient, for cross-checking");
+  sub->add_option("--checkpoint", a->checkpoint, "checkpoint.h5 of a run")->required();
+  sub->add_option("--out", a->out, "output HDF5 file")->required();
+  sub->add_option("--seed", a->seed, "seed of the batch draw (default: run.seed)")->check(CLI::NonNegativeNumber);
+  sub->footer("Output: x, y [B, T] int64 (inputs, targets), loss (scalar, also attribute), params/<name>,\n"
+              "grads/<name>. Dropout is off; see docs/model.md for exactly what is computed.");
+  return {sub, [a] {
+            auto s = Session::from_checkpoint(a->checkpoint, {"model.dropout=0.0"}, /*load_data=*/true);
+            apply_runtime(s->config.cfg);
+            const RunConfig& c = s->config.cfg;
+            const int B = c.train.batch_size, T = c.model.context;
+            const uint64_t seed = a->seed >= 0 ? uint64_t(a->seed) : uint64_t(c.run.seed);
+            BatchSampler sampler(s->split.train, seed, "grads");
+            std::vector<int32_t> x(size_t(B) * T), y(size_t(B) * T);
+            sampler.next(x.data(), y.data(), B, T);
+            Arena arena;
+            Tape tape;
+            ArenaScope as(arena);
+            TapeScope ts(tape);
+            s->store.zero_grad();
+            Tensor loss = s->model->loss(x.data(), y.data(), B, T);
+            backward(loss);
+            CheckpointWriter w(a->out);
+            const std::vector<int64_t> bt{B, T};
+            std::vector<int64_t> xi(x.begin(), x.end()), yi(y.begin(), y.end());
+            w.tensor_i64("x", bt, xi.data());
+            w.tensor_i64("y", bt, yi.data());
+            const double l = loss.item();
+            w.tensor_f64("loss", std::vector<int64_t>{}, &l);
+            w.attr("loss", l);
+            w.attr("config", s->config.resolved_yaml);
+            w.attr("step", s->progress.step);
+            w.attr_u64("seed", seed);
+            for (const Param* p : s->store.params()) {
+              const auto shape = p->shape.vec();
+              w.tensor("params/" + p->name, shape, p->data);
+              w.tensor("grads/" + p->name, shape, p->grad);
+            }
+            w.commit();
+            std::printf("loss %.6f\nwrote %s (%zu parameters)\n", l, a->out.c_str(), s->store.params().size());
+            return kExitOk;
+          }};
+}
+
+}  // namespace attnlab::cli

@@ -1,0 +1,37 @@
+// attnlab: the command-line front end, and the only place errors turn into exit codes.
+#include <cstdio>
+#include <exception>
+#include <vector>
+
+#include "cli/commands.h"
+#include "util/check.h"
+#include "util/log.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"attnlab: train small transformers on CPU and see what attention-scaling choices do"};
+  app.require_subcommand(1);
+  attnlab::cli::Globals globals;
+  app.add_flag("-q,--quiet", globals.quiet, "only warnings and errors");
+  std::vector<attnlab::cli::Command> commands{
+      attnlab::cli::add_train(app, globals), attnlab::cli::add_eval(app, globals),
+      attnlab::cli::add_sample(app, globals), attnlab::cli::add_inspect(app, globals),
+      attnlab::cli::add_grads(app, globals)};
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? attnlab::kExitOk : attnlab::kExitUsage;
+  }
+  attnlab::log::init(globals.quiet);
+  try {
+    for (auto& c : commands)
+      if (c.app->parsed()) return c.run();
+  } catch (const attnlab::Error& e) {
+    std::fprintf(stderr, "attnlab: error: %s\n", e.what());
+    return e.exit_code();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "attnlab: error: %s\n", e.what());
+    return attnlab::kExitRuntime;
+  }
+  return attnlab::kExitUsage;
+}

@@ -1,0 +1,139 @@
+#include "train/session.h"
+
+#include "autograd/tape.h"
+#include "io/checkpoint.h"
+#include "train/setup.h"
+#include "util/check.h"
+#include "util/version.h"
+
+namespace attnlab {
+
+namespace {
+constexpr const char* kFormat = "attnlab-checkpoint/1";
+
+std::span<const int64_t> dims(const Shape& s, std::vector<int64_t>& buf) {
+  buf = s.vec();
+  return buf;
+}
+}  // namespace
+
+Session::Session(const LoadedConfig& cfg, Vocab v, std::optional<Corpus> c)
+    : config(cfg), vocab(std::move(v)), corpus(std::move(c)) {
+  const RunConfig& rc = config.cfg;
+  if (corpus) {
+    split = split_corpus(*corpus, rc.data.val_fraction);
+    BatchSampler(split.train, 0, "data.train").check_fits(rc.model.context, "train", corpus->path);
+    BatchSampler(split.val, 0, "data.val").check_fits(rc.model.context, "val", corpus->path);
+  }
+  model = std::make_unique<Transformer>(model_spec(rc, vocab.size()), store);
+  store.finalize(uint64_t(rc.run.seed));
+  if (!rc.train.freeze.empty()) {
+    auto counts = store.freeze(rc.train.freeze);
+    for (size_t i = 0; i < counts.size(); ++i)
+      if (counts[i] == 0)
+        throw ConfigError(detail::concat("train.freeze: pattern \"", rc.train.freeze[i],
+                                         "\" matches no parameter (names look like blocks.0.attn.wq)"));
+  }
+  optimizer = make_optimizer(rc, store);
+  schedule = make_schedule(rc);
+}
+
+std::unique_ptr<Session> Session::from_config(const LoadedConfig& cfg) {
+  Corpus c = load_corpus(cfg.cfg.data.path);
+  Vocab v = c.vocab;
+  return std::make_unique<Session>(cfg, std::move(v), std::move(c));
+}
+
+std::unique_ptr<Session> Session::from_checkpoint(const std::string& path, const std::vector<std::string>& overrides,
+                                                  bool load_data) {
+  CheckpointReader r(path);
+  if (!r.has_attr("format") || r.attr_string("format") != kFormat)
+    throw CheckpointError(path + ": not an attnlab checkpoint (no format attribute \"" + kFormat + "\")");
+  LoadedConfig cfg = config_from_yaml_text(r.attr_string("config"), path + " (stored config)", overrides);
+  Vocab v = Vocab::from_symbols(r.strings("vocab"), r.attr_string("vocab_mode"));
+  std::optional<Corpus> c;
+  if (load_data) {
+    c = load_corpus(cfg.cfg.data.path);
+    if (c->vocab.symbols() != v.symbols())
+      throw DataError(detail::concat(cfg.cfg.data.path, ": its vocabulary (", c->vocab.size(),
+                                     " symbols) differs from the checkpoint's (", v.size(), " symbols, ", path, ")"));
+  }
+  auto s = std::make_unique<Session>(cfg, std::move(v), std::move(c));
+  s->load_checkpoint(path);
+  return s;
+}
+
+void Session::save_checkpoint(const std::string& path) const {
+  CheckpointWriter w(path);
+  std::vector<int64_t> buf;
+  w.attr("format", kFormat);
+  w.attr("config", config.resolved_yaml);
+  w.attr("version", kVersion);
+  w.attr("git_commit", kGitCommit);
+  w.attr("step", progress.step);
+  w.attr_u64("train_batches", progress.train_batches);
+  w.attr_u64("seed", uint64_t(config.cfg.run.seed));
+  w.attr("optimizer", optimizer->name());
+  w.attr("optimizer_t", optimizer->t());
+  w.attr("vocab_mode", vocab.mode());
+  w.strings("vocab", vocab.symbols());
+  auto slots = const_cast<Optimizer&>(*optimizer).slots();
+  for (const Param* p : store.params()) {
+    w.tensor("params/" + p->name, dims(p->shape, buf), p->data);
+    for (const auto& slot : slots)
+      w.tensor(std::string("optim/") + optimizer->name() + "/" + slot.name + "/" + p->name, dims(p->shape, buf),
+               slot.block + p->offset);
+  }
+  w.commit();
+}
+
+void Session::load_checkpoint(const std::string& path) {
+  CheckpointReader r(path);
+  if (!r.has_attr("format") || r.attr_string("format") != kFormat)
+    throw CheckpointError(path + ": not an attnlab checkpoint (no format attribute \"" + kFormat + "\")");
+  const std::vector<std::string> saved_vocab = r.strings("vocab");
+  if (saved_vocab != vocab.symbols())
+    throw CheckpointError(detail::concat(path, ": vocabulary of ", saved_vocab.size(),
+                                         " symbols differs from the data's ", vocab.size(), " symbols"));
+  // Every parameter by name and shape; report missing and unexpected names.
+  std::vector<std::string> stored = r.list("params");
+  for (const std::string& n : stored)
+    if (!store.find(n))
+      throw CheckpointError(path + ": parameter " + n + " is not in this model (different model config?)");
+  std::vector<int64_t> buf;
+  const std::string opt_name = r.attr_string("optimizer");
+  if (opt_name != optimizer->name())
+    throw CheckpointError(path + ": optimizer state is for " + opt_name + ", the config uses " + optimizer->name());
+  auto slots = optimizer->slots();
+  for (Param* p : store.params()) {
+    const std::string n = "params/" + p->name;
+    if (!r.has(n)) throw CheckpointError(path + ": missing parameter " + p->name);
+    r.read(n, dims(p->shape, buf), p->data);
+    for (const auto& slot : slots)
+      r.read(std::string("optim/") + opt_name + "/" + slot.name + "/" + p->name, dims(p->shape, buf),
+             slot.block + p->offset);
+  }
+  optimizer->set_t(r.attr_i64("optimizer_t"));
+  progress.step = r.attr_i64("step");
+  progress.train_batches = r.attr_u64("train_batches");
+  if (progress.step < 0) throw CheckpointError(detail::concat(path, ": negative step ", progress.step));
+}
+
+double Session::evaluate(std::span<const int32_t> tokens, const std::string& stream, int iters) {
+  const int B = config.cfg.train.batch_size, T = config.cfg.model.context;
+  BatchSampler sampler(tokens, uint64_t(config.cfg.run.seed), stream);
+  NoGrad no_grad;
+  Arena arena;
+  ArenaScope scope(arena);
+  double total = 0;
+  for (int i = 0; i < iters; ++i) {
+    arena.reset();
+    int32_t* x = arena_ints(int64_t(B) * T);
+    int32_t* y = arena_ints(int64_t(B) * T);
+    sampler.next(x, y, B, T);
+    total += model->loss(x, y, B, T).item();
+  }
+  return total / iters;
+}
+
+}  // namespace attnlab

@@ -1,0 +1,36 @@
+#include "train/signals.h"
+
+#include <atomic>
+#include <csignal>
+
+namespace attnlab {
+namespace {
+std::atomic<int> g_requests{0};
+struct sigaction g_prev_int, g_prev_term;
+
+void on_signal(int sig) {
+  if (g_requests.fetch_add(1) >= 1) {  // second signal: default action now
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+  }
+}
+}  // namespace
+
+InterruptGuard::InterruptGuard() {
+  g_requests = 0;
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, &g_prev_int);
+  sigaction(SIGTERM, &sa, &g_prev_term);
+}
+
+InterruptGuard::~InterruptGuard() {
+  sigaction(SIGINT, &g_prev_int, nullptr);
+  sigaction(SIGTERM, &g_prev_term, nullptr);
+}
+
+bool interrupt_requested() { return g_requests.load() > 0; }
+void request_interrupt() { g_requests.fetch_add(1); }
+
+}  // namespace attnlab

@@ -1,0 +1,212 @@
+#include "train/trainer.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+
+#include "autograd/tape.h"
+#include "io/run_log.h"
+#include "train/sample.h"
+#include "train/session.h"
+#include "train/setup.h"
+#include "train/signals.h"
+#include "util/check.h"
+#include "util/log.h"
+#include "util/timer.h"
+#include "util/version.h"
+
+namespace attnlab {
+namespace {
+
+std::string format_eta(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "--:--";
+  const int s = int(seconds + 0.5);
+  char buf[32];
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%d:%02d", s / 60, s % 60);
+  return buf;
+}
+
+void write_text_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f << text;
+    if (!f) throw Error("cannot write " + tmp);
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+}  // namespace
+
+TrainResult train(const LoadedConfig& cfg_in, const TrainOptions& opt) {
+  const RunConfig& cfg = cfg_in.cfg;
+  const int threads = apply_runtime(cfg);
+  auto session = Session::from_config(cfg_in);
+  Session& s = *session;
+  Transformer& model = *s.model;
+
+  TrainResult res;
+  namespace fs = std::filesystem;
+  const fs::path run_dir = fs::path(cfg.run.out_dir) / cfg.run.name;
+  std::error_code ec;
+  fs::create_directories(run_dir, ec);
+  if (ec) throw Error("cannot create run directory " + run_dir.string() + ": " + ec.message());
+  res.run_dir = run_dir.string();
+  res.metrics_path = (run_dir / "metrics.h5").string();
+  res.checkpoint_path = (run_dir / "checkpoint.h5").string();
+  write_text_atomic((run_dir / "config.yaml").string(), cfg_in.resolved_yaml);
+
+  const bool resuming = !cfg.train.resume.empty();
+  if (resuming) s.load_checkpoint(cfg.train.resume);
+  RunLogMeta meta{cfg_in.resolved_yaml, uint64_t(cfg.run.seed), kVersion, kGitCommit, cfg.model.n_layer,
+                  cfg.model.n_head};
+  RunLog runlog = resuming ? RunLog::resume(res.metrics_path, meta, s.progress.step) : RunLog(res.metrics_path, meta);
+  runlog.set_status("running");
+  runlog.flush();
+
+  const int B = cfg.train.batch_size, T = cfg.model.context, accum = cfg.train.grad_accum;
+  const int64_t total = cfg.train.steps, tokens_per_step = int64_t(B) * T * accum;
+  if (!opt.quiet) {
+    log::info("attnlab {} ({}), {} threads", kVersion, kGitCommit, threads);
+    log::info("data {}: {} tokens, vocabulary {}, train {} / val {}", s.corpus->path, s.corpus->tokens.size(),
+              s.vocab.size(), s.split.train.size(), s.split.val.size());
+    log::info("model: {} parameters ({} trainable), {} layers, {} heads, d_model {}, context {}", s.store.total(),
+              s.store.trainable_count(), cfg.model.n_layer, cfg.model.n_head, cfg.model.d_model, T);
+    if (resuming) log::info("resuming from {} at step {}", cfg.train.resume, s.progress.step);
+    log::info("run directory {}", res.run_dir);
+  }
+
+  BatchSampler sampler(s.split.train, uint64_t(cfg.run.seed), "data.train");
+  sampler.set_counter(s.progress.train_batches);
+  Arena arena;
+  Tape tape;
+  ArenaScope arena_scope(arena);
+  TapeScope tape_scope(tape);
+  InterruptGuard interrupt_guard;
+  std::vector<float> step_max_logits(model.max_logits().size());
+
+  auto evaluate = [&](int64_t step) {
+    const double tl = s.evaluate(s.split.train, "eval.train", cfg.eval.iters);
+    const double vl = s.evaluate(s.split.val, "eval.val", cfg.eval.iters);
+    runlog.add_eval(step, tl, vl);
+    res.final_train_loss = tl;
+    res.final_val_loss = vl;
+    if (!opt.quiet) {
+      if (opt.live_progress) std::fprintf(stderr, "\r\033[K");
+      log::info("eval step {}: train loss {:.4f}, val loss {:.4f}", step, tl, vl);
+    }
+  };
+  auto diverge = [&](const std::string& what) {
+    runlog.set_status("diverged");
+    runlog.flush();
+    if (opt.live_progress && !opt.quiet) std::fprintf(stderr, "\n");
+    throw DivergedError(what + " (run log: " + res.metrics_path + ")");
+  };
+
+  Timer wall, interval_timer;
+  double train_seconds = 0;
+  int64_t interval_steps = 0;
+  while (s.progress.step < total) {
+    const int64_t step = s.progress.step;  // 0-based index of the step being taken
+    Timer step_timer;
+    const float lr = float(s.schedule.at(step));
+    s.store.zero_grad();
+    double loss_sum = 0;
+    std::fill(step_max_logits.begin(), step_max_logits.end(), -std::numeric_limits<float>::infinity());
+    for (int micro = 0; micro < accum; ++micro) {
+      arena.reset();
+      int32_t* x = arena_ints(int64_t(B) * T);
+      int32_t* y = arena_ints(int64_t(B) * T);
+      sampler.next(x, y, B, T);
+      Tensor loss = model.loss(x, y, B, T, uint64_t(cfg.run.seed), uint64_t(step * accum + micro));
+      const float l = loss.item();
+      if (!std::isfinite(l)) {
+        tape.clear();
+        diverge(detail::concat("non-finite loss (", l, ") at step ", step + 1));
+      }
+      loss_sum += l;
+      backward(loss, 1.f / float(accum));
+      for (size_t i = 0; i < step_max_logits.size(); ++i)
+        step_max_logits[i] = std::max(step_max_logits[i], model.max_logits()[i]);
+    }
+    if (const Param* bad = first_non_finite(s.store, false))
+      diverge(detail::concat("non-finite gradient in ", bad->name, " at step ", step + 1));
+    const double grad_norm = global_grad_norm(s.store);
+    if (cfg.train.grad_clip > 0) clip_grad_norm(s.store, grad_norm, float(cfg.train.grad_clip));
+    s.optimizer->step(lr);
+    s.progress.step = step + 1;
+    s.progress.train_batches = sampler.counter();
+
+    const double step_s = step_timer.seconds();
+    train_seconds += step_s;
+    interval_steps++;
+    const double loss = loss_sum / accum;
+    res.losses.push_back(loss);
+    runlog.add_train({step + 1, loss, lr, grad_norm, double(tokens_per_step) / step_s, wall.seconds()});
+
+    const bool last = s.progress.step == total;
+    const bool stop = interrupt_requested() || (opt.stop_after >= 0 && s.progress.step >= opt.stop_after);
+    if (s.progress.step % cfg.train.log_interval == 0 || last || stop) {
+      if (const Param* bad = first_non_finite(s.store, true))
+        diverge(detail::concat("non-finite value in ", bad->name, " after step ", step + 1));
+      runlog.add_max_logits(step + 1, step_max_logits);
+      const double tok_s = double(tokens_per_step) * interval_steps / interval_timer.seconds();
+      const double eta = double(total - s.progress.step) * train_seconds / double(std::max<int64_t>(1, step + 1));
+      if (!opt.quiet) {
+        if (opt.live_progress)
+          std::fprintf(stderr, "\r\033[Kstep %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %s", (long long)(step + 1),
+                       (long long)total, loss, lr, tok_s, format_eta(eta).c_str());
+        else
+          log::info("step {}/{} loss {:.4f} lr {:.2e} grad_norm {:.3f} {:.0f} tok/s ETA {}", step + 1, total, loss, lr,
+                    grad_norm, tok_s, format_eta(eta));
+      }
+      runlog.flush();
+      interval_timer.reset();
+      interval_steps = 0;
+    }
+    if (s.progress.step % cfg.eval.interval == 0 || last) evaluate(s.progress.step);
+    const bool ckpt = cfg.train.checkpoint_interval > 0 && s.progress.step % cfg.train.checkpoint_interval == 0;
+    if (ckpt || last || stop) s.save_checkpoint(res.checkpoint_path);
+    if (stop && !last) {
+      res.status = TrainResult::interrupted;
+      break;
+    }
+  }
+  if (opt.live_progress && !opt.quiet) std::fprintf(stderr, "\n");
+  res.steps = s.progress.step;
+  if (res.status == TrainResult::completed && s.progress.step == total && res.losses.empty()) {
+    if (!opt.quiet) log::warn("checkpoint is already at step {} of {}: nothing to train", s.progress.step, total);
+    evaluate(s.progress.step);
+  }
+  runlog.set_status(res.status == TrainResult::completed ? "completed" : "interrupted");
+  runlog.flush();
+
+  if (cfg.eval.sample_tokens > 0 && res.status == TrainResult::completed) {
+    SampleOptions so;
+    so.tokens = cfg.eval.sample_tokens;
+    so.seed = uint64_t(cfg.run.seed);
+    std::vector<int32_t> prompt{s.split.val.empty() ? 0 : s.split.val[0]};
+    auto ids = sample(model, prompt, so);
+    res.sample_text = s.vocab.decode(ids);
+  }
+  if (!opt.quiet) {
+    if (res.status == TrainResult::interrupted)
+      log::warn("interrupted after step {}: checkpoint {} (resume with train.resume={})", res.steps,
+                res.checkpoint_path, res.checkpoint_path);
+    else
+      log::info("done: {} steps in {:.1f} s, final train loss {:.4f}, val loss {:.4f}", res.steps, wall.seconds(),
+                res.final_train_loss, res.final_val_loss);
+    log::info("run log {}, checkpoint {}", res.metrics_path, res.checkpoint_path);
+    if (!res.sample_text.empty()) std::fprintf(stderr, "--- sample ---\n%s\n--------------\n", res.sample_text.c_str());
+  }
+  return res;
+}
+
+}  // namespace attnlab
