@@ -1,0 +1,152 @@
+// Building-block speed: GFLOP/s of attnlab's linear (forward + both backward products) next to
+// raw oneDNN matmul primitives on the same shapes, and of the attention op forward + backward.
+//   build/bench_kernels [--reps N] [--threads N]
+// Prints a Markdown table (docs/performance.md records one with the command that produced it).
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <vector>
+
+#include "autograd/tape.h"
+#include "kernels/gemm.h"
+#include "ops/ops.h"
+#include "util/rng.h"
+#include "util/timer.h"
+
+using namespace attnlab;
+
+namespace {
+
+// Median seconds of `reps` calls after 3 warm-up calls.
+double time_median(int reps, const std::function<void()>& f) {
+  for (int i = 0; i < 3; ++i) f();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    Timer timer;
+    f();
+    t.push_back(timer.seconds());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+void fill(float* p, int64_t n, uint64_t seed) {
+  Rng r(seed, 1);
+  for (int64_t i = 0; i < n; ++i) p[i] = float(r.normal());
+}
+
+// Raw oneDNN: y = x·W, dx = dy·Wᵀ, dW = xᵀ·dy as three plain primitives, memory objects made once.
+double raw_onednn_seconds(int64_t M, int64_t K, int64_t N, int reps) {
+  using dt = dnnl::memory::data_type;
+  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  dnnl::stream s(eng);
+  auto md = [](int64_t r, int64_t c, bool t) {
+    return dnnl::memory::desc({r, c}, dt::f32, t ? dnnl::memory::dims{1, r} : dnnl::memory::dims{c, 1});
+  };
+  std::vector<float> x(M * K), w(K * N), y(M * N), dy(M * N), dx(M * K), dw(K * N);
+  fill(x.data(), M * K, 1);
+  fill(w.data(), K * N, 2);
+  fill(dy.data(), M * N, 3);
+  struct Prim {
+    dnnl::matmul p;
+    std::unordered_map<int, dnnl::memory> args;
+  };
+  auto make = [&](dnnl::memory::desc a, dnnl::memory::desc b, dnnl::memory::desc c, float* pa, float* pb, float* pc) {
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), eng);
+    return Prim{dnnl::matmul(pd),
+                {{DNNL_ARG_SRC, dnnl::memory(a, eng, pa)},
+                 {DNNL_ARG_WEIGHTS, dnnl::memory(b, eng, pb)},
+                 {DNNL_ARG_DST, dnnl::memory(c, eng, pc)}}};
+  };
+  Prim fwd = make(md(M, K, false), md(K, N, false), md(M, N, false), x.data(), w.data(), y.data());
+  // dx[M,K] = dy[M,N] · Wᵀ: W stored [K,N], read as [N,K] transposed.
+  Prim bx = make(md(M, N, false), dnnl::memory::desc({N, K}, dt::f32, dnnl::memory::dims{1, N}), md(M, K, false),
+                 dy.data(), w.data(), dx.data());
+  // dW[K,N] = xᵀ · dy: x stored [M,K], read as [K,M] transposed.
+  Prim bw = make(dnnl::memory::desc({K, M}, dt::f32, dnnl::memory::dims{1, K}), md(M, N, false), md(K, N, false),
+                 x.data(), dy.data(), dw.data());
+  return time_median(reps, [&] {
+    fwd.p.execute(s, fwd.args);
+    bx.p.execute(s, bx.args);
+    bw.p.execute(s, bw.args);
+    s.wait();
+  });
+}
+
+double linear_seconds(int64_t M, int64_t K, int64_t N, int reps) {
+  Arena arena;
+  Tape tape;
+  ArenaScope as(arena);
+  TapeScope ts(tape);
+  std::vector<float> x(M * K), xg(M * K), w(K * N), wg(K * N), dy(M * N);
+  fill(x.data(), M * K, 1);
+  fill(w.data(), K * N, 2);
+  fill(dy.data(), M * N, 3);
+  Tensor xt(x.data(), xg.data(), {M, K}), wt(w.data(), wg.data(), {K, N});
+  return time_median(reps, [&] {
+    arena.reset();
+    Tensor y = linear(xt, wt);
+    std::memcpy(y.grad, dy.data(), M * N * sizeof(float));
+    tape.backward();
+  });
+}
+
+double attention_seconds(int64_t B, int64_t T, int64_t H, int64_t D, int reps) {
+  Arena arena;
+  Tape tape;
+  ArenaScope as(arena);
+  TapeScope ts(tape);
+  std::vector<float> q(B * T * H * D), k(q.size()), v(q.size()), dy(q.size());
+  fill(q.data(), q.size(), 1);
+  fill(k.data(), k.size(), 2);
+  fill(v.data(), v.size(), 3);
+  fill(dy.data(), dy.size(), 4);
+  return time_median(reps, [&] {
+    arena.reset();
+    Tensor qt = empty({B, T, H, D}, true), kt = empty({B, T, H, D}, true), vt = empty({B, T, H, D}, true);
+    std::memcpy(qt.data, q.data(), q.size() * 4);
+    std::memcpy(kt.data, k.data(), k.size() * 4);
+    std::memcpy(vt.data, v.data(), v.size() * 4);
+    AttentionOptions o(1.f / 8.f);
+    Tensor y = attention(qt, kt, vt, o);
+    std::memcpy(y.grad, dy.data(), dy.size() * 4);
+    tape.backward();
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int reps = 20, threads = omp_get_max_threads();
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
+  }
+  kernels::set_num_threads(threads);
+  std::printf("threads %d, median of %d repetitions\n\n", threads, reps);
+  std::printf("| linear x[M,K]·W[K,N], fwd + dx + dW | attnlab GFLOP/s | raw oneDNN GFLOP/s | ratio |\n|---|---|---|---|\n");
+  const int64_t shapes[][3] = {{768, 128, 384}, {8192, 256, 1024}, {16384, 384, 1536},
+                               {768, 384, 128}, {8192, 1024, 256}, {16384, 1536, 384}};
+  for (auto& s : shapes) {
+    const double flops = 3.0 * 2.0 * double(s[0]) * s[1] * s[2];
+    const double ours = flops / linear_seconds(s[0], s[1], s[2], reps) / 1e9;
+    const double raw = flops / raw_onednn_seconds(s[0], s[1], s[2], reps) / 1e9;
+    std::printf("| [%lld×%lld]·[%lld×%lld] | %.1f | %.1f | %.0f%% |\n", (long long)s[0], (long long)s[1],
+                (long long)s[1], (long long)s[2], ours, raw, 100.0 * ours / raw);
+  }
+  std::printf("\n| attention (dense, causal) B×H, T, D | fwd+bwd ms | GFLOP/s (causal FLOPs) |\n|---|---|---|\n");
+  for (int64_t T : {64, 256, 1024}) {
+    const int64_t B = std::max<int64_t>(1, 8192 / T), H = 4, D = 64;
+    const double sec = attention_seconds(B, T, H, D, std::max(3, reps / 4));
+    // causal: T(T+1)/2 score pairs; forward 2 matmuls, backward 4: 6 · 2 · pairs · D
+    const double flops = 12.0 * double(B * H) * double(T) * double(T + 1) / 2.0 * double(D);
+    std::printf("| %lld×%lld, %lld, %lld | %.2f | %.1f |\n", (long long)B, (long long)H, (long long)T, (long long)D,
+                sec * 1e3, flops / sec / 1e9);
+  }
+  return 0;
+}
