@@ -54,10 +54,20 @@ struct AttentionSection {
 };
 
 struct OptimizerSection {
-  std::string name;     // adamw
+  std::string name;     // adamw | adafactor
   double lr{}, beta1{}, beta2{}, eps{}, weight_decay{};
   std::vector<std::string> no_decay;  // glob patterns (* ?) of parameter names
   bool operator==(const OptimizerSection&) const = default;
+};
+
+// Adafactor's knobs (used when optimizer.name is adafactor; src/optim/adafactor.h).
+struct AdafactorSection {
+  double decay_rate{}, eps1{}, eps2{}, clipping_threshold{};
+  bool multiply_by_parameter_scale{};
+  bool relative_step{};
+  int min_dim_size_to_factor{};
+  double beta1{};
+  bool operator==(const AdafactorSection&) const = default;
 };
 
 struct ScheduleSection {
@@ -98,6 +108,7 @@ struct RunConfig {
   ModelSection model;
   AttentionSection attention;
   OptimizerSection optimizer;
+  AdafactorSection adafactor;
   ScheduleSection schedule;
   TrainSection train;
   EvalSection eval;

@@ -31,6 +31,14 @@ bool parse_value(const YAML::Node& n, int& out) {
   return true;
 }
 
+bool parse_value(const YAML::Node& n, bool& out) {
+  if (!n.IsScalar()) return false;
+  const std::string& s = n.Scalar();
+  if (s == "true" || s == "True" || s == "TRUE") return out = true, true;
+  if (s == "false" || s == "False" || s == "FALSE") return out = false, true;
+  return false;  // YAML 1.2 core booleans only: no yes/no/on/off/1/0
+}
+
 bool parse_number(const std::string& s, double& out) {
   // Decimal and exponent forms only: no .nan/.inf/nan/inf, hex floats or booleans.
   bool digit = false;
@@ -122,6 +130,7 @@ std::string emit_string(const std::string& s) {
 }
 
 std::string emit_value(int v) { return std::to_string(v); }
+std::string emit_value(bool v) { return v ? "true" : "false"; }
 // "1.0", not "1": a reader of base.yaml sees the key takes a float.
 std::string emit_float(double v) {
   std::string s = format_number(v);
@@ -153,6 +162,7 @@ Rule<double> positive() { return {"a positive number", [](double v) { return v >
 Rule<double> non_negative() { return {"a number >= 0", [](double v) { return v >= 0; }}; }
 Rule<double> open_unit() { return {"a number in (0, 1)", [](double v) { return v > 0 && v < 1; }}; }
 Rule<double> unit_from_zero() { return {"a number in [0, 1)", [](double v) { return v >= 0 && v < 1; }}; }
+Rule<bool> boolean() { return {"true or false", [](bool) { return true; }}; }
 Rule<std::string> any_text() { return {"a string", [](const std::string&) { return true; }}; }
 Rule<std::string> one_of(std::vector<std::string> choices) {
   std::string desc = "one of ";
@@ -247,14 +257,28 @@ std::vector<KeyDef> build_schema() {
   key(KEY(attention, n_kv_heads), 0, int_at_least(0), "key/value heads; 0 means n_head (MHA), fewer = GQA");
   key(KEY(attention, softcap), 0.0, non_negative(), "tanh soft-cap of the attention logits; 0 = off");
 
-  key(KEY(optimizer, name), "adamw", one_of({"adamw"}), "optimizer");
+  key(KEY(optimizer, name), "adamw", one_of({"adamw", "adafactor"}),
+      "adamw, or adafactor (its own knobs are in the adafactor section)");
   key(KEY(optimizer, lr), 1e-3, positive(), "peak learning rate");
-  key(KEY(optimizer, beta1), 0.9, unit_from_zero(), "first-moment decay");
-  key(KEY(optimizer, beta2), 0.99, unit_from_zero(), "second-moment decay");
-  key(KEY(optimizer, eps), 1e-8, positive(), "added to the second-moment root");
-  key(KEY(optimizer, weight_decay), 0.1, non_negative(), "decoupled (AdamW) weight decay");
+  key(KEY(optimizer, beta1), 0.9, unit_from_zero(), "AdamW first-moment decay");
+  key(KEY(optimizer, beta2), 0.99, unit_from_zero(), "AdamW second-moment decay");
+  key(KEY(optimizer, eps), 1e-8, positive(), "AdamW: added to the second-moment root");
+  key(KEY(optimizer, weight_decay), 0.1, non_negative(),
+      "decoupled weight decay: theta *= 1 - lr * weight_decay before the update (both optimizers)");
   key(KEY(optimizer, no_decay), {"*norm*", "*.b", "*emb*"}, globs(),
       "parameter names that get no weight decay");
+
+  key(KEY(adafactor, decay_rate), 0.8, positive(), "second-moment decay beta2_t = 1 - t^(-decay_rate)");
+  key(KEY(adafactor, eps1), 1e-30, positive(), "added to g^2 before the second-moment statistics");
+  key(KEY(adafactor, eps2), 1e-3, non_negative(), "floor of the parameter scale max(eps2, RMS(param))");
+  key(KEY(adafactor, clipping_threshold), 1.0, positive(), "updates are scaled down to RMS <= this");
+  key(KEY(adafactor, multiply_by_parameter_scale), true, boolean(),
+      "step size times max(eps2, RMS(param)) (relative updates)");
+  key(KEY(adafactor, relative_step), false, boolean(),
+      "step size min(1e-2, 1/sqrt(t)) instead of optimizer.lr and the schedule");
+  key(KEY(adafactor, min_dim_size_to_factor), 128, int_at_least(1),
+      "factor the second moment of a matrix when both of its last two dims are >= this");
+  key(KEY(adafactor, beta1), 0.0, unit_from_zero(), "momentum on the scaled updates; 0 = none");
 
   key(KEY(schedule, kind), "cosine", one_of({"cosine", "linear", "constant"}), "LR decay after the warmup");
   key(KEY(schedule, warmup_steps), 100, int_at_least(0), "steps of linear warmup from 0 to optimizer.lr");

@@ -31,6 +31,15 @@ AdamW::~AdamW() {
   aligned_free(v_);
 }
 
+std::vector<Optimizer::Slot> AdamW::slots() {
+  std::vector<Slot> out;
+  for (const Param* p : store_.params()) {
+    out.push_back({"m", p, m_ + p->offset, p->shape});
+    out.push_back({"v", p, v_ + p->offset, p->shape});
+  }
+  return out;
+}
+
 void AdamW::step(float lr) {
   ++t_;
   const float b1 = cfg_.beta1, b2 = cfg_.beta2, eps = cfg_.eps;

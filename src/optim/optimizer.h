@@ -1,7 +1,7 @@
 #pragma once
-// Optimizers update a ParamStore's trainable parameters from its grads. Their state lives in
-// slots: float blocks laid out like the store (NOTE [param layout]), so checkpoints save slot
-// `s` of parameter `p` under "optim/<optimizer>/<s>/<p>".
+// Optimizers update a ParamStore's trainable parameters from its grads. Their state is a list of
+// named tensors per parameter (AdamW: m and v of the parameter's shape; Adafactor: row and column
+// statistics for factored matrices), which checkpoints save as "optim/<optimizer>/<slot>/<param>".
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -14,8 +14,10 @@ namespace attnlab {
 class Optimizer {
  public:
   struct Slot {
-    std::string name;
-    float* block;  // store.total() floats, parameter p at p->offset
+    std::string name;    // "m", "v", "vr", "vc"
+    const Param* param;
+    float* data;
+    Shape shape;
   };
   virtual ~Optimizer() = default;
   virtual const char* name() const = 0;
@@ -49,7 +51,7 @@ class AdamW final : public Optimizer {
   ~AdamW() override;
   const char* name() const override { return "adamw"; }
   void step(float lr) override;
-  std::vector<Slot> slots() override { return {{"m", m_}, {"v", v_}}; }
+  std::vector<Slot> slots() override;
 
  private:
   AdamWConfig cfg_;

@@ -77,13 +77,10 @@ void Session::save_checkpoint(const std::string& path) const {
   w.attr("optimizer_t", optimizer->t());
   w.attr("vocab_mode", vocab.mode());
   w.strings("vocab", vocab.symbols());
-  auto slots = const_cast<Optimizer&>(*optimizer).slots();
-  for (const Param* p : store.params()) {
-    w.tensor("params/" + p->name, dims(p->shape, buf), p->data);
-    for (const auto& slot : slots)
-      w.tensor(std::string("optim/") + optimizer->name() + "/" + slot.name + "/" + p->name, dims(p->shape, buf),
-               slot.block + p->offset);
-  }
+  for (const Param* p : store.params()) w.tensor("params/" + p->name, dims(p->shape, buf), p->data);
+  for (const auto& slot : optimizer->slots())
+    w.tensor(std::string("optim/") + optimizer->name() + "/" + slot.name + "/" + slot.param->name,
+             dims(slot.shape, buf), slot.data);
   w.commit();
 }
 
@@ -104,15 +101,14 @@ void Session::load_checkpoint(const std::string& path) {
   const std::string opt_name = r.attr_string("optimizer");
   if (opt_name != optimizer->name())
     throw CheckpointError(path + ": optimizer state is for " + opt_name + ", the config uses " + optimizer->name());
-  auto slots = optimizer->slots();
   for (Param* p : store.params()) {
     const std::string n = "params/" + p->name;
     if (!r.has(n)) throw CheckpointError(path + ": missing parameter " + p->name);
     r.read(n, dims(p->shape, buf), p->data);
-    for (const auto& slot : slots)
-      r.read(std::string("optim/") + opt_name + "/" + slot.name + "/" + p->name, dims(p->shape, buf),
-             slot.block + p->offset);
   }
+  for (const auto& slot : optimizer->slots())
+    r.read(std::string("optim/") + opt_name + "/" + slot.name + "/" + slot.param->name, dims(slot.shape, buf),
+           slot.data);
   optimizer->set_t(r.attr_i64("optimizer_t"));
   progress.step = r.attr_i64("step");
   progress.train_batches = r.attr_u64("train_batches");

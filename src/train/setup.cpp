@@ -1,6 +1,7 @@
 #include "train/setup.h"
 
 #include "kernels/gemm.h"
+#include "optim/adafactor.h"
 #include "util/check.h"
 
 namespace attnlab {
@@ -37,6 +38,21 @@ ModelSpec model_spec(const RunConfig& cfg, int vocab_size) {
 
 std::unique_ptr<Optimizer> make_optimizer(const RunConfig& cfg, ParamStore& store) {
   const auto& o = cfg.optimizer;
+  if (o.name == "adafactor") {
+    const auto& a = cfg.adafactor;
+    AdafactorConfig c;
+    c.decay_rate = float(a.decay_rate);
+    c.eps1 = float(a.eps1);
+    c.eps2 = float(a.eps2);
+    c.clipping_threshold = float(a.clipping_threshold);
+    c.multiply_by_parameter_scale = a.multiply_by_parameter_scale;
+    c.relative_step = a.relative_step;
+    c.min_dim_size_to_factor = a.min_dim_size_to_factor;
+    c.beta1 = float(a.beta1);
+    c.weight_decay = float(o.weight_decay);
+    c.no_decay = o.no_decay;
+    return std::make_unique<Adafactor>(store, c);
+  }
   ATTN_CHECK(o.name == "adamw", "unknown optimizer ", o.name);
   AdamWConfig c;
   c.beta1 = float(o.beta1);

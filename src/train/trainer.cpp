@@ -136,9 +136,12 @@ TrainResult train(const LoadedConfig& cfg_in, const TrainOptions& opt) {
       for (size_t i = 0; i < step_max_logits.size(); ++i)
         step_max_logits[i] = std::max(step_max_logits[i], model.max_logits()[i]);
     }
-    if (const Param* bad = first_non_finite(s.store, false))
-      diverge(detail::concat("non-finite gradient in ", bad->name, " at step ", step + 1));
+    // A non-finite gradient makes the norm non-finite: scan for its name only then.
     const double grad_norm = global_grad_norm(s.store);
+    if (!std::isfinite(grad_norm)) {
+      const Param* bad = first_non_finite(s.store, false);
+      diverge(detail::concat("non-finite gradient in ", bad ? bad->name : std::string("?"), " at step ", step + 1));
+    }
     if (cfg.train.grad_clip > 0) clip_grad_norm(s.store, grad_norm, float(cfg.train.grad_clip));
     s.optimizer->step(lr);
     s.progress.step = step + 1;
