@@ -89,6 +89,7 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
     if (plan_.query != 1.f) q = scale(q, plan_.query);
     AttentionOptions opt(plan_.logits);
     opt.softcap = s.softcap;
+    opt.kernel = s.kernel;
     opt.max_logits = max_logits_.data() + size_t(l) * s.n_head;
     Tensor a = attention(q, k, v, opt).reshape({N, int64_t(s.n_head) * s.d_head});
     x = add(x, drop(linear(a, b.wo->tensor())));

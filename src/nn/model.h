@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "nn/param.h"
+#include "ops/attention.h"
 #include "tensor/tensor.h"
 
 namespace attnlab {
@@ -54,6 +55,7 @@ struct ModelSpec {
   QueryScaling query_scaling = QueryScaling::logits;
   float attn_scale = 0.f;  // the value s (e.g. 1/√d_head)
   float softcap = 0.f;
+  AttentionKernel kernel = AttentionKernel::dense;
 };
 
 class Transformer {

@@ -55,6 +55,13 @@ inline void logits_row(float* s, const float* qi, const float* kt, int64_t n, co
 
 }  // namespace
 
+const char* kernel_name(AttentionKernel k) {
+  switch (k) {
+    case AttentionKernel::dense: return "dense";
+  }
+  return "?";
+}
+
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt) {
   ATTN_CHECK(q.rank() == 4 && k.rank() == 4 && v.rank() == 4, "attention: q ", q.shape, ", k ", k.shape, ", v ",
              v.shape, " must be [B, T, heads, D]");

@@ -23,9 +23,16 @@
 
 namespace attnlab {
 
+// The attention implementations. Each one computes the function above; the kernel-consistency
+// tests iterate over all_attention_kernels().
+enum class AttentionKernel { dense };
+inline constexpr AttentionKernel kAllAttentionKernels[] = {AttentionKernel::dense};
+const char* kernel_name(AttentionKernel k);
+
 struct AttentionOptions {
   explicit AttentionOptions(float logit_scale_) : logit_scale(logit_scale_) {}
   float logit_scale;
+  AttentionKernel kernel = AttentionKernel::dense;
   float softcap = 0.f;
   bool causal = true;
   float* max_logits = nullptr;

@@ -1,0 +1,113 @@
+// The guard against the double-scaling bug class: for every attention kernel and every
+// query_scaling placement, the effective logit multiplier is applied exactly where the config
+// says, and equivalent weights give identical logits (NOTE [attention scale]).
+#include <cmath>
+
+#include "autograd/tape.h"
+#include "nn/model.h"
+#include "testing/gradcheck.h"
+
+using namespace attnlab;
+
+namespace {
+
+ModelSpec spec_for(QueryScaling qs, float scale, AttentionKernel kernel) {
+  ModelSpec s;
+  s.vocab = 13;
+  s.context = 16;
+  s.n_layer = 2;
+  s.n_head = 4;
+  s.n_kv_head = 2;
+  s.d_model = 32;
+  s.d_head = 8;
+  s.d_ff = 64;
+  s.init_std = 0.2f;
+  s.query_scaling = qs;
+  s.attn_scale = scale;
+  s.kernel = kernel;
+  return s;
+}
+
+struct Out {
+  std::vector<float> logits, max_logits;
+};
+
+// Builds a model; `edit` may change its parameters (to make weights equivalent) before the forward.
+template <class Edit>
+Out forward(const ModelSpec& spec, Edit edit) {
+  ParamStore store;
+  Transformer model(spec, store);
+  store.finalize(11);
+  edit(store);
+  std::vector<int32_t> ids(2 * 16);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7 + 3) % 13);
+  Arena arena;
+  ArenaScope as(arena);
+  NoGrad ng;
+  Tensor z = model.logits(ids.data(), 2, 16);
+  return {std::vector<float>(z.data, z.data + z.numel()), model.max_logits()};
+}
+
+void scale_wq(ParamStore& s, float k) {
+  for (Param* p : s.params())
+    if (p->name.find("attn.wq") != std::string::npos)
+      for (int64_t i = 0; i < p->numel(); ++i) p->data[i] *= k;
+}
+
+void require_close(const Out& a, const Out& b, double tol) {
+  testing::Vec la(a.logits.begin(), a.logits.end()), lb(b.logits.begin(), b.logits.end());
+  testing::Vec ma(a.max_logits.begin(), a.max_logits.end()), mb(b.max_logits.begin(), b.max_logits.end());
+  CHECK(testing::rel_err(la, lb) <= tol);
+  CHECK(testing::rel_err(ma, mb) <= tol);
+}
+
+}  // namespace
+
+TEST_CASE("attention scale: the ScalePlan puts the scale in exactly one place per mode", "[attention][scale]") {
+  const float s = 0.3f;
+  auto eq = [](ScalePlan p, ScalePlan q) { return p.wq_init == q.wq_init && p.query == q.query && p.logits == q.logits; };
+  CHECK(eq(plan_attention_scale(QueryScaling::logits, s), {1, 1, s}));
+  CHECK(eq(plan_attention_scale(QueryScaling::query, s), {1, s, 1}));
+  CHECK(eq(plan_attention_scale(QueryScaling::init, s), {s, 1, 1}));
+  CHECK(eq(plan_attention_scale(QueryScaling::none, s), {1, 1, 1}));
+  CHECK(eq(plan_attention_scale(QueryScaling::both, s), {s, s, 1}));
+}
+
+TEST_CASE("attention scale: every kernel x placement gives identical logits for equivalent weights",
+          "[attention][scale]") {
+  for (AttentionKernel kernel : kAllAttentionKernels)
+    for (float s : {1.f / std::sqrt(8.f), 1.f / 8.f, 0.37f}) {
+      INFO("kernel " << kernel_name(kernel) << " scale " << s);
+      auto none = [](ParamStore&) {};
+      // The reference: the scale on the logits, weights as drawn.
+      Out ref = forward(spec_for(QueryScaling::logits, s, kernel), none);
+      // query: q scaled instead of the logits, same weights.
+      require_close(forward(spec_for(QueryScaling::query, s, kernel), none), ref, 1e-5);
+      // init: W_q drawn times s (the same draw), nothing in the forward. Equal at step 0.
+      require_close(forward(spec_for(QueryScaling::init, s, kernel), none), ref, 1e-5);
+      // none: no scale anywhere; equivalent when W_q is multiplied by s by hand.
+      require_close(forward(spec_for(QueryScaling::none, s, kernel), [&](ParamStore& st) { scale_wq(st, s); }), ref,
+                    1e-5);
+      // both: init and query, i.e. s² on the logits at step 0 (the doubly-scaled case)...
+      Out both = forward(spec_for(QueryScaling::both, s, kernel), none);
+      require_close(both, forward(spec_for(QueryScaling::logits, s * s, kernel), none), 1e-5);
+      // ...which is not the singly-scaled model: the double application is visible.
+      testing::Vec a(both.max_logits.begin(), both.max_logits.end()), b(ref.max_logits.begin(), ref.max_logits.end());
+      CHECK(testing::rel_err(a, b) > 0.1);
+      // And the kernel does not scale on its own: with logit multiplier 1 and no scale in the plan,
+      // logits equal the raw q·k model (none) exactly.
+      Out raw = forward(spec_for(QueryScaling::none, s, kernel), none);
+      require_close(raw, forward(spec_for(QueryScaling::logits, 1.f, kernel), none), 0.0);
+    }
+}
+
+TEST_CASE("attention scale: max-logit recording sees the scaled logits in every placement", "[attention][scale]") {
+  const float s = 0.25f;
+  Out ref = forward(spec_for(QueryScaling::logits, s, AttentionKernel::dense), [](ParamStore&) {});
+  Out unscaled = forward(spec_for(QueryScaling::logits, 1.f, AttentionKernel::dense), [](ParamStore&) {});
+  // Layer 0 sees the same inputs in both models: its max logits (positive here) scale by s.
+  for (size_t i = 0; i < 4; ++i) {
+    REQUIRE(unscaled.max_logits[i] > 0);
+    CHECK(ref.max_logits[i] == Approx(s * unscaled.max_logits[i]).epsilon(1e-5));
+  }
+}
