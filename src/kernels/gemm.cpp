@@ -30,7 +30,9 @@ struct KeyHash {
 struct Entry {
   dnnl::matmul prim;
   dnnl::memory a, b, c, scratch;
-  std::unordered_map<int, dnnl::memory> args;
+  // The C API takes the arguments as an array: built once, so executing allocates nothing in
+  // attnlab (oneDNN 2.6 itself still builds an argument map per call, see the no-alloc test).
+  dnnl_exec_arg_t args[4];
   void* scratch_buf = nullptr;
   ~Entry() { aligned_free(scratch_buf); }
 };
@@ -78,7 +80,10 @@ Entry& lookup(const Key& k) {
   size_t sp = pd.scratchpad_desc().get_size();
   e->scratch_buf = sp ? aligned_alloc_bytes(sp) : nullptr;
   e->scratch = dnnl::memory(pd.scratchpad_desc(), be.eng, e->scratch_buf);
-  e->args = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}, {DNNL_ARG_SCRATCHPAD, e->scratch}};
+  e->args[0] = {DNNL_ARG_SRC, e->a.get()};
+  e->args[1] = {DNNL_ARG_WEIGHTS, e->b.get()};
+  e->args[2] = {DNNL_ARG_DST, e->c.get()};
+  e->args[3] = {DNNL_ARG_SCRATCHPAD, e->scratch.get()};
   be.created++;
   return *be.cache.emplace(k, std::move(e)).first->second;
 }
@@ -98,7 +103,8 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
   e.a.set_data_handle(const_cast<float*>(A));
   e.b.set_data_handle(const_cast<float*>(B));
   e.c.set_data_handle(C);
-  e.prim.execute(backend().strm, e.args);
+  const dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), backend().strm.get(), 4, e.args);
+  ATTN_CHECK(st == dnnl_success, "oneDNN matmul failed (status ", int(st), ") for M ", M, " N ", N, " K ", K);
   backend().strm.wait();
 }
 

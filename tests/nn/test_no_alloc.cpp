@@ -1,0 +1,99 @@
+// The training step allocates nothing once warm: activations come from the step Arena (reset and
+// reused), the tape keeps its capacity, oneDNN primitives are cached. A counting operator new
+// checks it. oneDNN 2.6's dnnl_primitive_execute builds its argument map on the heap at every
+// call (a few small allocations per matmul, outside attnlab's control); those are counted
+// separately by looking for libdnnl in the allocation's call stack.
+#include <atomic>
+#include <cstdlib>
+#include <dlfcn.h>
+#include <execinfo.h>
+#include <new>
+
+#include <oneapi/dnnl/dnnl.h>
+
+#include "autograd/tape.h"
+#include "kernels/gemm.h"
+#include "nn/model.h"
+#include "optim/optimizer.h"
+#include "testing/gradcheck.h"
+
+namespace {
+std::atomic<bool> g_counting{false};
+std::atomic<long> g_allocations{0}, g_onednn_allocations{0};
+
+// True when a frame of the current call stack is inside libdnnl.
+bool called_from_onednn() {
+  static const void* dnnl_base = [] {
+    Dl_info info{};
+    dladdr(reinterpret_cast<void*>(&dnnl_primitive_execute), &info);
+    return info.dli_fbase;
+  }();
+  void* frames[16];
+  const int n = backtrace(frames, 16);
+  for (int i = 1; i < n; ++i) {
+    Dl_info info{};
+    if (dladdr(frames[i], &info) && info.dli_fbase == dnnl_base) return true;
+  }
+  return false;
+}
+}  // namespace
+
+void* operator new(std::size_t n) {
+  if (g_counting.load(std::memory_order_relaxed)) {
+    g_counting = false;  // backtrace and dladdr may allocate themselves
+    (called_from_onednn() ? g_onednn_allocations : g_allocations).fetch_add(1);
+    g_counting = true;
+  }
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+using namespace attnlab;
+
+TEST_CASE("training step: no heap allocation and no new oneDNN primitive after the first steps", "[model][alloc]") {
+  ModelSpec s;
+  s.vocab = 65;
+  s.context = 32;
+  s.n_layer = 2;
+  s.n_head = 4;
+  s.n_kv_head = 4;
+  s.d_model = 64;
+  s.d_head = 16;
+  s.d_ff = 256;
+  s.dropout = 0.1f;
+  s.attn_scale = 0.25f;
+  ParamStore store;
+  Transformer model(s, store);
+  store.finalize(1);
+  AdamW opt(store, AdamWConfig{});
+  std::vector<int32_t> ids(8 * 32), targets(8 * 32);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = int32_t(i * 7 % 65);
+    targets[i] = int32_t(i * 11 % 65);
+  }
+  Arena arena;
+  Tape tape;
+  ArenaScope as(arena);
+  TapeScope ts(tape);
+  auto step = [&](int i) {
+    arena.reset();
+    store.zero_grad();
+    Tensor loss = model.loss(ids.data(), targets.data(), 8, 32, 3, uint64_t(i));
+    backward(loss);
+    clip_grad_norm(store, global_grad_norm(store), 1.f);
+    opt.step(1e-3f);
+  };
+  for (int i = 0; i < 3; ++i) step(i);  // warm-up: arena sized, primitives created, tape grown
+  const int64_t primitives = kernels::gemm_primitives_created();
+  const int64_t chunks = arena.chunk_allocations();
+  g_allocations = 0;
+  g_counting = true;
+  for (int i = 3; i < 6; ++i) step(i);
+  g_counting = false;
+  INFO("allocations inside oneDNN's execute: " << g_onednn_allocations.load());
+  CHECK(g_allocations.load() == 0);
+  CHECK(kernels::gemm_primitives_created() == primitives);
+  CHECK(arena.chunk_allocations() == chunks);
+}
