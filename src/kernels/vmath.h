@@ -10,7 +10,9 @@ namespace attnlab::kernels {
 // e^x: x = n ln2 + r, |r| <= ln2/2; e^r by its degree-6 Taylor polynomial (error < 1e-7 relative).
 inline float fast_exp(float x) {
   x = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
-  float n = __builtin_roundevenf(x * 1.44269504088896341f);
+  // Round to nearest by the 1.5·2^23 trick (vectorises; roundeven does not, with GCC 12).
+  constexpr float kRound = 12582912.f;
+  float n = (x * 1.44269504088896341f + kRound) - kRound;
   float r = x - n * 0.693145751953125f;  // ln2 split in a high part exact in float ...
   r = r - n * 1.42860682030941723212e-6f;  // ... and the rest
   float p = 1.f / 720.f;
