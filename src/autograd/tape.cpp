@@ -1,11 +1,19 @@
 #include "autograd/tape.h"
 
 #include "util/check.h"
+#include "util/profile.h"
 
 namespace attnlab {
 
 void Tape::backward() {
-  for (size_t i = records_.size(); i-- > 0;) records_[i].run(records_[i].closure);
+  if (profiling()) {
+    for (size_t i = records_.size(); i-- > 0;) {
+      PhaseScope p(phase_of(records_[i].op));
+      records_[i].run(records_[i].closure);
+    }
+  } else {
+    for (size_t i = records_.size(); i-- > 0;) records_[i].run(records_[i].closure);
+  }
   records_.clear();
 }
 

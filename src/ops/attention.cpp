@@ -8,6 +8,7 @@
 #include "autograd/tape.h"
 #include "kernels/vmath.h"
 #include "util/check.h"
+#include "util/profile.h"
 
 namespace attnlab {
 namespace {
@@ -63,6 +64,7 @@ const char* kernel_name(AttentionKernel k) {
 }
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt) {
+  PhaseScope phase(Phase::attention);
   ATTN_CHECK(q.rank() == 4 && k.rank() == 4 && v.rank() == 4, "attention: q ", q.shape, ", k ", k.shape, ", v ",
              v.shape, " must be [B, T, heads, D]");
   ATTN_CHECK(q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1, "attention: head dim must be dense");

@@ -4,6 +4,7 @@
 #include "kernels/parallel.h"
 #include "kernels/vmath.h"
 #include "util/check.h"
+#include "util/profile.h"
 #include "util/rng.h"
 
 namespace attnlab {
@@ -23,6 +24,7 @@ bool is_suffix(const Shape& b, const Shape& a) {
 }  // namespace
 
 Tensor add(const Tensor& a, const Tensor& b) {
+  PhaseScope phase(Phase::norm_act);
   check_contiguous("add", a);
   check_contiguous("add", b);
   ATTN_CHECK(is_suffix(b.shape, a.shape), "add: shape ", b.shape, " does not broadcast to ", a.shape);
@@ -51,6 +53,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 }
 
 Tensor scale(const Tensor& x, float s) {
+  PhaseScope phase(Phase::norm_act);
   check_contiguous("scale", x);
   const int64_t n = x.numel();
   Tensor y = empty(x.shape, needs_grad(x));
@@ -69,6 +72,7 @@ Tensor scale(const Tensor& x, float s) {
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
+  PhaseScope phase(Phase::norm_act);
   check_contiguous("mul", a);
   check_contiguous("mul", b);
   ATTN_CHECK(a.shape == b.shape, "mul: shapes ", a.shape, " and ", b.shape, " differ");
@@ -95,6 +99,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor gelu(const Tensor& x) {
+  PhaseScope phase(Phase::norm_act);
   check_contiguous("gelu", x);
   const int64_t n = x.numel();
   Tensor y = empty(x.shape, needs_grad(x));
@@ -121,6 +126,7 @@ Tensor gelu(const Tensor& x) {
 }
 
 Tensor silu(const Tensor& x) {
+  PhaseScope phase(Phase::norm_act);
   check_contiguous("silu", x);
   const int64_t n = x.numel();
   Tensor y = empty(x.shape, needs_grad(x));
@@ -142,6 +148,7 @@ Tensor silu(const Tensor& x) {
 }
 
 Tensor swiglu(const Tensor& a, const Tensor& b) {
+  PhaseScope phase(Phase::norm_act);
   check_contiguous("swiglu", a);
   check_contiguous("swiglu", b);
   ATTN_CHECK(a.shape == b.shape, "swiglu: gate ", a.shape, " and up ", b.shape, " differ");
@@ -168,6 +175,7 @@ Tensor swiglu(const Tensor& a, const Tensor& b) {
 Tensor dropout(const Tensor& x, float p, uint64_t seed, uint64_t stream) {
   ATTN_CHECK(p >= 0.f && p < 1.f, "dropout: p = ", p, " must be in [0, 1)");
   if (p == 0.f || !grad_enabled()) return x;
+  PhaseScope phase(Phase::norm_act);
   check_contiguous("dropout", x);
   const int64_t n = x.numel();
   const float keep_scale = 1.f / (1.f - p);

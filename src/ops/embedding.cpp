@@ -4,10 +4,12 @@
 
 #include "autograd/tape.h"
 #include "util/check.h"
+#include "util/profile.h"
 
 namespace attnlab {
 
 Tensor embedding(const int32_t* ids, int64_t N, const Tensor& table) {
+  PhaseScope phase(Phase::norm_act);
   ATTN_CHECK(table.rank() == 2 && table.is_contiguous(), "embedding: table ", table.shape, " must be a matrix");
   const int64_t V = table.size(0), C = table.size(1);
   for (int64_t n = 0; n < N; ++n)

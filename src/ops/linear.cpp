@@ -3,10 +3,12 @@
 #include "autograd/tape.h"
 #include "kernels/gemm.h"
 #include "util/check.h"
+#include "util/profile.h"
 
 namespace attnlab {
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b) {
+  PhaseScope phase(Phase::matmul);
   ATTN_CHECK(a.is_contiguous() && a.rank() >= 1, "matmul: a ", a.shape, " must be contiguous");
   ATTN_CHECK(b.rank() == 2 && b.is_contiguous(), "matmul: b ", b.shape, " must be a contiguous matrix");
   const int64_t M = a.rows(), K = a.cols();

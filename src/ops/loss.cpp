@@ -3,10 +3,12 @@
 #include "autograd/tape.h"
 #include "kernels/vmath.h"
 #include "util/check.h"
+#include "util/profile.h"
 
 namespace attnlab {
 
 Tensor cross_entropy(const Tensor& logits, const int32_t* targets, int32_t ignore_index) {
+  PhaseScope phase(Phase::loss);
   ATTN_CHECK(logits.is_contiguous() && logits.rank() >= 1, "cross_entropy: logits ", logits.shape,
              " must be contiguous");
   const int64_t N = logits.rows(), V = logits.cols();

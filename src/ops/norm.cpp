@@ -6,12 +6,14 @@
 
 #include "autograd/tape.h"
 #include "util/check.h"
+#include "util/profile.h"
 
 namespace attnlab {
 namespace {
 
 // One implementation for both norms: `centred` selects LayerNorm (mean subtracted, bias) or RMSNorm.
 Tensor norm_op(const char* op, const Tensor& x, const Tensor& g, const Tensor* b, float eps) {
+  PhaseScope phase(Phase::norm_act);
   ATTN_CHECK(x.is_contiguous(), op, ": x ", x.shape, " must be contiguous");
   ATTN_CHECK(g.numel() == x.cols(), op, ": g ", g.shape, " does not match x ", x.shape);
   ATTN_CHECK(!b || b->numel() == x.cols(), op, ": b ", b->shape, " does not match x ", x.shape);

@@ -2,6 +2,7 @@
 
 #include "autograd/tape.h"
 #include "util/check.h"
+#include "util/profile.h"
 
 namespace attnlab {
 namespace {
@@ -35,6 +36,7 @@ void rotate(float* y, const float* x, const int64_t* xs, const float* cos_t, con
 }  // namespace
 
 Tensor rope(const Tensor& x, float base, int64_t pos_offset) {
+  PhaseScope phase(Phase::norm_act);
   ATTN_CHECK(x.rank() == 4 && x.stride(3) == 1, "rope: x ", x.shape, " must be [B, T, H, D] with dense D");
   const int64_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3);
   ATTN_CHECK(D % 2 == 0, "rope: head dimension ", D, " must be even");

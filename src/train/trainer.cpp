@@ -14,6 +14,7 @@
 #include "train/session.h"
 #include "train/setup.h"
 #include "train/signals.h"
+#include "train/step.h"
 #include "util/check.h"
 #include "util/log.h"
 #include "util/timer.h"
@@ -83,19 +84,13 @@ TrainResult train(const LoadedConfig& cfg_in, const TrainOptions& opt) {
     log::info("run directory {}", res.run_dir);
   }
 
-  BatchSampler sampler(s.split.train, uint64_t(cfg.run.seed), "data.train");
-  sampler.set_counter(s.progress.train_batches);
-  Arena arena;
-  Tape tape;
-  ArenaScope arena_scope(arena);
-  TapeScope tape_scope(tape);
+  Stepper stepper(s);
   InterruptGuard interrupt_guard;
-  std::vector<float> step_max_logits(model.max_logits().size());
 
-  auto evaluate = [&](int64_t step) {
+  auto evaluate = [&](int64_t step, bool log) {
     const double tl = s.evaluate(s.split.train, "eval.train", cfg.eval.iters);
     const double vl = s.evaluate(s.split.val, "eval.val", cfg.eval.iters);
-    runlog.add_eval(step, tl, vl);
+    if (log) runlog.add_eval(step, tl, vl);
     res.final_train_loss = tl;
     res.final_val_loss = vl;
     if (!opt.quiet) {
@@ -110,58 +105,36 @@ TrainResult train(const LoadedConfig& cfg_in, const TrainOptions& opt) {
     throw DivergedError(what + " (run log: " + res.metrics_path + ")");
   };
 
-  Timer wall, interval_timer;
-  double train_seconds = 0;
+  Timer wall;
+  double train_seconds = 0, interval_seconds = 0;  // step time only: evaluation and I/O excluded
   int64_t interval_steps = 0;
   while (s.progress.step < total) {
     const int64_t step = s.progress.step;  // 0-based index of the step being taken
     Timer step_timer;
-    const float lr = float(s.schedule.at(step));
-    s.store.zero_grad();
-    double loss_sum = 0;
-    std::fill(step_max_logits.begin(), step_max_logits.end(), -std::numeric_limits<float>::infinity());
-    for (int micro = 0; micro < accum; ++micro) {
-      arena.reset();
-      int32_t* x = arena_ints(int64_t(B) * T);
-      int32_t* y = arena_ints(int64_t(B) * T);
-      sampler.next(x, y, B, T);
-      Tensor loss = model.loss(x, y, B, T, uint64_t(cfg.run.seed), uint64_t(step * accum + micro));
-      const float l = loss.item();
-      if (!std::isfinite(l)) {
-        tape.clear();
-        diverge(detail::concat("non-finite loss (", l, ") at step ", step + 1));
-      }
-      loss_sum += l;
-      backward(loss, 1.f / float(accum));
-      for (size_t i = 0; i < step_max_logits.size(); ++i)
-        step_max_logits[i] = std::max(step_max_logits[i], model.max_logits()[i]);
-    }
-    // A non-finite gradient makes the norm non-finite: scan for its name only then.
-    const double grad_norm = global_grad_norm(s.store);
-    if (!std::isfinite(grad_norm)) {
-      const Param* bad = first_non_finite(s.store, false);
-      diverge(detail::concat("non-finite gradient in ", bad ? bad->name : std::string("?"), " at step ", step + 1));
-    }
-    if (cfg.train.grad_clip > 0) clip_grad_norm(s.store, grad_norm, float(cfg.train.grad_clip));
-    s.optimizer->step(lr);
-    s.progress.step = step + 1;
-    s.progress.train_batches = sampler.counter();
-
+    const StepResult r = stepper.step();
+    const float lr = r.lr;
+    const double grad_norm = r.grad_norm;
+    const double loss = r.loss;
     const double step_s = step_timer.seconds();
-    train_seconds += step_s;
-    interval_steps++;
-    const double loss = loss_sum / accum;
-    res.losses.push_back(loss);
+    // The diverged step is logged too: its non-finite loss or norm is the last point.
     runlog.add_train({step + 1, loss, lr, grad_norm, double(tokens_per_step) / step_s, wall.seconds()});
+    if (!r.diverged.empty()) diverge(r.diverged);
+    train_seconds += step_s;
+    interval_seconds += step_s;
+    interval_steps++;
+    res.losses.push_back(loss);
 
     const bool last = s.progress.step == total;
     const bool stop = interrupt_requested() || (opt.stop_after >= 0 && s.progress.step >= opt.stop_after);
-    if (s.progress.step % cfg.train.log_interval == 0 || last || stop) {
+    // Log points depend on the step only (not on where a run was stopped), so a resumed run's log
+    // equals the straight run's.
+    const bool log_point = s.progress.step % cfg.train.log_interval == 0 || last;
+    if (log_point) {
       if (const Param* bad = first_non_finite(s.store, true))
         diverge(detail::concat("non-finite value in ", bad->name, " after step ", step + 1));
-      runlog.add_max_logits(step + 1, step_max_logits);
-      const double tok_s = double(tokens_per_step) * interval_steps / interval_timer.seconds();
-      const double eta = double(total - s.progress.step) * train_seconds / double(std::max<int64_t>(1, step + 1));
+      runlog.add_max_logits(step + 1, stepper.max_logits());
+      const double tok_s = double(tokens_per_step) * double(interval_steps) / interval_seconds;
+      const double eta = double(total - s.progress.step) * train_seconds / double(res.losses.size());
       if (!opt.quiet) {
         if (opt.live_progress)
           std::fprintf(stderr, "\r\033[Kstep %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %s", (long long)(step + 1),
@@ -171,10 +144,12 @@ TrainResult train(const LoadedConfig& cfg_in, const TrainOptions& opt) {
                     grad_norm, tok_s, format_eta(eta));
       }
       runlog.flush();
-      interval_timer.reset();
+      interval_seconds = 0;
       interval_steps = 0;
+    } else if (stop) {
+      runlog.flush();
     }
-    if (s.progress.step % cfg.eval.interval == 0 || last) evaluate(s.progress.step);
+    if (s.progress.step % cfg.eval.interval == 0 || last) evaluate(s.progress.step, true);
     const bool ckpt = cfg.train.checkpoint_interval > 0 && s.progress.step % cfg.train.checkpoint_interval == 0;
     if (ckpt || last || stop) s.save_checkpoint(res.checkpoint_path);
     if (stop && !last) {
@@ -186,7 +161,7 @@ TrainResult train(const LoadedConfig& cfg_in, const TrainOptions& opt) {
   res.steps = s.progress.step;
   if (res.status == TrainResult::completed && s.progress.step == total && res.losses.empty()) {
     if (!opt.quiet) log::warn("checkpoint is already at step {} of {}: nothing to train", s.progress.step, total);
-    evaluate(s.progress.step);
+    evaluate(s.progress.step, /*log=*/false);  // the log already holds this evaluation
   }
   runlog.set_status(res.status == TrainResult::completed ? "completed" : "interrupted");
   runlog.flush();

@@ -1,0 +1,26 @@
+#include "util/profile.h"
+
+#include <cstring>
+
+namespace attnlab {
+namespace {
+bool g_on = false;
+PhaseTimes g_times;
+}  // namespace
+
+void set_profiling(bool on) { g_on = on; }
+bool profiling() { return g_on; }
+PhaseTimes& phase_times() { return g_times; }
+void reset_phase_times() { g_times = PhaseTimes{}; }
+
+Phase phase_of(const char* op) {
+  if (!std::strcmp(op, "matmul")) return Phase::matmul;
+  if (!std::strcmp(op, "attention")) return Phase::attention;
+  if (!std::strcmp(op, "cross_entropy")) return Phase::loss;
+  for (const char* p : {"layer_norm", "rms_norm", "gelu", "silu", "swiglu", "rope", "add", "scale", "mul", "dropout",
+                        "embedding"})
+    if (!std::strcmp(op, p)) return Phase::norm_act;
+  return Phase::other;
+}
+
+}  // namespace attnlab
