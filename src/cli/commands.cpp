@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -65,28 +67,39 @@ Command add_eval(CLI::App& app, const Globals& g) {
 
 Command add_sample(CLI::App& app, const Globals&) {
   struct Args {
-    std::string checkpoint, prompt = "\n";
+    std::string checkpoint, prompt;
     int tokens = 200, top_k = 0;
     float temperature = 1.f;
     uint64_t seed = 0;
+    bool given_prompt = false;
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("sample", "generate text from a checkpoint");
   sub->add_option("--checkpoint", a->checkpoint, "checkpoint.h5 of a run")->required();
-  sub->add_option("--prompt", a->prompt, "text to continue (every symbol must be in the vocabulary)");
+  sub->add_option("--prompt", a->prompt,
+                  "text to continue (every symbol must be in the vocabulary); default: a newline, or the "
+                  "vocabulary's first symbol when it has no newline");
   sub->add_option("--tokens", a->tokens, "tokens to generate")->check(CLI::Range(0, 1 << 20));
   sub->add_option("--temperature", a->temperature, "softmax temperature; 0 = greedy")->check(CLI::Range(0.f, 100.f));
   sub->add_option("--top-k", a->top_k, "sample among the k most likely tokens; 0 = all")->check(CLI::Range(0, 1 << 20));
   sub->add_option("--seed", a->seed, "random seed of the draws");
-  return {sub, [a] {
+  CLI::Option* prompt_opt = sub->get_option("--prompt");
+  return {sub, [a, prompt_opt] {
+            a->given_prompt = prompt_opt->count() > 0;
             auto s = Session::from_checkpoint(a->checkpoint, {}, /*load_data=*/false);
             apply_runtime(s->config.cfg);
-            if (a->prompt.empty()) throw ConfigError("--prompt: must hold at least one symbol");
             std::vector<int32_t> prompt;
-            try {
-              prompt = s->vocab.encode(a->prompt);
-            } catch (const DataError& e) {
-              throw ConfigError(std::string("--prompt: ") + e.what());
+            if (!a->given_prompt) {
+              const auto& sym = s->vocab.symbols();
+              const auto nl = std::find(sym.begin(), sym.end(), std::string("\n"));
+              prompt = {nl == sym.end() ? 0 : int32_t(nl - sym.begin())};
+            } else {
+              if (a->prompt.empty()) throw ConfigError("--prompt: must hold at least one symbol");
+              try {
+                prompt = s->vocab.encode(a->prompt);
+              } catch (const DataError& e) {
+                throw ConfigError(std::string("--prompt: ") + e.what());
+              }
             }
             SampleOptions so{a->tokens, a->temperature, a->top_k, a->seed};
             auto ids = sample(*s->model, prompt, so);

@@ -38,6 +38,8 @@ bool called_from_onednn() {
 }
 }  // namespace
 
+// The replacement new uses malloc, so free is the matching release.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 void* operator new(std::size_t n) {
   if (g_counting.load(std::memory_order_relaxed)) {
     g_counting = false;  // backtrace and dladdr may allocate themselves
