@@ -14,6 +14,7 @@
 #include "data/batch_sampler.h"
 #include "io/checkpoint.h"
 #include "io/run_log.h"
+#include "train/bench.h"
 #include "train/sample.h"
 #include "train/session.h"
 #include "train/setup.h"
@@ -175,6 +176,28 @@ Command add_grads(CLI::App& app, const Globals&) {
             }
             w.commit();
             std::printf("loss %.6f\nwrote %s (%zu parameters)\n", l, a->out.c_str(), s->store.params().size());
+            return kExitOk;
+          }};
+}
+
+Command add_bench(CLI::App& app, const Globals& g) {
+  struct Args {
+    std::string config;
+    std::vector<std::string> overrides;
+    int steps = 20, warmup = 5;
+    bool json = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand("bench", "time full training steps of a config, with a per-phase breakdown");
+  sub->add_option("config", a->config, "config file (YAML)")->required();
+  sub->add_option("overrides", a->overrides, "key.path=value overrides");
+  sub->add_option("--steps", a->steps, "timed steps")->check(CLI::Range(1, 100000));
+  sub->add_option("--warmup", a->warmup, "untimed steps first")->check(CLI::Range(0, 100000));
+  sub->add_flag("--json", a->json, "print one JSON object");
+  return {sub, [a, &g] {
+            LoadedConfig cfg = load_config(a->config, a->overrides);
+            BenchResult r = bench(cfg, a->steps, a->warmup);
+            std::printf("%s\n", a->json ? bench_json(r).c_str() : bench_text(r).c_str());
             return kExitOk;
           }};
 }

@@ -20,5 +20,6 @@ Command add_eval(CLI::App& app, const Globals& g);
 Command add_sample(CLI::App& app, const Globals& g);
 Command add_inspect(CLI::App& app, const Globals& g);
 Command add_grads(CLI::App& app, const Globals& g);
+Command add_bench(CLI::App& app, const Globals& g);
 
 }  // namespace attnlab::cli

@@ -2,6 +2,8 @@
 
 #include <omp.h>
 
+#include <chrono>
+#include <cstring>
 #include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <unordered_map>
@@ -106,6 +108,27 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
   const dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), backend().strm.get(), 4, e.args);
   ATTN_CHECK(st == dnnl_success, "oneDNN matmul failed (status ", int(st), ") for M ", M, " N ", N, " K ", K);
   backend().strm.wait();
+}
+
+double measured_peak_gflops(bool bf16) {
+  const int64_t n = 2048;
+  const dt in = bf16 ? dt::bf16 : dt::f32;
+  dnnl::engine& eng = backend().eng;
+  dnnl::memory::desc a_md({n, n}, in, dnnl::memory::format_tag::ab), c_md({n, n}, dt::f32, dnnl::memory::format_tag::ab);
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, a_md, c_md), eng);
+  dnnl::matmul prim(pd);
+  dnnl::memory a(a_md, eng), b(a_md, eng), c(c_md, eng);
+  std::memset(a.get_data_handle(), 0, a_md.get_size());
+  std::memset(b.get_data_handle(), 0, a_md.get_size());
+  double best = 0;
+  for (int rep = 0; rep < 6; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    prim.execute(backend().strm, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
+    backend().strm.wait();
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (rep > 0) best = std::max(best, 2.0 * double(n) * n * n / sec / 1e9);  // rep 0 warms up
+  }
+  return best;
 }
 
 void set_num_threads(int n) {

@@ -13,6 +13,10 @@ namespace attnlab::kernels {
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
           const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate);
 
+// The machine's matmul peak as oneDNN reaches it: GFLOP/s of a large square product
+// ([2048 x 2048] x [2048 x 2048], best of a few runs), in f32 or with bf16 operands (f32 result).
+double measured_peak_gflops(bool bf16);
+
 // Sets OpenMP's and therefore oneDNN's thread count.
 void set_num_threads(int n);
 int num_threads();
