@@ -6,59 +6,18 @@
 #include <cstring>
 
 #include "autograd/tape.h"
+#include "ops/attention_internal.h"
 #include "kernels/vmath.h"
 #include "util/check.h"
 #include "util/profile.h"
 
 namespace attnlab {
-namespace {
 
-struct Dims {
-  int64_t B, T, S, H, Hkv, D, G;
-};
-
-// Strided [B, T|S, heads, D] element row (b, t, h).
-inline const float* row(const Tensor& x, int64_t b, int64_t t, int64_t h) {
-  return x.data + b * x.strides[0] + t * x.strides[1] + h * x.strides[2];
-}
-inline float* grad_row(const Tensor& x, int64_t b, int64_t t, int64_t h) {
-  return x.grad + b * x.strides[0] + t * x.strides[1] + h * x.strides[2];
-}
-
-// Copies head (b, g) of a strided [B, S, Hkv, D] tensor into dst [D, S] (transposed), so that the
-// logits of one query against all keys are a loop vectorised over keys.
-void gather_transposed(float* dst, const Tensor& x, int64_t b, int64_t g, const Dims& d) {
-  for (int64_t j = 0; j < d.S; ++j) {
-    const float* r = row(x, b, j, g);
-    for (int64_t e = 0; e < d.D; ++e) dst[e * d.S + j] = r[e];
-  }
-}
-
-// Logits of query row qi against keys [0, n): s[j] = cap(α q·k_j), given kt = Kᵀ [D, S].
-inline void logits_row(float* s, const float* qi, const float* kt, int64_t n, const Dims& d, float alpha,
-                       float softcap) {
-  std::fill(s, s + n, 0.f);
-  for (int64_t e = 0; e < d.D; ++e) {
-    const float qe = qi[e];
-    const float* ke = kt + e * d.S;
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) s[j] += qe * ke[j];
-  }
-  if (softcap > 0.f) {
-    const float inv = 1.f / softcap;
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) s[j] = softcap * kernels::fast_tanh(alpha * s[j] * inv);
-  } else {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) s[j] *= alpha;
-  }
-}
-
-}  // namespace
-
+using namespace attn_detail;
 const char* kernel_name(AttentionKernel k) {
   switch (k) {
     case AttentionKernel::dense: return "dense";
+    case AttentionKernel::flash: return "flash";
   }
   return "?";
 }
@@ -77,6 +36,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   ATTN_CHECK(opt.softcap >= 0.f, "attention: softcap ", opt.softcap, " must be >= 0");
   Dims dd = d;
   dd.G = d.H / d.Hkv;
+  if (opt.kernel == AttentionKernel::flash) return attention_flash(q, k, v, opt, dd);
   const float alpha = opt.logit_scale, cap = opt.softcap;
   const bool causal = opt.causal;
 

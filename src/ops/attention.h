@@ -1,5 +1,7 @@
 #pragma once
-// Scaled dot-product attention, dense reference kernel (logits materialised per head).
+// Scaled dot-product attention: a dense kernel (the probabilities of every head kept for backward)
+// and a tiled flash kernel (online softmax over key blocks, backward recomputed from the saved
+// log-sum-exp; memory linear in the sequence length). Both compute exactly this:
 //   s[i,j] = α · q_i·k_j                      α = options.logit_scale (NOTE [attention scale])
 //   s      = c · tanh(s / c)                  when options.softcap = c > 0   [Gemma 2]
 //   s[i,j] = -∞ for j > i + (S - T)           when causal (queries are the last T of S positions)
@@ -25,8 +27,8 @@ namespace attnlab {
 
 // The attention implementations. Each one computes the function above; the kernel-consistency
 // tests iterate over all_attention_kernels().
-enum class AttentionKernel { dense };
-inline constexpr AttentionKernel kAllAttentionKernels[] = {AttentionKernel::dense};
+enum class AttentionKernel { dense, flash };
+inline constexpr AttentionKernel kAllAttentionKernels[] = {AttentionKernel::dense, AttentionKernel::flash};
 const char* kernel_name(AttentionKernel k);
 
 struct AttentionOptions {

@@ -33,6 +33,7 @@ ModelSpec model_spec(const RunConfig& cfg, int vocab_size) {
                                    : QueryScaling::logits;
   s.attn_scale = float(attention_scale_value(cfg));
   s.softcap = float(a.softcap);
+  s.kernel = a.kernel == "flash" ? AttentionKernel::flash : AttentionKernel::dense;
   return s;
 }
 

@@ -14,9 +14,9 @@ struct AttnShape {
   double softcap;
 };
 
-testing::OpCase attention_case(const AttnShape& a, double scale) {
+testing::OpCase attention_case(const AttnShape& a, double scale, AttentionKernel kernel = AttentionKernel::dense) {
   testing::OpCase c;
-  c.name = "attention";
+  c.name = std::string("attention/") + kernel_name(kernel);
   c.shapes = {{a.B, a.T, a.H, a.D}, {a.B, a.S, a.Hkv, a.D}, {a.B, a.S, a.Hkv, a.D}};
   c.seed = uint64_t(a.T * 1000 + a.S * 100 + a.H * 10 + a.D);
   c.inputs = {testing::randn(a.B * a.T * a.H * a.D, c.seed), testing::randn(a.B * a.S * a.Hkv * a.D, c.seed + 1),
@@ -38,24 +38,34 @@ testing::OpCase attention_case(const AttnShape& a, double scale) {
     AttentionOptions o{float(scale)};
     o.softcap = float(a.softcap);
     o.causal = a.causal;
+    o.kernel = kernel;
     return attention(in[0], in[1], in[2], o);
   };
   return c;
 }
 }  // namespace
 
-TEST_CASE("attention (dense): gradients and fast path; causal, full, GQA, soft-cap", "[ops][grad]") {
+TEST_CASE("attention (every kernel): gradients and fast path; causal, full, GQA, soft-cap", "[ops][grad]") {
+  for (AttentionKernel kernel : kAllAttentionKernels)
   for (int64_t T : testing::odd_sizes())
     for (auto [H, Hkv] : {std::pair<int64_t, int64_t>{2, 2}, {4, 2}, {3, 1}})
       for (bool causal : {true, false})
         for (double cap : {0.0, 5.0}) {
           AttnShape a{2, T, causal ? T : T + 2, H, Hkv, 8, causal, cap};
-          INFO("T " << T << " S " << a.S << " H " << H << " Hkv " << Hkv << " causal " << causal << " cap " << cap);
-          testing::check_op(attention_case(a, 0.35355339059327373));
+          INFO(kernel_name(kernel) << " T " << T << " S " << a.S << " H " << H << " Hkv " << Hkv << " causal "
+                                   << causal << " cap " << cap);
+          // The reference check runs once (it does not depend on the kernel).
+          if (kernel == AttentionKernel::dense) testing::check_grad(attention_case(a, 0.35355339059327373, kernel));
+          testing::check_fast_vs_ref(attention_case(a, 0.35355339059327373, kernel));
         }
-  // A head dimension of 1 and 65, and a large scale that makes the cap bite.
-  testing::check_op(attention_case({1, 17, 17, 2, 1, 1, true, 0.0}, 1.0));
-  testing::check_op(attention_case({1, 5, 5, 1, 1, 65, true, 2.0}, 1.0));
+  for (AttentionKernel kernel : kAllAttentionKernels) {
+    // A head dimension of 1 and 65, and a large scale that makes the cap bite.
+    testing::check_op(attention_case({1, 17, 17, 2, 1, 1, true, 0.0}, 1.0, kernel));
+    testing::check_op(attention_case({1, 5, 5, 1, 1, 65, true, 2.0}, 1.0, kernel));
+    // Several query and key blocks, ragged ends.
+    testing::check_fast_vs_ref(attention_case({1, 300, 300, 2, 1, 16, true, 0.0}, 0.25, kernel));
+    testing::check_fast_vs_ref(attention_case({1, 130, 261, 2, 2, 8, false, 4.0}, 0.25, kernel));
+  }
 }
 
 TEST_CASE("attention: strided q/k/v views of a fused qkv buffer equal dense inputs", "[ops]") {
@@ -122,14 +132,55 @@ TEST_CASE("attention: max-logit recording is the max after cap and mask, per hea
     Vec ref_max(H, -std::numeric_limits<double>::infinity()), y(q.numel());
     Vec qf(q.data, q.data + q.numel()), kf(k.data, k.data + k.numel()), vf(v.data, v.data + v.numel());
     ref::attention_fwd(y.data(), qf.data(), kf.data(), vf.data(), B, T, T, H, H, D, 0.5, cap, true, ref_max.data());
-    std::vector<float> got(H, -std::numeric_limits<float>::infinity());
-    AttentionOptions o(0.5f);
-    o.softcap = float(cap);
-    o.max_logits = got.data();
-    attention(q, k, v, o);
-    for (int64_t h = 0; h < H; ++h) {
-      REQUIRE(got[h] == Approx(ref_max[h]).epsilon(1e-5));
-      if (cap > 0) REQUIRE(got[h] <= cap);
+    for (AttentionKernel kernel : kAllAttentionKernels) {
+      INFO("kernel " << kernel_name(kernel));
+      std::vector<float> got(H, -std::numeric_limits<float>::infinity());
+      AttentionOptions o(0.5f);
+      o.softcap = float(cap);
+      o.max_logits = got.data();
+      o.kernel = kernel;
+      attention(q, k, v, o);
+      for (int64_t h = 0; h < H; ++h) {
+        REQUIRE(got[h] == Approx(ref_max[h]).epsilon(1e-5));
+        if (cap > 0) REQUIRE(got[h] <= cap);
+      }
     }
+  }
+}
+
+TEST_CASE("attention: flash equals dense (outputs and gradients within 1e-5 relative)", "[ops][flash]") {
+  for (auto [T, S, causal, cap] : {std::tuple<int64_t, int64_t, bool, float>{257, 257, true, 0.f}, {64, 64, true, 3.f},
+                                  {100, 333, false, 0.f}, {1, 1, true, 0.f}, {200, 300, true, 2.f}}) {
+    INFO("T " << T << " S " << S << " causal " << causal << " cap " << cap);
+    const int64_t B = 2, H = 4, Hkv = 2, D = 32;
+    Vec qv = testing::randn(B * T * H * D, 31, 1.5), kv = testing::randn(B * S * Hkv * D, 32, 1.5),
+        vv = testing::randn(B * S * Hkv * D, 33), r = testing::randn(B * T * H * D, 34);
+    std::vector<Vec> outs, grads;
+    for (AttentionKernel kernel : {AttentionKernel::dense, AttentionKernel::flash}) {
+      Arena arena;
+      Tape tape;
+      ArenaScope as(arena);
+      TapeScope ts(tape);
+      Tensor q = empty({B, T, H, D}, true), k = empty({B, S, Hkv, D}, true), v = empty({B, S, Hkv, D}, true);
+      for (int64_t i = 0; i < q.numel(); ++i) q.data[i] = float(qv[i]);
+      for (int64_t i = 0; i < k.numel(); ++i) {
+        k.data[i] = float(kv[i]);
+        v.data[i] = float(vv[i]);
+      }
+      AttentionOptions o(0.2f);
+      o.softcap = cap;
+      o.causal = causal;
+      o.kernel = kernel;
+      Tensor y = attention(q, k, v, o);
+      std::vector<float> dy(r.begin(), r.end());
+      backward_from(y, dy.data());
+      outs.push_back(Vec(y.data, y.data + y.numel()));
+      Vec g(q.grad, q.grad + q.numel());
+      g.insert(g.end(), k.grad, k.grad + k.numel());
+      g.insert(g.end(), v.grad, v.grad + v.numel());
+      grads.push_back(g);
+    }
+    CHECK(testing::rel_err(outs[0], outs[1]) <= 1e-5);
+    CHECK(testing::rel_err(grads[0], grads[1]) <= 1e-5);
   }
 }

@@ -1,0 +1,56 @@
+#pragma once
+// Internal to src/ops: pieces shared by the dense and flash attention kernels.
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/vmath.h"
+#include "ops/attention.h"
+
+namespace attnlab::attn_detail {
+
+struct Dims {
+  int64_t B, T, S, H, Hkv, D, G;
+};
+
+// Strided [B, T|S, heads, D] element row (b, t, h).
+inline const float* row(const Tensor& x, int64_t b, int64_t t, int64_t h) {
+  return x.data + b * x.strides[0] + t * x.strides[1] + h * x.strides[2];
+}
+inline float* grad_row(const Tensor& x, int64_t b, int64_t t, int64_t h) {
+  return x.grad + b * x.strides[0] + t * x.strides[1] + h * x.strides[2];
+}
+
+// Copies head (b, g) of a strided [B, S, Hkv, D] tensor into dst [D, S] (transposed), so that the
+// logits of one query against all keys are a loop vectorised over keys.
+inline void gather_transposed(float* dst, const Tensor& x, int64_t b, int64_t g, const Dims& d) {
+  for (int64_t j = 0; j < d.S; ++j) {
+    const float* r = row(x, b, j, g);
+    for (int64_t e = 0; e < d.D; ++e) dst[e * d.S + j] = r[e];
+  }
+}
+
+// Logits of query row qi against keys [0, n): s[j] = cap(α q·k_j), given kt = Kᵀ [D, S].
+inline void logits_row(float* s, const float* qi, const float* kt, int64_t n, const Dims& d, float alpha,
+                       float softcap) {
+  std::fill(s, s + n, 0.f);
+  for (int64_t e = 0; e < d.D; ++e) {
+    const float qe = qi[e];
+    const float* ke = kt + e * d.S;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) s[j] += qe * ke[j];
+  }
+  if (softcap > 0.f) {
+    const float inv = 1.f / softcap;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) s[j] = softcap * kernels::fast_tanh(alpha * s[j] * inv);
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) s[j] *= alpha;
+  }
+}
+
+
+// The flash kernel (attention_flash.cpp): same contract as attention().
+Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt, const Dims& d);
+
+}  // namespace attnlab::attn_detail
