@@ -298,7 +298,8 @@ std::vector<KeyDef> build_schema() {
   key(KEY(eval, iters), 20, int_at_least(1), "batches per evaluation");
   key(KEY(eval, sample_tokens), 200, int_at_least(0), "tokens of text sampled at the end of training");
 
-  key(KEY(precision, matmul), "f32", one_of({"f32"}), "matmul precision");
+  key(KEY(precision, matmul), "f32", one_of({"f32", "bf16"}),
+      "matmul operands: f32, or bf16 with f32 accumulation (weights, grads, optimizer state stay f32)");
 
   key(KEY(runtime, threads), 0, int_at_least(0), "OpenMP and oneDNN threads; 0 = all cores");
   return std::move(key.rows);

@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <bit>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -17,13 +18,13 @@ namespace {
 
 struct Key {
   int64_t M, N, K, lda, ldb, ldc;
-  bool ta, tb, acc;
+  bool ta, tb, acc, bf16;
   bool operator==(const Key&) const = default;
 };
 struct KeyHash {
   size_t operator()(const Key& k) const {
     size_t h = 1469598103934665603ULL;
-    for (int64_t v : {k.M, k.N, k.K, k.lda, k.ldb, k.ldc, int64_t(k.ta) | int64_t(k.tb) << 1 | int64_t(k.acc) << 2})
+    for (int64_t v : {k.M, k.N, k.K, k.lda, k.ldb, k.ldc, int64_t(k.ta) | int64_t(k.tb) << 1 | int64_t(k.acc) << 2 | int64_t(k.bf16) << 3})
       h = (h ^ size_t(v)) * 1099511628211ULL;
     return h;
   }
@@ -44,6 +45,15 @@ struct Backend {
   dnnl::stream strm{eng};
   std::unordered_map<Key, std::unique_ptr<Entry>, KeyHash> cache;
   int64_t created = 0;
+  MatmulPrecision precision = MatmulPrecision::f32;
+  // bf16 copies of the operands, grown to the largest product seen and then reused.
+  uint16_t* pack_a = nullptr;
+  uint16_t* pack_b = nullptr;
+  int64_t pack_a_size = 0, pack_b_size = 0;
+  ~Backend() {
+    aligned_free(pack_a);
+    aligned_free(pack_b);
+  }
 };
 
 Backend& backend() {
@@ -64,8 +74,11 @@ Entry& lookup(const Key& k) {
   auto it = be.cache.find(k);
   if (it != be.cache.end()) return *it->second;
   auto e = std::make_unique<Entry>();
-  auto a_md = matrix_desc(k.M, k.K, k.lda, k.ta);
-  auto b_md = matrix_desc(k.K, k.N, k.ldb, k.tb);
+  // bf16 operands are packed dense in their logical layout ([M,K] and [K,N], row-major).
+  auto a_md = k.bf16 ? dnnl::memory::desc({k.M, k.K}, dt::bf16, dnnl::memory::dims{k.K, 1})
+                     : matrix_desc(k.M, k.K, k.lda, k.ta);
+  auto b_md = k.bf16 ? dnnl::memory::desc({k.K, k.N}, dt::bf16, dnnl::memory::dims{k.N, 1})
+                     : matrix_desc(k.K, k.N, k.ldb, k.tb);
   auto c_md = matrix_desc(k.M, k.N, k.ldc, false);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -90,7 +103,41 @@ Entry& lookup(const Key& k) {
   return *be.cache.emplace(k, std::move(e)).first->second;
 }
 
+// Round to nearest even (NaN stays NaN: its payload bits survive the shift).
+inline uint16_t to_bf16(float x) {
+  const uint32_t u = std::bit_cast<uint32_t>(x);
+  return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// dst[r, c] = bf16(src(r, c)) for a logical [rows, cols] matrix stored with leading dimension ld,
+// transposed when `trans` (then element (r, c) is at src[c * ld + r]).
+void pack_bf16(uint16_t* dst, const float* src, int64_t rows, int64_t cols, int64_t ld, bool trans) {
+#pragma omp parallel for if (rows * cols > (1 << 16))
+  for (int64_t r = 0; r < rows; ++r) {
+    uint16_t* d = dst + r * cols;
+    if (trans) {
+      for (int64_t c = 0; c < cols; ++c) d[c] = to_bf16(src[c * ld + r]);
+    } else {
+      const float* srow = src + r * ld;
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) d[c] = to_bf16(srow[c]);
+    }
+  }
+}
+
+uint16_t* grow(uint16_t*& buf, int64_t& size, int64_t need) {
+  if (need > size) {
+    aligned_free(buf);
+    buf = static_cast<uint16_t*>(aligned_alloc_bytes(size_t(need) * sizeof(uint16_t)));
+    size = need;
+  }
+  return buf;
+}
+
 }  // namespace
+
+void set_matmul_precision(MatmulPrecision p) { backend().precision = p; }
+MatmulPrecision matmul_precision() { return backend().precision; }
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
           const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
@@ -101,9 +148,18 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
         for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = 0.f;
     return;
   }
-  Entry& e = lookup({M, N, K, lda, ldb, ldc, trans_a, trans_b, accumulate});
-  e.a.set_data_handle(const_cast<float*>(A));
-  e.b.set_data_handle(const_cast<float*>(B));
+  Backend& be = backend();
+  const bool bf16 = be.precision == MatmulPrecision::bf16;
+  Entry& e = lookup({M, N, K, lda, ldb, ldc, trans_a, trans_b, accumulate, bf16});
+  if (bf16) {
+    pack_bf16(grow(be.pack_a, be.pack_a_size, M * K), A, M, K, lda, trans_a);
+    pack_bf16(grow(be.pack_b, be.pack_b_size, K * N), B, K, N, ldb, trans_b);
+    e.a.set_data_handle(be.pack_a);
+    e.b.set_data_handle(be.pack_b);
+  } else {
+    e.a.set_data_handle(const_cast<float*>(A));
+    e.b.set_data_handle(const_cast<float*>(B));
+  }
   e.c.set_data_handle(C);
   const dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), backend().strm.get(), 4, e.args);
   ATTN_CHECK(st == dnnl_success, "oneDNN matmul failed (status ", int(st), ") for M ", M, " N ", N, " K ", K);

@@ -7,6 +7,12 @@
 
 namespace attnlab::kernels {
 
+// Matmul operand precision. bf16: operands rounded to bfloat16 (nearest even), products
+// accumulated and stored in f32; parameters, grads and optimizer state stay f32 (master weights).
+enum class MatmulPrecision { f32, bf16 };
+void set_matmul_precision(MatmulPrecision p);
+MatmulPrecision matmul_precision();
+
 // C[M,N] (row stride ldc) = op(A)[M,K] · op(B)[K,N], or C += ... when accumulate.
 // op(A) = A stored [M,K] with row stride lda, or with trans_a, A stored [K,M] (row stride lda).
 // op(B) likewise: [K,N] with ldb, or with trans_b, [N,K].

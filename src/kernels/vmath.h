@@ -9,7 +9,7 @@ namespace attnlab::kernels {
 
 // e^x: x = n ln2 + r, |r| <= ln2/2; e^r by its degree-6 Taylor polynomial (error < 1e-7 relative).
 inline float fast_exp(float x) {
-  x = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+  x = x < -87.3f ? -87.3f : (x > 88.f ? 88.f : x);  // 2^n stays a normal float
   // Round to nearest by the 1.5·2^23 trick (vectorises; roundeven does not, with GCC 12).
   constexpr float kRound = 12582912.f;
   float n = (x * 1.44269504088896341f + kRound) - kRound;

@@ -78,6 +78,8 @@ Schedule make_schedule(const RunConfig& cfg) {
 int apply_runtime(const RunConfig& cfg) {
   const int n = resolved_threads(cfg);
   kernels::set_num_threads(n);
+  kernels::set_matmul_precision(cfg.precision.matmul == "bf16" ? kernels::MatmulPrecision::bf16
+                                                               : kernels::MatmulPrecision::f32);
   return n;
 }
 

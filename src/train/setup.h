@@ -13,7 +13,7 @@ namespace attnlab {
 ModelSpec model_spec(const RunConfig& cfg, int vocab_size);
 std::unique_ptr<Optimizer> make_optimizer(const RunConfig& cfg, ParamStore& store);
 Schedule make_schedule(const RunConfig& cfg);
-// Sets OpenMP/oneDNN threads from runtime.threads; returns the count.
+// Sets OpenMP/oneDNN threads (runtime.threads) and the matmul precision; returns the thread count.
 int apply_runtime(const RunConfig& cfg);
 
 }  // namespace attnlab
