@@ -43,6 +43,19 @@ struct AttentionOptions {
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt);
 
 namespace ref {
+// s[j] = cap(α q·k_j) for keys j < n (key j at k + j·stride); returns max_j s[j].
+template <class T>
+T logits_row(T* s, const T* q, const T* k, int64_t n, int64_t stride, int64_t D, T scale, T softcap) {
+  T m = -std::numeric_limits<T>::infinity();
+  for (int64_t j = 0; j < n; ++j) {
+    T dot = 0;
+    for (int64_t d = 0; d < D; ++d) dot += q[d] * k[j * stride + d];
+    s[j] = scale * dot;
+    if (softcap > 0) s[j] = softcap * std::tanh(s[j] / softcap);
+    m = std::max(m, s[j]);
+  }
+  return m;
+}
 // Contiguous layouts q [B,T,H,D], k/v [B,S,Hkv,D], y [B,T,H,D].
 template <class T>
 void attention_fwd(T* y, const T* q, const T* k, const T* v, int64_t B, int64_t Tq, int64_t S, int64_t H,
@@ -54,15 +67,7 @@ void attention_fwd(T* y, const T* q, const T* k, const T* v, int64_t B, int64_t 
       for (int64_t i = 0; i < Tq; ++i) {
         const int64_t last = causal ? i + (S - Tq) : S - 1;
         const T* qi = q + ((b * Tq + i) * H + h) * D;
-        T m = -std::numeric_limits<T>::infinity();
-        for (int64_t j = 0; j <= last; ++j) {
-          const T* kj = k + ((b * S + j) * Hkv + h / G) * D;
-          T dot = 0;
-          for (int64_t d = 0; d < D; ++d) dot += qi[d] * kj[d];
-          s[j] = scale * dot;
-          if (softcap > 0) s[j] = softcap * std::tanh(s[j] / softcap);
-          m = std::max(m, s[j]);
-        }
+        const T m = logits_row(s.data(), qi, k + (b * S * Hkv + h / G) * D, last + 1, Hkv * D, D, scale, softcap);
         if (max_logits) max_logits[h] = std::max(max_logits[h], m);
         T l = 0;
         for (int64_t j = 0; j <= last; ++j) l += std::exp(s[j] - m);
@@ -89,15 +94,7 @@ void attention_bwd(T* dq, T* dk, T* dv, const T* dy, const T* q, const T* k, con
         const int64_t last = causal ? i + (S - Tq) : S - 1;
         const T* qi = q + ((b * Tq + i) * H + h) * D;
         const T* dyi = dy + ((b * Tq + i) * H + h) * D;
-        T m = -std::numeric_limits<T>::infinity();
-        for (int64_t j = 0; j <= last; ++j) {
-          const T* kj = k + ((b * S + j) * Hkv + h / G) * D;
-          T dot = 0;
-          for (int64_t d = 0; d < D; ++d) dot += qi[d] * kj[d];
-          s[j] = scale * dot;
-          if (softcap > 0) s[j] = softcap * std::tanh(s[j] / softcap);
-          m = std::max(m, s[j]);
-        }
+        const T m = logits_row(s.data(), qi, k + (b * S * Hkv + h / G) * D, last + 1, Hkv * D, D, scale, softcap);
         T l = 0;
         for (int64_t j = 0; j <= last; ++j) l += std::exp(s[j] - m);
         T rowdot = 0;

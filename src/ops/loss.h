@@ -16,16 +16,20 @@ Tensor cross_entropy(const Tensor& logits, const int32_t* targets, int32_t ignor
 
 namespace ref {
 template <class T>
+T logsumexp(const T* z, int64_t V) {
+  T m = z[0];
+  for (int64_t v = 1; v < V; ++v) m = std::max(m, z[v]);
+  T s = 0;
+  for (int64_t v = 0; v < V; ++v) s += std::exp(z[v] - m);
+  return m + std::log(s);
+}
+template <class T>
 T cross_entropy_fwd(const T* z, const int32_t* t, int64_t N, int64_t V, int32_t ignore) {
   T total = 0;
   int64_t count = 0;
   for (int64_t i = 0; i < N; ++i) {
     if (t[i] == ignore) continue;
-    T m = z[i * V];
-    for (int64_t v = 1; v < V; ++v) m = std::max(m, z[i * V + v]);
-    T s = 0;
-    for (int64_t v = 0; v < V; ++v) s += std::exp(z[i * V + v] - m);
-    total += m + std::log(s) - z[i * V + t[i]];
+    total += logsumexp(z + i * V, V) - z[i * V + t[i]];
     count++;
   }
   return count ? total / T(count) : T(0);
@@ -37,12 +41,8 @@ void cross_entropy_bwd(T* dz, T dL, const T* z, const int32_t* t, int64_t N, int
   for (int64_t i = 0; i < N; ++i) count += t[i] != ignore;
   for (int64_t i = 0; i < N; ++i) {
     if (t[i] == ignore) continue;
-    T m = z[i * V];
-    for (int64_t v = 1; v < V; ++v) m = std::max(m, z[i * V + v]);
-    T s = 0;
-    for (int64_t v = 0; v < V; ++v) s += std::exp(z[i * V + v] - m);
-    for (int64_t v = 0; v < V; ++v)
-      dz[i * V + v] += dL * (std::exp(z[i * V + v] - m) / s - T(v == t[i])) / T(count);
+    const T lse = logsumexp(z + i * V, V);
+    for (int64_t v = 0; v < V; ++v) dz[i * V + v] += dL * (std::exp(z[i * V + v] - lse) - T(v == t[i])) / T(count);
   }
 }
 }  // namespace ref
