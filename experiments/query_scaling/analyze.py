@@ -15,14 +15,15 @@ import sys
 import h5py
 import numpy as np
 
-OPTS = ["adamw", "adafactor"]
+# Optimizer arms: the default model (4 heads, d_head 32) and the 8-head variant (d_head 16).
+OPTS = ["adamw", "adafactor", "adamw_h8", "adafactor_h8"]
 PLACEMENTS = ["init", "query", "logits", "both"]
 
 
 def load(runs):
     out = {}
     for d in sorted(glob.glob(os.path.join(runs, "*_s*"))):
-        m = re.match(r"(adamw|adafactor)_(init|query|logits|both)_s(\d+)$", os.path.basename(d))
+        m = re.match(r"(adamw|adafactor)(_h\d+)?_(init|query|logits|both)_s(\d+)$", os.path.basename(d))
         if not m:
             continue
         with h5py.File(os.path.join(d, "metrics.h5"), "r") as f:
@@ -36,7 +37,7 @@ def load(runs):
             with h5py.File(ck, "r") as f:
                 r["wq_rms"] = min(float(np.sqrt(np.mean(np.square(f["params"][k][:]))))
                                   for k in f["params"] if k.endswith("attn.wq"))
-        out[(m.group(1), m.group(2), int(m.group(3)))] = r
+        out[(m.group(1) + (m.group(2) or ""), m.group(3), int(m.group(4)))] = r
     return out
 
 
@@ -65,14 +66,15 @@ def main():
                 lines.append(f"| {o} | {p} | {mean_spread([r['eval_train'][-1] for r in rs])} | "
                              f"{mean_spread([r['eval_val'][-1] for r in rs])} |")
     lines += ["", "Max over the 2000 steps of |train loss(init) − train loss(query)| (same seed, same batches):", "",
-              "| optimizer | per seed | max over seeds |", "|---|---|---|"]
-    deltas = {}
+              "| optimizer | per seed | max over seeds | first step with |Δ| > 1e-4, per seed |", "|---|---|---|---|"]
     for o in OPTS:
-        ds = [float(np.max(np.abs(R[(o, 'init', s)]['loss'] - R[(o, 'query', s)]['loss'])))
-              for s in seeds if (o, "init", s) in R and (o, "query", s) in R]
-        deltas[o] = ds
-        if ds:
-            lines.append(f"| {o} | {', '.join(f'{d:.3g}' for d in ds)} | {max(ds):.3g} |")
+        pairs = [(R[(o, "init", s)], R[(o, "query", s)]) for s in seeds if (o, "init", s) in R and (o, "query", s) in R]
+        if not pairs:
+            continue
+        ds = [np.abs(a["loss"] - b["loss"]) for a, b in pairs]
+        first = [str(int(a["step"][np.argmax(d > 1e-4)])) if (d > 1e-4).any() else "never" for (a, _), d in zip(pairs, ds)]
+        lines.append(f"| {o} | {', '.join(f'{d.max():.3g}' for d in ds)} | {max(d.max() for d in ds):.3g} | "
+                     f"{', '.join(first)} |")
     lines += ["", "Final val loss differences, per seed (negative: the first placement is better):", "",
               "| optimizer | comparison | per seed | mean |", "|---|---|---|---|"]
     for o in OPTS:
@@ -81,11 +83,12 @@ def main():
                   for s in seeds if (o, p1, s) in R and (o, p2, s) in R]
             if ds:
                 lines.append(f"| {o} | {p1} − {p2} | {', '.join(f'{d:+.4f}' for d in ds)} | {np.mean(ds):+.4f} |")
-    rms = [R[("adafactor", "init", s)].get("wq_rms") for s in seeds if ("adafactor", "init", s) in R]
-    rms = [x for x in rms if x is not None]
-    if rms:
-        lines += ["", f"Smallest RMS(W_q) over layers at the end of the Adafactor `init` runs: {min(rms):.4g} "
-                  f"(eps2 = 1e-3 floor {'not reached' if min(rms) > 1e-3 else 'REACHED'})."]
+    for o in ["adafactor", "adafactor_h8"]:
+        rms = [R[(o, "init", s)].get("wq_rms") for s in seeds if (o, "init", s) in R]
+        rms = [x for x in rms if x is not None]
+        if rms:
+            lines += ["", f"{o}: smallest RMS(W_q) over layers at the end of the `init` runs: {min(rms):.4g} "
+                      f"(eps2 = 1e-3 floor {'not reached' if min(rms) > 1e-3 else 'REACHED'})."]
     text = "\n".join(lines) + "\n"
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write(text)
@@ -101,14 +104,14 @@ def main():
 
     s0 = seeds[0]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for ax, o in zip(axes, OPTS):
+    for ax, o in zip(axes, OPTS[:2]):
         for p, style in zip(PLACEMENTS, ["-", "--", ":", "-."]):
             if (o, p, s0) in R:
                 r = R[(o, p, s0)]
                 ax.plot(r["step"], smooth(r["loss"]), style, lw=1.2, label=f"{p}")
         ax.set_title(f"{o}: train loss (running mean of 25 steps), seed {s0}")
         ax.set_xlabel("step")
-        ax.set_ylim(1.6, 3.0)
+        ax.set_ylim(1.4, 3.0)
         ax.grid(alpha=0.3)
         ax.legend()
     axes[0].set_ylabel("loss")
@@ -116,7 +119,7 @@ def main():
     fig.savefig(os.path.join(a.out, "loss_curves.png"), dpi=110)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for o, c in zip(OPTS, ["C0", "C1"]):
+    for o, c in zip(OPTS, ["C0", "C1", "C2", "C3"]):
         for i, s in enumerate(seeds):
             if (o, "init", s) in R and (o, "query", s) in R:
                 d = np.abs(R[(o, "init", s)]["loss"] - R[(o, "query", s)]["loss"])
@@ -124,7 +127,7 @@ def main():
                             label=o if i == 0 else None)
     ax.axhline(1e-4, color="gray", ls="--", lw=0.8)
     ax.set_xlabel("step")
-    ax.set_ylabel("|loss(init) − loss(query)| (floored at 1e-9)")
+    ax.set_ylabel("|loss(init) − loss(query)| (0 drawn at 1e-9)")
     ax.set_title("init vs query placement, per seed")
     ax.legend()
     ax.grid(alpha=0.3)
