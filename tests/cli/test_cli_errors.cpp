@@ -174,7 +174,7 @@ TEST_CASE("an unknown subcommand exits 2 and names it", "[cli][errors]") {
   check_parse_error({"unknown subcommand", {"frobnicate"}, {"frobnicate"}});
 }
 
-TEST_CASE("--help on attnlab and on each subcommand exits 0 and describes it", "[cli][help]") {
+TEST_CASE("help on attnlab and on each subcommand exits 0 and describes it", "[cli][help]") {
   struct Help {
     std::vector<std::string> args;
     std::vector<std::string> words;

@@ -100,7 +100,7 @@ TEST_CASE("a diverging run exits 3 with one error line naming the step", "[cli][
   CHECK(read_run_summary(dir.str("runs/dv/metrics.h5")).status == "diverged");
 }
 
-TEST_CASE("--quiet: a successful run writes nothing to stdout or stderr", "[cli][progress]") {
+TEST_CASE("quiet mode: a successful run writes nothing to stdout or stderr", "[cli][progress]") {
   TempDir dir;
   const std::string cfg = write_tiny_config(dir, 4);
   const RunOutput r = run_attnlab({"--quiet", "train", cfg, "eval.sample_tokens=20"});
