@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <utility>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <vector>
 
@@ -40,8 +41,27 @@ void fill(float* p, int64_t n, uint64_t seed) {
   for (int64_t i = 0; i < n; ++i) p[i] = float(r.normal());
 }
 
-// Raw oneDNN: y = x·W, dx = dy·Wᵀ, dW = xᵀ·dy as three plain primitives, memory objects made once.
-double raw_onednn_seconds(int64_t M, int64_t K, int64_t N, int reps) {
+// Median seconds of f and of g, timed alternately (f, g, f, g, ...) so that drifts in clock speed
+// and background load hit both alike.
+std::pair<double, double> time_alternating(int reps, const std::function<void()>& f, const std::function<void()>& g) {
+  for (int i = 0; i < 3; ++i) f(), g();
+  std::vector<double> tf, tg;
+  for (int i = 0; i < reps; ++i) {
+    Timer a;
+    f();
+    tf.push_back(a.seconds());
+    Timer b;
+    g();
+    tg.push_back(b.seconds());
+  }
+  std::sort(tf.begin(), tf.end());
+  std::sort(tg.begin(), tg.end());
+  return {tf[tf.size() / 2], tg[tg.size() / 2]};
+}
+
+// attnlab's linear (forward, then backward into dx and the accumulated dW) against raw oneDNN
+// (y = x·W, dx = dy·Wᵀ, dW = xᵀ·dy as three plain primitives, memory objects made once).
+std::pair<double, double> linear_vs_raw_seconds(int64_t M, int64_t K, int64_t N, int reps) {
   using dt = dnnl::memory::data_type;
   dnnl::engine eng(dnnl::engine::kind::cpu, 0);
   dnnl::stream s(eng);
@@ -70,33 +90,28 @@ double raw_onednn_seconds(int64_t M, int64_t K, int64_t N, int reps) {
   // dW[K,N] = xᵀ · dy: x stored [M,K], read as [K,M] transposed.
   Prim bw = make(dnnl::memory::desc({K, M}, dt::f32, dnnl::memory::dims{1, K}), md(M, N, false), md(K, N, false),
                  x.data(), dy.data(), dw.data());
-  return time_median(reps, [&] {
+  auto raw = [&] {
     fwd.p.execute(s, fwd.args);
     bx.p.execute(s, bx.args);
     bw.p.execute(s, bw.args);
     s.wait();
-  });
-}
-
-double linear_seconds(int64_t M, int64_t K, int64_t N, int reps) {
+  };
   Arena arena;
   Tape tape;
   ArenaScope as(arena);
   TapeScope ts(tape);
-  std::vector<float> x(M * K), xg(M * K), w(K * N), wg(K * N), dy(M * N);
-  fill(x.data(), M * K, 1);
-  fill(w.data(), K * N, 2);
-  fill(dy.data(), M * N, 3);
+  std::vector<float> xg(M * K), wg(K * N);
   Tensor xt(x.data(), xg.data(), {M, K}), wt(w.data(), wg.data(), {K, N});
-  return time_median(reps, [&] {
+  auto ours = [&] {
     arena.reset();
-    Tensor y = linear(xt, wt);
-    std::memcpy(y.grad, dy.data(), M * N * sizeof(float));
+    Tensor yt = linear(xt, wt);
+    std::memcpy(yt.grad, dy.data(), M * N * sizeof(float));
     tape.backward();
-  });
+  };
+  return time_alternating(reps, ours, raw);
 }
 
-double attention_seconds(int64_t B, int64_t T, int64_t H, int64_t D, int reps) {
+double attention_seconds(int64_t B, int64_t T, int64_t H, int64_t D, int reps, AttentionKernel kernel) {
   Arena arena;
   Tape tape;
   ArenaScope as(arena);
@@ -113,6 +128,7 @@ double attention_seconds(int64_t B, int64_t T, int64_t H, int64_t D, int reps) {
     std::memcpy(kt.data, k.data(), k.size() * 4);
     std::memcpy(vt.data, v.data(), v.size() * 4);
     AttentionOptions o(1.f / 8.f);
+    o.kernel = kernel;
     Tensor y = attention(qt, kt, vt, o);
     std::memcpy(y.grad, dy.data(), dy.size() * 4);
     tape.backward();
@@ -128,25 +144,27 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
   }
   kernels::set_num_threads(threads);
-  std::printf("threads %d, median of %d repetitions\n\n", threads, reps);
+  std::printf("threads %d, median of %d repetitions (attnlab and raw oneDNN timed alternately)\n\n", threads, reps);
   std::printf("| linear x[M,K]·W[K,N], fwd + dx + dW | attnlab GFLOP/s | raw oneDNN GFLOP/s | ratio |\n|---|---|---|---|\n");
   const int64_t shapes[][3] = {{768, 128, 384}, {8192, 256, 1024}, {16384, 384, 1536},
                                {768, 384, 128}, {8192, 1024, 256}, {16384, 1536, 384}};
   for (auto& s : shapes) {
     const double flops = 3.0 * 2.0 * double(s[0]) * s[1] * s[2];
-    const double ours = flops / linear_seconds(s[0], s[1], s[2], reps) / 1e9;
-    const double raw = flops / raw_onednn_seconds(s[0], s[1], s[2], reps) / 1e9;
+    const auto [t_ours, t_raw] = linear_vs_raw_seconds(s[0], s[1], s[2], reps);
+    const double ours = flops / t_ours / 1e9, raw = flops / t_raw / 1e9;
     std::printf("| [%lld×%lld]·[%lld×%lld] | %.1f | %.1f | %.0f%% |\n", (long long)s[0], (long long)s[1],
                 (long long)s[1], (long long)s[2], ours, raw, 100.0 * ours / raw);
   }
-  std::printf("\n| attention (dense, causal) B×H, T, D | fwd+bwd ms | GFLOP/s (causal FLOPs) |\n|---|---|---|\n");
+  std::printf("\n| attention (causal) B×H, T, D | dense fwd+bwd ms | dense GFLOP/s | flash fwd+bwd ms | flash GFLOP/s |\n"
+              "|---|---|---|---|---|\n");
   for (int64_t T : {64, 256, 1024}) {
     const int64_t B = std::max<int64_t>(1, 8192 / T), H = 4, D = 64;
-    const double sec = attention_seconds(B, T, H, D, std::max(3, reps / 4));
+    const double dense = attention_seconds(B, T, H, D, std::max(3, reps / 4), AttentionKernel::dense);
+    const double flash = attention_seconds(B, T, H, D, std::max(3, reps / 4), AttentionKernel::flash);
     // causal: T(T+1)/2 score pairs; forward 2 matmuls, backward 4: 6 · 2 · pairs · D
     const double flops = 12.0 * double(B * H) * double(T) * double(T + 1) / 2.0 * double(D);
-    std::printf("| %lld×%lld, %lld, %lld | %.2f | %.1f |\n", (long long)B, (long long)H, (long long)T, (long long)D,
-                sec * 1e3, flops / sec / 1e9);
+    std::printf("| %lld×%lld, %lld, %lld | %.2f | %.1f | %.2f | %.1f |\n", (long long)B, (long long)H, (long long)T,
+                (long long)D, dense * 1e3, flops / dense / 1e9, flash * 1e3, flops / flash / 1e9);
   }
   return 0;
 }
