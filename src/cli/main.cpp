@@ -10,6 +10,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"attnlab: train small transformers on CPU and see what attention-scaling choices do"};
   app.require_subcommand(1);
+  app.fallthrough();  // -q/--quiet is accepted after the subcommand too
   attnlab::cli::Globals globals;
   app.add_flag("-q,--quiet", globals.quiet, "only warnings and errors");
   std::vector<attnlab::cli::Command> commands{
