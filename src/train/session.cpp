@@ -115,6 +115,12 @@ void Session::load_checkpoint(const std::string& path) {
   if (progress.step < 0) throw CheckpointError(detail::concat(path, ": negative step ", progress.step));
 }
 
+Batch draw_batch(BatchSampler& sampler, int B, int T) {
+  Batch b{arena_ints(int64_t(B) * T), arena_ints(int64_t(B) * T)};
+  sampler.next(b.x, b.y, B, T);
+  return b;
+}
+
 double Session::evaluate(std::span<const int32_t> tokens, const std::string& stream, int iters) {
   const int B = config.cfg.train.batch_size, T = config.cfg.model.context;
   BatchSampler sampler(tokens, uint64_t(config.cfg.run.seed), stream);
@@ -124,10 +130,8 @@ double Session::evaluate(std::span<const int32_t> tokens, const std::string& str
   double total = 0;
   for (int i = 0; i < iters; ++i) {
     arena.reset();
-    int32_t* x = arena_ints(int64_t(B) * T);
-    int32_t* y = arena_ints(int64_t(B) * T);
-    sampler.next(x, y, B, T);
-    total += model->loss(x, y, B, T).item();
+    const Batch b = draw_batch(sampler, B, T);
+    total += model->loss(b.x, b.y, B, T).item();
   }
   return total / iters;
 }

@@ -21,6 +21,13 @@ struct RunProgress {
   uint64_t train_batches = 0;  // the train sampler's counter
 };
 
+// The next batch from a sampler: inputs x and targets y [B, T], allocated in the current arena.
+struct Batch {
+  int32_t* x;
+  int32_t* y;
+};
+Batch draw_batch(BatchSampler& sampler, int B, int T);
+
 class Session {
  public:
   // Loads data.path, builds the model from the config, initialises parameters from run.seed.

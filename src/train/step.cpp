@@ -28,10 +28,8 @@ StepResult Stepper::step() {
   double loss_sum = 0;
   for (int micro = 0; micro < accum; ++micro) {
     arena_.reset();
-    int32_t* x = arena_ints(int64_t(B) * T);
-    int32_t* y = arena_ints(int64_t(B) * T);
-    sampler_.next(x, y, B, T);
-    Tensor loss = s_.model->loss(x, y, B, T, uint64_t(cfg.run.seed), uint64_t(step * accum + micro));
+    const Batch b = draw_batch(sampler_, B, T);
+    Tensor loss = s_.model->loss(b.x, b.y, B, T, uint64_t(cfg.run.seed), uint64_t(step * accum + micro));
     const float l = loss.item();
     if (!std::isfinite(l)) {
       tape_.clear();
