@@ -109,14 +109,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
               const float* pi = p + ((b * d.H + h) * d.T + i) * d.S;
               const float* dyi = y.grad + ((b * d.T + i) * d.H + h) * d.D;
               const float* qi = row(q, b, i, h);
-              // dp_j = dy_i · v_j, vectorised over j through Vᵀ
-              std::fill(dp, dp + n, 0.f);
-              for (int64_t e = 0; e < d.D; ++e) {
-                const float de = dyi[e];
-                const float* ve = vt + e * d.S;
-#pragma omp simd
-                for (int64_t j = 0; j < n; ++j) dp[j] += de * ve[j];
-              }
+              dot_rows(dp, dyi, vt, n, d);  // dp_j = dy_i · v_j
               float rowdot = 0.f;
 #pragma omp simd reduction(+ : rowdot)
               for (int64_t j = 0; j < n; ++j) rowdot += pi[j] * dp[j];

@@ -131,13 +131,7 @@ Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const 
             for (int64_t j0 = 0; j0 < n_all; j0 += kKeyBlock) {
               const int64_t n = std::min(n_all, j0 + kKeyBlock) - j0;
               logits_row(s, qi, kt + j0, n, d, alpha, cap);
-              std::fill(dp, dp + n, 0.f);
-              for (int64_t e = 0; e < d.D; ++e) {
-                const float de = dyi[e];
-                const float* ve = vt + e * d.S + j0;
-#pragma omp simd
-                for (int64_t j = 0; j < n; ++j) dp[j] += de * ve[j];
-              }
+              dot_rows(dp, dyi, vt + j0, n, d);  // dp_j = dy_i · v_j
 #pragma omp simd
               for (int64_t j = 0; j < n; ++j) {
                 const float p = kernels::fast_exp(s[j] - L);

@@ -29,16 +29,22 @@ inline void gather_transposed(float* dst, const Tensor& x, int64_t b, int64_t g,
   }
 }
 
+// out[j] = x · col_j for j in [0, n), given the columns transposed: xt = [D, S] (row stride S).
+// Vectorised over j; the attention kernels use it for q·k (through Kᵀ) and dy·v (through Vᵀ).
+inline void dot_rows(float* out, const float* x, const float* xt, int64_t n, const Dims& d) {
+  std::fill(out, out + n, 0.f);
+  for (int64_t e = 0; e < d.D; ++e) {
+    const float xe = x[e];
+    const float* col = xt + e * d.S;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) out[j] += xe * col[j];
+  }
+}
+
 // Logits of query row qi against keys [0, n): s[j] = cap(α q·k_j), given kt = Kᵀ [D, S].
 inline void logits_row(float* s, const float* qi, const float* kt, int64_t n, const Dims& d, float alpha,
                        float softcap) {
-  std::fill(s, s + n, 0.f);
-  for (int64_t e = 0; e < d.D; ++e) {
-    const float qe = qi[e];
-    const float* ke = kt + e * d.S;
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) s[j] += qe * ke[j];
-  }
+  dot_rows(s, qi, kt, n, d);
   if (softcap > 0.f) {
     const float inv = 1.f / softcap;
 #pragma omp simd

@@ -7,6 +7,10 @@
 #include <iterator>
 #include <string>
 
+#include <catch2/catch.hpp>
+
+#include "util/check.h"
+
 namespace io_testing {
 
 // A fresh directory under the system temp dir, removed (with its contents) at scope exit.
@@ -36,6 +40,18 @@ inline std::string slurp(const std::string& path) {
 inline void spit(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// The message of the CheckpointError f throws; fails the test if it throws nothing.
+template <class F>
+std::string checkpoint_error(F&& f) {
+  try {
+    f();
+  } catch (const attnlab::CheckpointError& e) {
+    return e.what();
+  }
+  FAIL("expected a CheckpointError");
+  return {};
 }
 
 }  // namespace io_testing

@@ -12,22 +12,12 @@
 using namespace attnlab;
 using Catch::Matchers::Contains;
 using io_testing::TempDir;
+using io_testing::checkpoint_error;
 
 namespace {
 
 using Shape = std::vector<int64_t>;
 
-// The message of the CheckpointError f throws; fails the test if it throws nothing.
-template <class F>
-std::string checkpoint_error(F&& f) {
-  try {
-    f();
-  } catch (const CheckpointError& e) {
-    return e.what();
-  }
-  FAIL("expected a CheckpointError");
-  return {};
-}
 
 template <class T>
 bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {

@@ -19,6 +19,7 @@
 using namespace attnlab;
 using Catch::Matchers::Contains;
 using io_testing::TempDir;
+using io_testing::checkpoint_error;
 
 namespace {
 
@@ -59,16 +60,6 @@ void fill(RunLog& log, int64_t from, int64_t to, int64_t every) {
   }
 }
 
-template <class F>
-std::string checkpoint_error(F&& f) {
-  try {
-    f();
-  } catch (const CheckpointError& e) {
-    return e.what();
-  }
-  FAIL("expected a CheckpointError");
-  return {};
-}
 
 template <class T>
 std::vector<T> read_1d(const CheckpointReader& rd, const std::string& name) {
