@@ -100,13 +100,16 @@ std::pair<double, double> linear_vs_raw_seconds(int64_t M, int64_t K, int64_t N,
   Tape tape;
   ArenaScope as(arena);
   TapeScope ts(tape);
+  // As in a training step: x's grad is an activation gradient and W's a parameter gradient after
+  // zero_grad(), so both products write into unwritten buffers (NOTE [grad buffers]).
   std::vector<float> xg(M * K), wg(K * N);
-  Tensor xt(x.data(), xg.data(), {M, K}), wt(w.data(), wg.data(), {K, N});
+  GradBuffer xb{xg.data(), M * K}, wb{wg.data(), K * N};
+  Tensor xt(x.data(), &xb, {M, K}), wt(w.data(), &wb, {K, N});
   auto ours = [&] {
     arena.reset();
+    xb.written = wb.written = false;
     Tensor yt = linear(xt, wt);
-    std::memcpy(yt.grad, dy.data(), M * N * sizeof(float));
-    tape.backward();
+    backward_from(yt, dy.data());
   };
   return time_alternating(reps, ours, raw);
 }
@@ -130,8 +133,7 @@ double attention_seconds(int64_t B, int64_t T, int64_t H, int64_t D, int reps, A
     AttentionOptions o(1.f / 8.f);
     o.kernel = kernel;
     Tensor y = attention(qt, kt, vt, o);
-    std::memcpy(y.grad, dy.data(), dy.size() * 4);
-    tape.backward();
+    backward_from(y, dy.data());
   });
 }
 

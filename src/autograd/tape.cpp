@@ -6,15 +6,27 @@
 namespace attnlab {
 
 void Tape::backward() {
-  if (profiling()) {
-    for (size_t i = records_.size(); i-- > 0;) {
-      PhaseScope p(phase_of(records_[i].op));
-      records_[i].run(records_[i].closure);
+  GradPoolScope pool_scope(pool_);
+  const bool timed = profiling();
+  for (size_t i = records_.size(); i-- > 0;) {
+    const Record& r = records_[i];
+    GradBuffer& out = *r.out;
+    if (out.written) {  // else dy = 0: nothing to propagate
+      if (timed) {
+        PhaseScope p(phase_of(r.op));
+        r.run(r.closure);
+      } else {
+        r.run(r.closure);
+      }
     }
-  } else {
-    for (size_t i = records_.size(); i-- > 0;) records_[i].run(records_[i].closure);
+    if (out.pooled && out.ptr) {  // dy is dead: no record before this one reads it
+      pool_.release(out.ptr, out.numel);
+      out.ptr = nullptr;
+      out.written = false;
+    }
   }
   records_.clear();
+  pool_.reset();
 }
 
 namespace {
@@ -34,17 +46,24 @@ bool grad_enabled() { return g_grad_enabled; }
 NoGrad::NoGrad() : prev_(g_grad_enabled) { g_grad_enabled = false; }
 NoGrad::~NoGrad() { g_grad_enabled = prev_; }
 
+void Tape::seed_grad(const Tensor& y, const float* dy) {
+  ATTN_CHECK(y.requires_grad(), "seed_grad: output does not require grad");
+  ATTN_CHECK(y.is_contiguous(), "seed_grad: output must be contiguous");
+  GradPoolScope pool_scope(pool_);
+  const GradSink g = y.grad_out();
+  const int64_t n = y.numel();
+  for (int64_t i = 0; i < n; ++i) g.ptr[i] = g.accumulate ? g.ptr[i] + dy[i] : dy[i];
+}
+
 void backward(const Tensor& loss, float seed) {
   ATTN_CHECK(loss.numel() == 1, "backward: loss must be a scalar, got ", loss.shape);
   ATTN_CHECK(loss.requires_grad(), "backward: loss does not require grad (nothing to differentiate)");
-  loss.grad[0] += seed;
+  current_tape().seed_grad(loss, &seed);
   current_tape().backward();
 }
 
 void backward_from(const Tensor& y, const float* dy) {
-  ATTN_CHECK(y.requires_grad(), "backward_from: output does not require grad");
-  ATTN_CHECK(y.is_contiguous(), "backward_from: output must be contiguous");
-  for (int64_t i = 0; i < y.numel(); ++i) y.grad[i] += dy[i];
+  current_tape().seed_grad(y, dy);
   current_tape().backward();
 }
 

@@ -8,14 +8,18 @@
 // destructible: they capture Tensor handles and scalars), so recording allocates nothing once
 // the tape's vector has reached its size in the first step.
 //
-// NOTE [grad accumulation]: every backward adds into the grad buffers of its inputs (+=); it
-// never overwrites. A tensor used by several ops (a residual stream) thus receives the sum of
+// NOTE [grad accumulation]: a tensor used by several ops (a residual stream) receives the sum of
 // its consumers' contributions, and parameter grads accumulate over micro-batches until the
-// optimizer zeroes them.
+// optimizer zeroes them. Ops get this right without zeroed buffers: each backward fetches an
+// input's sink with Tensor::grad_out() and stores (`=`) when the sink says the write is the
+// first, adds (`+=`) otherwise; kernels that can only add use Tensor::grad_accum(). The tape
+// skips an op whose output received no gradient (its contribution is zero), and after an op's
+// backward returns its output's pooled grad storage (NOTE [grad buffers] in tensor/tensor.h).
 #include <new>
 #include <type_traits>
 #include <vector>
 
+#include "kernels/parallel.h"
 #include "tensor/tensor.h"
 
 namespace attnlab {
@@ -24,24 +28,33 @@ class Tape {
  public:
   struct Record {
     const char* op;
+    GradBuffer* out;  // the op's output grad: dy
     void (*run)(void* closure);
     void* closure;
   };
+  // Records the backward of `op`, which produced `out`.
   template <class F>
-  void record(const char* op, const F& f) {
+  void record(const char* op, const Tensor& out, const F& f) {
     static_assert(std::is_trivially_destructible_v<F>, "backward closures capture handles and scalars only");
     void* mem = current_arena().alloc_bytes(sizeof(F));
     void* c = new (mem) F(f);
-    records_.push_back({op, [](void* p) { (*static_cast<F*>(p))(); }, c});
+    records_.push_back({op, out.gbuf, [](void* p) { (*static_cast<F*>(p))(); }, c});
   }
+  // Adds dy (contiguous, y's shape) into y's gradient: the seed of a backward pass. Several
+  // outputs may be seeded before one backward().
+  void seed_grad(const Tensor& y, const float* dy);
   // Runs every record in reverse creation order, then clears the tape.
   void backward();
   void clear() { records_.clear(); }
   size_t size() const { return records_.size(); }
   const std::vector<Record>& records() const { return records_; }
+  // Bytes of op-output gradient storage in flight at the busiest point of backward.
+  size_t grad_high_water() const { return pool_.high_water(); }
+  GradPool& grad_pool() { return pool_; }
 
  private:
   std::vector<Record> records_;
+  GradPool pool_;
 };
 
 // The tape ops record on (one per thread). TapeScope switches it.
@@ -73,9 +86,22 @@ bool needs_grad(const Ts&... inputs) {
   return grad_enabled() && (inputs.requires_grad() || ...);
 }
 
+// Pointwise gradient write: sink[i] = f(i) on a first write, sink[i] += f(i) otherwise.
 template <class F>
-void record(const char* op, const F& f) {
-  current_tape().record(op, f);
+void write_grad(const GradSink& g, int64_t n, F f) {
+  float* p = g.ptr;
+  if (g.accumulate) {
+#pragma omp parallel for simd if (n > kernels::kParallelMin)
+    for (int64_t i = 0; i < n; ++i) p[i] += f(i);
+  } else {
+#pragma omp parallel for simd if (n > kernels::kParallelMin)
+    for (int64_t i = 0; i < n; ++i) p[i] = f(i);
+  }
+}
+
+template <class F>
+void record(const char* op, const Tensor& out, const F& f) {
+  current_tape().record(op, out, f);
 }
 
 // Seeds d(loss) = seed (loss is a scalar with a grad buffer) and runs the current tape backward.

@@ -158,6 +158,7 @@ Command add_grads(CLI::App& app, const Globals&) {
             s->store.zero_grad();
             Tensor loss = s->model->loss(x.data(), y.data(), B, T);
             backward(loss);
+            s->store.settle_grads();
             CheckpointWriter w(a->out);
             const std::vector<int64_t> bt{B, T};
             std::vector<int64_t> xi(x.begin(), x.end()), yi(y.begin(), y.end());

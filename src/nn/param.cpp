@@ -75,6 +75,7 @@ void ParamStore::finalize(uint64_t seed) {
   for (Param* p : sorted_) {
     p->data = data_ + p->offset;
     p->grad = grad_ + p->offset;
+    p->grad_buffer = GradBuffer{p->grad, p->numel(), true, false, false};
     Rng rng(seed, p->name);
     for (int64_t i = 0; i < p->numel(); ++i) {
       switch (p->init.kind) {
@@ -98,7 +99,18 @@ Param& ParamStore::at(std::string_view name) {
   return *p;
 }
 
-void ParamStore::zero_grad() { std::memset(grad_, 0, total_ * sizeof(float)); }
+void ParamStore::zero_grad() {
+  for (Param* p : sorted_) p->grad_buffer.written = false;
+}
+
+void ParamStore::settle_grads() {
+  for (Param* p : sorted_) {
+    GradBuffer& b = p->grad_buffer;
+    if (b.written) continue;
+    std::memset(b.ptr, 0, size_t(b.numel) * sizeof(float));
+    b.written = true;
+  }
+}
 
 std::vector<int> ParamStore::freeze(const std::vector<std::string>& patterns) {
   std::vector<int> counts;

@@ -51,11 +51,12 @@ struct Param {
   bool frozen = false;
   int64_t offset = 0;  // into the store's blocks
   float* data = nullptr;
-  float* grad = nullptr;
+  float* grad = nullptr;  // valid after ParamStore::settle_grads() (NOTE [param grads])
+  GradBuffer grad_buffer;
 
   int64_t numel() const { return shape.numel(); }
-  // The tensor ops see: grad is null when frozen, so nothing flows into it.
-  Tensor tensor() const { return Tensor(data, frozen ? nullptr : grad, shape); }
+  // The tensor ops see: no grad buffer when frozen, so nothing flows into it.
+  Tensor tensor() { return Tensor(data, frozen ? nullptr : &grad_buffer, shape); }
   // Head h's block: columns (axis 1) or rows (axis 0) [h·dim, (h+1)·dim).
   MatrixView head(int h) const;
 };
@@ -82,7 +83,12 @@ class ParamStore {
   float* data() const { return data_; }
   float* grad() const { return grad_; }
 
+  // NOTE [param grads]: zero_grad() only marks every grad unwritten, so the first backward write
+  // of a step overwrites (no memset, no read). settle_grads() then zero-fills the grads no op
+  // wrote (parameters the step did not use); call it after the backward passes and before
+  // reading grads (clipping, the optimizer, `attnlab grads`).
   void zero_grad();
+  void settle_grads();
   // Freezes every parameter whose name matches a glob pattern (* and ?). Returns, per pattern,
   // how many parameters it matched (a pattern matching none is usually a typo).
   std::vector<int> freeze(const std::vector<std::string>& patterns);

@@ -40,7 +40,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   const float alpha = opt.logit_scale, cap = opt.softcap;
   const bool causal = opt.causal;
 
-  Tensor y = empty(q.shape, needs_grad(q, k, v));
+  Tensor y = new_output(q.shape, needs_grad(q, k, v));
   const bool save = y.requires_grad();
   // p: [B, H, T, S] softmax probabilities kept for backward (this is the dense kernel).
   float* p = save ? current_arena().alloc_floats(d.B * d.H * d.T * d.S) : nullptr;
@@ -90,9 +90,13 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
       for (int64_t h = 0; h < d.H; ++h) opt.max_logits[h] = std::max(opt.max_logits[h], head_max[b * d.H + h]);
 
   if (save) {
-    record("attention", [q, k, v, y, p, scratch, scratch_per_thread, dd, alpha, cap, causal] {
+    record("attention", y, [q, k, v, y, p, scratch, scratch_per_thread, dd, alpha, cap, causal] {
       // fwd: y_i = Σ_j p_ij v_j, p_i = softmax(s_i), s = cap(α q·k)  =>  see ref::attention_bwd
       const Dims& d = dd;
+      const float* dy = y.grad_in();
+      float* qg = q.requires_grad() ? q.grad_accum() : nullptr;
+      float* kg = k.requires_grad() ? k.grad_accum() : nullptr;
+      float* vg = v.requires_grad() ? v.grad_accum() : nullptr;
 #pragma omp parallel for collapse(2) schedule(static)
       for (int64_t b = 0; b < d.B; ++b)
         for (int64_t g = 0; g < d.Hkv; ++g) {
@@ -107,7 +111,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
             for (int64_t i = 0; i < d.T; ++i) {
               const int64_t n = causal ? i + (d.S - d.T) + 1 : d.S;
               const float* pi = p + ((b * d.H + h) * d.T + i) * d.S;
-              const float* dyi = y.grad + ((b * d.T + i) * d.H + h) * d.D;
+              const float* dyi = dy + ((b * d.T + i) * d.H + h) * d.D;
               const float* qi = row(q, b, i, h);
               dot_rows(dp, dyi, vt, n, d);  // dp_j = dy_i · v_j
               float rowdot = 0.f;
@@ -120,7 +124,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
                 if (cap > 0.f) ds *= 1.f - (s[j] / cap) * (s[j] / cap);
                 dp[j] = alpha * ds;  // dp now holds α·ds_ij
               }
-              float* dqi = q.grad ? grad_row(q, b, i, h) : nullptr;
+              float* dqi = qg ? grad_row(qg, q, b, i, h) : nullptr;
               for (int64_t j = 0; j < n; ++j) {
                 const float a = dp[j], pij = pi[j];
                 const float* kj = row(k, b, j, g);
@@ -128,13 +132,13 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
 #pragma omp simd
                   for (int64_t e = 0; e < d.D; ++e) dqi[e] += a * kj[e];
                 }
-                if (k.grad) {
-                  float* dkj = grad_row(k, b, j, g);
+                if (kg) {
+                  float* dkj = grad_row(kg, k, b, j, g);
 #pragma omp simd
                   for (int64_t e = 0; e < d.D; ++e) dkj[e] += a * qi[e];
                 }
-                if (v.grad) {
-                  float* dvj = grad_row(v, b, j, g);
+                if (vg) {
+                  float* dvj = grad_row(vg, v, b, j, g);
 #pragma omp simd
                   for (int64_t e = 0; e < d.D; ++e) dvj[e] += pij * dyi[e];
                 }

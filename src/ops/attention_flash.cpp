@@ -27,7 +27,7 @@ inline int64_t last_key(int64_t i, const Dims& d, bool causal) { return causal ?
 Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt, const Dims& d) {
   const float alpha = opt.logit_scale, cap = opt.softcap;
   const bool causal = opt.causal;
-  Tensor y = empty(q.shape, needs_grad(q, k, v));
+  Tensor y = new_output(q.shape, needs_grad(q, k, v));
   float* lse = current_arena().alloc_floats(d.B * d.H * d.T);  // [B, H, T]
   const int nt = omp_get_max_threads();
   // Per thread: Kᵀ of the head [D, S], the row accumulators m, l [Br] and O [Br, D], a logits row.
@@ -103,10 +103,14 @@ Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const 
   // Backward scratch per thread: Kᵀ and Vᵀ [D, S], and two key-block rows.
   const int64_t bwd_per_thread = 2 * d.D * d.S + 2 * kKeyBlock;
   float* bscratch = current_arena().alloc_floats(nt * bwd_per_thread);
-  record("attention", [q, k, v, y, lse, bscratch, bwd_per_thread, d, alpha, cap, causal] {
+  record("attention", y, [q, k, v, y, lse, bscratch, bwd_per_thread, d, alpha, cap, causal] {
     // fwd: y_i = Σ_j p_ij v_j, p_ij = exp(s_ij − L_i), s = cap(α q·k)  =>
     //   dv_j += p_ij dy_i;  dp_ij = dy_i·v_j;  ds_ij = p_ij (dp_ij − dy_i·y_i) (1 − (s/c)²);
     //   dq_i += α Σ_j ds_ij k_j;  dk_j += α Σ_i ds_ij q_i
+    const float* dy = y.grad_in();
+    float* qg = q.requires_grad() ? q.grad_accum() : nullptr;
+    float* kg = k.requires_grad() ? k.grad_accum() : nullptr;
+    float* vg = v.requires_grad() ? v.grad_accum() : nullptr;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t b = 0; b < d.B; ++b)
       for (int64_t g = 0; g < d.Hkv; ++g) {
@@ -120,13 +124,13 @@ Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const 
           const int64_t h = g * d.G + hh;
           for (int64_t i = 0; i < d.T; ++i) {
             const float* qi = row(q, b, i, h);
-            const float* dyi = y.grad + ((b * d.T + i) * d.H + h) * d.D;
+            const float* dyi = dy + ((b * d.T + i) * d.H + h) * d.D;
             const float* yi = y.data + ((b * d.T + i) * d.H + h) * d.D;
             float rowdot = 0.f;  // Σ_j p_ij dp_ij = dy_i · y_i
 #pragma omp simd reduction(+ : rowdot)
             for (int64_t e = 0; e < d.D; ++e) rowdot += dyi[e] * yi[e];
             const float L = lse[(b * d.H + h) * d.T + i];
-            float* dqi = q.grad ? grad_row(q, b, i, h) : nullptr;
+            float* dqi = qg ? grad_row(qg, q, b, i, h) : nullptr;
             const int64_t n_all = last_key(i, d, causal) + 1;
             for (int64_t j0 = 0; j0 < n_all; j0 += kKeyBlock) {
               const int64_t n = std::min(n_all, j0 + kKeyBlock) - j0;
@@ -147,13 +151,13 @@ Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const 
 #pragma omp simd
                   for (int64_t e = 0; e < d.D; ++e) dqi[e] += a * kj[e];
                 }
-                if (k.grad) {
-                  float* dkj = grad_row(k, b, j0 + j, g);
+                if (kg) {
+                  float* dkj = grad_row(kg, k, b, j0 + j, g);
 #pragma omp simd
                   for (int64_t e = 0; e < d.D; ++e) dkj[e] += a * qi[e];
                 }
-                if (v.grad) {
-                  float* dvj = grad_row(v, b, j0 + j, g);
+                if (vg) {
+                  float* dvj = grad_row(vg, v, b, j0 + j, g);
 #pragma omp simd
                   for (int64_t e = 0; e < d.D; ++e) dvj[e] += pj * dyi[e];
                 }

@@ -16,8 +16,9 @@ struct Dims {
 inline const float* row(const Tensor& x, int64_t b, int64_t t, int64_t h) {
   return x.data + b * x.strides[0] + t * x.strides[1] + h * x.strides[2];
 }
-inline float* grad_row(const Tensor& x, int64_t b, int64_t t, int64_t h) {
-  return x.grad + b * x.strides[0] + t * x.strides[1] + h * x.strides[2];
+// Row (b, t, h) of x's gradient, which starts at `grad`.
+inline float* grad_row(float* grad, const Tensor& x, int64_t b, int64_t t, int64_t h) {
+  return grad + b * x.strides[0] + t * x.strides[1] + h * x.strides[2];
 }
 
 // Copies head (b, g) of a strided [B, S, Hkv, D] tensor into dst [D, S] (transposed), so that the

@@ -29,24 +29,23 @@ Tensor add(const Tensor& a, const Tensor& b) {
   check_contiguous("add", b);
   ATTN_CHECK(is_suffix(b.shape, a.shape), "add: shape ", b.shape, " does not broadcast to ", a.shape);
   const int64_t n = a.numel(), m = b.numel();
-  Tensor y = empty(a.shape, needs_grad(a, b));
+  Tensor y = new_output(a.shape, needs_grad(a, b));
   float *yd = y.data, *ad = a.data, *bd = b.data;
 #pragma omp parallel for if (n > kParallelMin)
   for (int64_t r = 0; r < n / m; ++r)
 #pragma omp simd
     for (int64_t i = 0; i < m; ++i) yd[r * m + i] = ad[r * m + i] + bd[i];
   if (y.requires_grad()) {
-    record("add", [a, b, y, n, m] {
+    record("add", y, [a, b, y, n, m] {
       // fwd: y[r,i] = a[r,i] + b[i]  =>  da += dy;  db[i] += Σ_r dy[r,i]
-      if (a.grad) {
-        float *ag = a.grad, *yg = y.grad;
-#pragma omp parallel for simd if (n > kParallelMin)
-        for (int64_t i = 0; i < n; ++i) ag[i] += yg[i];
-      }
-      if (b.grad)  // sequential over rows: a fixed summation order, whatever the thread count
+      const float* yg = y.grad_in();
+      if (a.requires_grad()) write_grad(a.grad_out(), n, [yg](int64_t i) { return yg[i]; });
+      if (b.requires_grad()) {  // sequential over rows: a fixed summation order, whatever the thread count
+        float* bg = b.grad_accum();
         for (int64_t r = 0; r < n / m; ++r)
 #pragma omp simd
-          for (int64_t i = 0; i < m; ++i) b.grad[i] += y.grad[r * m + i];
+          for (int64_t i = 0; i < m; ++i) bg[i] += yg[r * m + i];
+      }
     });
   }
   return y;
@@ -56,16 +55,15 @@ Tensor scale(const Tensor& x, float s) {
   PhaseScope phase(Phase::norm_act);
   check_contiguous("scale", x);
   const int64_t n = x.numel();
-  Tensor y = empty(x.shape, needs_grad(x));
+  Tensor y = new_output(x.shape, needs_grad(x));
   float *yd = y.data, *xd = x.data;
 #pragma omp parallel for simd if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) yd[i] = s * xd[i];
   if (y.requires_grad()) {
-    record("scale", [x, y, n, s] {
+    record("scale", y, [x, y, n, s] {
       // fwd: y = s·x  =>  dx += s·dy
-      float *xg = x.grad, *yg = y.grad;
-#pragma omp parallel for simd if (n > kParallelMin)
-      for (int64_t i = 0; i < n; ++i) xg[i] += s * yg[i];
+      const float* yg = y.grad_in();
+      write_grad(x.grad_out(), n, [yg, s](int64_t i) { return s * yg[i]; });
     });
   }
   return y;
@@ -77,22 +75,16 @@ Tensor mul(const Tensor& a, const Tensor& b) {
   check_contiguous("mul", b);
   ATTN_CHECK(a.shape == b.shape, "mul: shapes ", a.shape, " and ", b.shape, " differ");
   const int64_t n = a.numel();
-  Tensor y = empty(a.shape, needs_grad(a, b));
+  Tensor y = new_output(a.shape, needs_grad(a, b));
   float *yd = y.data, *ad = a.data, *bd = b.data;
 #pragma omp parallel for simd if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) yd[i] = ad[i] * bd[i];
   if (y.requires_grad()) {
-    record("mul", [a, b, y, n] {
+    record("mul", y, [a, b, y, n] {
       // fwd: y = a ⊙ b  =>  da += dy ⊙ b;  db += dy ⊙ a
-      float *ag = a.grad, *bg = b.grad, *yg = y.grad, *ad = a.data, *bd = b.data;
-      if (ag) {
-#pragma omp parallel for simd if (n > kParallelMin)
-        for (int64_t i = 0; i < n; ++i) ag[i] += yg[i] * bd[i];
-      }
-      if (bg) {
-#pragma omp parallel for simd if (n > kParallelMin)
-        for (int64_t i = 0; i < n; ++i) bg[i] += yg[i] * ad[i];
-      }
+      const float *yg = y.grad_in(), *ad = a.data, *bd = b.data;
+      if (a.requires_grad()) write_grad(a.grad_out(), n, [yg, bd](int64_t i) { return yg[i] * bd[i]; });
+      if (b.requires_grad()) write_grad(b.grad_out(), n, [yg, ad](int64_t i) { return yg[i] * ad[i]; });
     });
   }
   return y;
@@ -102,7 +94,7 @@ Tensor gelu(const Tensor& x) {
   PhaseScope phase(Phase::norm_act);
   check_contiguous("gelu", x);
   const int64_t n = x.numel();
-  Tensor y = empty(x.shape, needs_grad(x));
+  Tensor y = new_output(x.shape, needs_grad(x));
   constexpr float c = float(ref::kGeluC), k = 0.044715f;
   float *yd = y.data, *xd = x.data;
 #pragma omp parallel for simd if (n > kParallelMin)
@@ -111,15 +103,14 @@ Tensor gelu(const Tensor& x) {
     yd[i] = 0.5f * v * (1.f + kernels::fast_tanh(c * (v + k * v * v * v)));
   }
   if (y.requires_grad()) {
-    record("gelu", [x, y, n] {
+    record("gelu", y, [x, y, n] {
       // fwd: y = ½x(1 + tanh u)  =>  dx += dy·(½(1 + t) + ½x(1 - t²)·c(1 + 3k·x²))
-      float *xg = x.grad, *yg = y.grad, *xd = x.data;
-#pragma omp parallel for simd if (n > kParallelMin)
-      for (int64_t i = 0; i < n; ++i) {
-        float v = xd[i];
-        float t = kernels::fast_tanh(c * (v + k * v * v * v));
-        xg[i] += yg[i] * (0.5f * (1.f + t) + 0.5f * v * (1.f - t * t) * c * (1.f + 3.f * k * v * v));
-      }
+      const float *yg = y.grad_in(), *xd = x.data;
+      write_grad(x.grad_out(), n, [yg, xd](int64_t i) {
+        const float v = xd[i];
+        const float t = kernels::fast_tanh(c * (v + k * v * v * v));
+        return yg[i] * (0.5f * (1.f + t) + 0.5f * v * (1.f - t * t) * c * (1.f + 3.f * k * v * v));
+      });
     });
   }
   return y;
@@ -129,19 +120,18 @@ Tensor silu(const Tensor& x) {
   PhaseScope phase(Phase::norm_act);
   check_contiguous("silu", x);
   const int64_t n = x.numel();
-  Tensor y = empty(x.shape, needs_grad(x));
+  Tensor y = new_output(x.shape, needs_grad(x));
   float *yd = y.data, *xd = x.data;
 #pragma omp parallel for simd if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) yd[i] = xd[i] * kernels::fast_sigmoid(xd[i]);
   if (y.requires_grad()) {
-    record("silu", [x, y, n] {
+    record("silu", y, [x, y, n] {
       // fwd: y = x·σ(x)  =>  dx += dy·σ(x)(1 + x(1 - σ(x)))
-      float *xg = x.grad, *yg = y.grad, *xd = x.data;
-#pragma omp parallel for simd if (n > kParallelMin)
-      for (int64_t i = 0; i < n; ++i) {
-        float s = kernels::fast_sigmoid(xd[i]);
-        xg[i] += yg[i] * s * (1.f + xd[i] * (1.f - s));
-      }
+      const float *yg = y.grad_in(), *xd = x.data;
+      write_grad(x.grad_out(), n, [yg, xd](int64_t i) {
+        const float s = kernels::fast_sigmoid(xd[i]);
+        return yg[i] * s * (1.f + xd[i] * (1.f - s));
+      });
     });
   }
   return y;
@@ -153,20 +143,21 @@ Tensor swiglu(const Tensor& a, const Tensor& b) {
   check_contiguous("swiglu", b);
   ATTN_CHECK(a.shape == b.shape, "swiglu: gate ", a.shape, " and up ", b.shape, " differ");
   const int64_t n = a.numel();
-  Tensor y = empty(a.shape, needs_grad(a, b));
+  Tensor y = new_output(a.shape, needs_grad(a, b));
   float *yd = y.data, *ad = a.data, *bd = b.data;
 #pragma omp parallel for simd if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) yd[i] = ad[i] * kernels::fast_sigmoid(ad[i]) * bd[i];
   if (y.requires_grad()) {
-    record("swiglu", [a, b, y, n] {
+    record("swiglu", y, [a, b, y, n] {
       // fwd: y = silu(a)·b  =>  da += dy·b·σ(a)(1 + a(1 - σ(a)));  db += dy·silu(a)
-      float *ag = a.grad, *bg = b.grad, *yg = y.grad, *ad = a.data, *bd = b.data;
-#pragma omp parallel for simd if (n > kParallelMin)
-      for (int64_t i = 0; i < n; ++i) {
-        const float s = kernels::fast_sigmoid(ad[i]);
-        if (ag) ag[i] += yg[i] * bd[i] * s * (1.f + ad[i] * (1.f - s));
-        if (bg) bg[i] += yg[i] * ad[i] * s;
-      }
+      const float *yg = y.grad_in(), *ad = a.data, *bd = b.data;
+      if (a.requires_grad())
+        write_grad(a.grad_out(), n, [yg, ad, bd](int64_t i) {
+          const float s = kernels::fast_sigmoid(ad[i]);
+          return yg[i] * bd[i] * s * (1.f + ad[i] * (1.f - s));
+        });
+      if (b.requires_grad())
+        write_grad(b.grad_out(), n, [yg, ad](int64_t i) { return yg[i] * ad[i] * kernels::fast_sigmoid(ad[i]); });
     });
   }
   return y;
@@ -179,17 +170,17 @@ Tensor dropout(const Tensor& x, float p, uint64_t seed, uint64_t stream) {
   check_contiguous("dropout", x);
   const int64_t n = x.numel();
   const float keep_scale = 1.f / (1.f - p);
-  Tensor y = empty(x.shape, needs_grad(x));
+  Tensor y = new_output(x.shape, needs_grad(x));
   float *yd = y.data, *xd = x.data;
 #pragma omp parallel for simd if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) yd[i] = u01f(hash3(seed, stream, uint64_t(i))) >= p ? xd[i] * keep_scale : 0.f;
   if (y.requires_grad()) {
-    record("dropout", [x, y, n, p, keep_scale, seed, stream] {
+    record("dropout", y, [x, y, n, p, keep_scale, seed, stream] {
       // fwd: y = x·m/(1-p)  =>  dx += dy·m/(1-p), the same mask drawn again
-      float *xg = x.grad, *yg = y.grad;
-#pragma omp parallel for simd if (n > kParallelMin)
-      for (int64_t i = 0; i < n; ++i)
-        xg[i] += u01f(hash3(seed, stream, uint64_t(i))) >= p ? yg[i] * keep_scale : 0.f;
+      const float* yg = y.grad_in();
+      write_grad(x.grad_out(), n, [=](int64_t i) {
+        return u01f(hash3(seed, stream, uint64_t(i))) >= p ? yg[i] * keep_scale : 0.f;
+      });
     });
   }
   return y;

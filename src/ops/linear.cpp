@@ -17,17 +17,22 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b) {
              trans_b ? " (transposed)" : "", " do not match");
   Shape ys = a.shape;
   ys[-1] = N;
-  Tensor y = empty(ys, needs_grad(a, b));
+  Tensor y = new_output(ys, needs_grad(a, b));
   kernels::gemm(false, trans_b, M, N, K, a.data, K, b.data, b.size(1), y.data, N, false);
   if (y.requires_grad()) {
-    record("matmul", [a, b, y, M, N, K, trans_b] {
+    record("matmul", y, [a, b, y, M, N, K, trans_b] {
       // fwd: y = a · op(b)   =>   da += dy · op(b)ᵀ,   d op(b) += aᵀ · dy
-      if (a.grad) kernels::gemm(false, !trans_b, M, K, N, y.grad, N, b.data, b.size(1), a.grad, K, true);
-      if (b.grad) {
+      const float* dy = y.grad_in();
+      if (a.requires_grad()) {
+        const GradSink da = a.grad_out();
+        kernels::gemm(false, !trans_b, M, K, N, dy, N, b.data, b.size(1), da.ptr, K, da.accumulate);
+      }
+      if (b.requires_grad()) {
+        const GradSink db = b.grad_out();
         if (trans_b)
-          kernels::gemm(true, false, N, K, M, y.grad, N, a.data, K, b.grad, K, true);
+          kernels::gemm(true, false, N, K, M, dy, N, a.data, K, db.ptr, K, db.accumulate);
         else
-          kernels::gemm(true, false, K, N, M, a.data, K, y.grad, N, b.grad, N, true);
+          kernels::gemm(true, false, K, N, M, a.data, K, dy, N, db.ptr, N, db.accumulate);
       }
     });
   }

@@ -1,5 +1,7 @@
 #include "ops/loss.h"
 
+#include <algorithm>
+
 #include "autograd/tape.h"
 #include "kernels/vmath.h"
 #include "util/check.h"
@@ -37,17 +39,19 @@ Tensor cross_entropy(const Tensor& logits, const int32_t* targets, int32_t ignor
   }
   double total = 0;  // sequential sum in double: the same value whatever the thread count
   for (int64_t i = 0; i < N; ++i) total += row_loss[i];
-  Tensor loss = empty({1}, count > 0 && needs_grad(logits));
+  Tensor loss = new_output({1}, count > 0 && needs_grad(logits));
   loss.data[0] = count ? float(total / double(count)) : 0.f;
   if (loss.requires_grad()) {
-    record("cross_entropy", [logits, targets, loss, lse, N, V, count, ignore_index] {
+    record("cross_entropy", loss, [logits, targets, loss, lse, N, V, count, ignore_index] {
       // fwd: L = mean_i (lse_i - z[i,t_i])  =>  dz[i,v] += dL·(e^(z[i,v] - lse_i) - [v = t_i]) / n
-      const float k = loss.grad[0] / float(count);
+      const float k = loss.grad_in()[0] / float(count);
+      const GradSink sink = logits.grad_out();
 #pragma omp parallel for if (N * V > (1 << 15))
       for (int64_t i = 0; i < N; ++i) {
+        float* dz = sink.ptr + i * V;
+        if (!sink.accumulate) std::fill(dz, dz + V, 0.f);  // first write: start each row from zero
         if (targets[i] == ignore_index) continue;
         const float* zr = logits.data + i * V;
-        float* dz = logits.grad + i * V;
         const float l = lse[i];
         const int32_t t = targets[i];
         // dz_t = p_t - 1 = -Σ_{v≠t} p_v, summed rather than subtracted (p_t ≈ 1 cancels).

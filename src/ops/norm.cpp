@@ -20,7 +20,7 @@ Tensor norm_op(const char* op, const Tensor& x, const Tensor& g, const Tensor* b
   const bool centred = b != nullptr;
   const int64_t N = x.rows(), C = x.cols();
   Tensor bias = b ? *b : Tensor();
-  Tensor y = empty(x.shape, needs_grad(x, g) || (b && needs_grad(*b)));
+  Tensor y = new_output(x.shape, needs_grad(x, g) || (b && needs_grad(*b)));
   float* mean = current_arena().alloc_floats(N);
   float* rstd = current_arena().alloc_floats(N);
   const float *xd = x.data, *gd = g.data, *bd = bias.data;
@@ -53,9 +53,11 @@ Tensor norm_op(const char* op, const Tensor& x, const Tensor& g, const Tensor* b
   // for a given thread count.
   const int nt = omp_get_max_threads();
   float* partial = current_arena().alloc_floats(int64_t(nt) * 2 * C);
-  record(op, [x, g, bias, y, mean, rstd, partial, nt, N, C, centred] {
+  record(op, y, [x, g, bias, y, mean, rstd, partial, nt, N, C, centred] {
     // fwd: y = g·x̂ + b, x̂ = (x - μ)r  =>  dx = r(g·dy - mean(g·dy) - x̂·mean(g·dy·x̂))
-    const bool want_g = g.grad != nullptr, want_b = centred && bias.grad != nullptr;
+    const bool want_g = g.requires_grad(), want_b = centred && bias.requires_grad();
+    const float* dy = y.grad_in();
+    const GradSink dx = x.requires_grad() ? x.grad_out() : GradSink{};
 #pragma omp parallel num_threads(nt) if (N * C > (1 << 14))
     {
       const int t = omp_get_thread_num(), team = omp_get_num_threads();
@@ -64,7 +66,7 @@ Tensor norm_op(const char* op, const Tensor& x, const Tensor& g, const Tensor* b
       std::fill(pg, pg + 2 * C, 0.f);
       const int64_t lo = N * t / team, hi = N * (t + 1) / team;
       for (int64_t n = lo; n < hi; ++n) {
-        const float *xr = x.data + n * C, *dyr = y.grad + n * C, *gd = g.data;
+        const float *xr = x.data + n * C, *dyr = dy + n * C, *gd = g.data;
         const float mu = mean[n], r = rstd[n];
         float m1 = 0.f, m2 = 0.f;
 #pragma omp simd reduction(+ : m1, m2)
@@ -75,10 +77,15 @@ Tensor norm_op(const char* op, const Tensor& x, const Tensor& g, const Tensor* b
         }
         m1 = centred ? m1 / float(C) : 0.f;
         m2 /= float(C);
-        if (x.grad) {
-          float* dxr = x.grad + n * C;
+        if (dx.ptr) {
+          float* dxr = dx.ptr + n * C;
+          if (dx.accumulate) {
 #pragma omp simd
-          for (int64_t c = 0; c < C; ++c) dxr[c] += r * (gd[c] * dyr[c] - m1 - (xr[c] - mu) * r * m2);
+            for (int64_t c = 0; c < C; ++c) dxr[c] += r * (gd[c] * dyr[c] - m1 - (xr[c] - mu) * r * m2);
+          } else {
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) dxr[c] = r * (gd[c] * dyr[c] - m1 - (xr[c] - mu) * r * m2);
+          }
         }
         if (want_g) {
 #pragma omp simd
@@ -92,12 +99,14 @@ Tensor norm_op(const char* op, const Tensor& x, const Tensor& g, const Tensor* b
       if (team < nt && t == 0)  // a team smaller than planned: clear the unused partials
         std::fill(partial + int64_t(team) * 2 * C, partial + int64_t(nt) * 2 * C, 0.f);
     }
+    float* gg = want_g ? g.grad_accum() : nullptr;
+    float* bg = want_b ? bias.grad_accum() : nullptr;
     for (int t = 0; t < nt; ++t) {
       const float* pg = partial + int64_t(t) * 2 * C;
-      if (want_g)
-        for (int64_t c = 0; c < C; ++c) g.grad[c] += pg[c];
-      if (want_b)
-        for (int64_t c = 0; c < C; ++c) bias.grad[c] += pg[C + c];
+      if (gg)
+        for (int64_t c = 0; c < C; ++c) gg[c] += pg[c];
+      if (bg)
+        for (int64_t c = 0; c < C; ++c) bg[c] += pg[C + c];
     }
   });
   return y;

@@ -48,12 +48,13 @@ Tensor rope(const Tensor& x, float base, int64_t pos_offset) {
       cos_t[t * D / 2 + i] = float(std::cos(th));
       sin_t[t * D / 2 + i] = float(std::sin(th));
     }
-  Tensor y = empty(x.shape, needs_grad(x));
+  Tensor y = new_output(x.shape, needs_grad(x));
   rotate(y.data, x.data, x.strides.data(), cos_t, sin_t, B, T, H, D, false, false, y.strides.data());
   if (y.requires_grad()) {
-    record("rope", [x, y, cos_t, sin_t, B, T, H, D] {
+    record("rope", y, [x, y, cos_t, sin_t, B, T, H, D] {
       // fwd: y = R(θ) x  =>  dx += R(θ)ᵀ dy = R(-θ) dy
-      rotate(x.grad, y.grad, y.strides.data(), cos_t, sin_t, B, T, H, D, true, true, x.strides.data());
+      const GradSink dx = x.grad_out();
+      rotate(dx.ptr, y.grad_in(), y.strides.data(), cos_t, sin_t, B, T, H, D, true, dx.accumulate, x.strides.data());
     });
   }
   return y;

@@ -34,24 +34,28 @@ void strided_copy(float* dst, const int64_t* ds, const float* src, const int64_t
       }
 }
 
-// dst (+)= src for two tensors of the same shape, any layouts; grads when `grads`.
-void copy_tensor(const Tensor& dst, const Tensor& src, bool grads) {
+// dst = src for two tensors of the same shape, any layouts.
+void copy_data(const Tensor& dst, const Tensor& src) {
   Rank4 rd(dst), rs(src);
-  if (grads)
-    strided_copy(dst.grad, rd.s, src.grad, rs.s, rs.n, true);
-  else
-    strided_copy(dst.data, rd.s, src.data, rs.s, rs.n, false);
+  strided_copy(dst.data, rd.s, src.data, rs.s, rs.n, false);
+}
+
+// d(dst) (+)= d(src), in backward.
+void copy_grad(const Tensor& dst, const Tensor& src) {
+  Rank4 rd(dst), rs(src);
+  const GradSink sink = dst.grad_out();
+  strided_copy(sink.ptr, rd.s, src.grad_in(), rs.s, rs.n, sink.accumulate);
 }
 
 }  // namespace
 
 Tensor contiguous(const Tensor& x) {
-  Tensor y = empty(x.shape, needs_grad(x));
-  copy_tensor(y, x, false);
+  Tensor y = new_output(x.shape, needs_grad(x));
+  copy_data(y, x);
   if (y.requires_grad()) {
-    record("contiguous", [x, y] {
+    record("contiguous", y, [x, y] {
       // fwd: y = x (re-laid out)  =>  dx += dy, in x's layout
-      copy_tensor(x, y, true);
+      copy_grad(x, y);
     });
   }
   return y;
@@ -71,16 +75,16 @@ Tensor concat_last(const Tensor& a, const Tensor& b) {
     ATTN_CHECK(a.size(i) == b.size(i), "concat_last: ", a.shape, " and ", b.shape, " differ before the last dim");
   Shape ys = a.shape;
   ys[-1] = a.size(-1) + b.size(-1);
-  Tensor y = empty(ys, needs_grad(a, b));
+  Tensor y = new_output(ys, needs_grad(a, b));
   const int64_t M = a.size(-1);
   Tensor ya = y.slice(-1, 0, M), yb = y.slice(-1, M, b.size(-1));
-  copy_tensor(ya, a, false);
-  copy_tensor(yb, b, false);
+  copy_data(ya, a);
+  copy_data(yb, b);
   if (y.requires_grad()) {
-    record("concat_last", [a, b, ya, yb] {
+    record("concat_last", y, [a, b, ya, yb] {
       // fwd: y = [a | b]  =>  da += dy[..., :M];  db += dy[..., M:]
-      if (a.grad) copy_tensor(a, ya, true);
-      if (b.grad) copy_tensor(b, yb, true);
+      if (a.requires_grad()) copy_grad(a, ya);
+      if (b.requires_grad()) copy_grad(b, yb);
     });
   }
   return y;

@@ -37,7 +37,7 @@ std::ostream& operator<<(std::ostream& os, const Shape& s) {
   return os << ']';
 }
 
-Tensor::Tensor(float* data_, float* grad_, const Shape& shape_) : data(data_), grad(grad_), shape(shape_) {
+Tensor::Tensor(float* data_, GradBuffer* gbuf_, const Shape& shape_) : data(data_), gbuf(gbuf_), shape(shape_) {
   int64_t s = 1;
   for (int i = shape.rank - 1; i >= 0; --i) {
     strides[i] = s;
@@ -57,7 +57,9 @@ bool Tensor::is_contiguous() const {
 Tensor Tensor::reshape(const Shape& s) const {
   ATTN_CHECK(is_contiguous(), "reshape: tensor ", shape, " is not contiguous");
   ATTN_CHECK(s.numel() == numel(), "reshape: ", shape, " -> ", s, " changes the element count");
-  return Tensor(data, grad, s);
+  Tensor t(data, gbuf, s);
+  t.grad_offset = grad_offset;
+  return t;
 }
 
 Tensor Tensor::slice(int dim, int64_t start, int64_t len) const {
@@ -67,7 +69,8 @@ Tensor Tensor::slice(int dim, int64_t start, int64_t len) const {
              ") out of range for dim ", dim, " of ", shape);
   Tensor t = *this;
   t.data += start * strides[dim];
-  if (t.grad) t.grad += start * strides[dim];
+  t.grad_offset += start * strides[dim];
+  if (gbuf && len < shape.dims[dim]) gbuf->partial_views = true;
   t.shape.dims[dim] = len;
   return t;
 }
@@ -160,9 +163,85 @@ ArenaScope::~ArenaScope() { g_arena = prev_; }
 Tensor empty(const Shape& s, bool requires_grad) {
   Arena& a = current_arena();
   float* d = a.alloc_floats(s.numel());
-  float* g = requires_grad ? a.alloc_zeroed(s.numel()) : nullptr;
+  GradBuffer* g = nullptr;
+  if (requires_grad) {
+    g = a.make<GradBuffer>();
+    g->ptr = a.alloc_zeroed(s.numel());
+    g->numel = s.numel();
+    g->written = true;
+  }
   return Tensor(d, g, s);
 }
+
+Tensor new_output(const Shape& s, bool requires_grad) {
+  Arena& a = current_arena();
+  float* d = a.alloc_floats(s.numel());
+  GradBuffer* g = nullptr;
+  if (requires_grad) {
+    g = a.make<GradBuffer>();
+    g->numel = s.numel();
+    g->pooled = true;
+  }
+  return Tensor(d, g, s);
+}
+
+// ---- gradient writes (NOTE [grad buffers]) ----
+
+namespace {
+thread_local GradPool* g_pool = nullptr;
+
+// Makes sure the buffer has storage; returns true when this is its first write.
+bool open_for_write(GradBuffer& b) {
+  if (b.written) return false;
+  if (!b.ptr) {
+    ATTN_CHECK(g_pool, "gradient write outside backward (no GradPool in scope)");
+    b.ptr = g_pool->acquire(b.numel);
+  }
+  b.written = true;
+  if (b.partial_views) {
+    std::memset(b.ptr, 0, size_t(b.numel) * sizeof(float));
+    return false;
+  }
+  return true;
+}
+}  // namespace
+
+GradSink Tensor::grad_out() const {
+  ATTN_CHECK(gbuf, "grad_out: tensor ", shape, " does not require grad");
+  const bool first = open_for_write(*gbuf);
+  // A first write through a view that covers the whole buffer overwrites; views covering a part
+  // set partial_views, which open_for_write has already zero-filled.
+  return {gbuf->ptr + grad_offset, !first};
+}
+
+float* Tensor::grad_accum() const {
+  GradSink s = grad_out();
+  if (!s.accumulate) std::memset(gbuf->ptr, 0, size_t(gbuf->numel) * sizeof(float));
+  return s.ptr;
+}
+
+GradPool::GradPool() { free_.reserve(256); }
+
+float* GradPool::acquire(int64_t n) {
+  for (size_t i = free_.size(); i-- > 0;)
+    if (free_[i].n == n) {
+      float* p = free_[i].p;
+      free_.erase(free_.begin() + int64_t(i));
+      return p;
+    }
+  return storage_.alloc_floats(n);
+}
+
+void GradPool::release(float* p, int64_t n) { free_.push_back({p, n}); }
+
+void GradPool::reset() {
+  free_.clear();
+  storage_.reset();
+}
+
+GradPool* current_grad_pool() { return g_pool; }
+GradPoolScope::GradPoolScope(GradPool& p) : prev_(g_pool) { g_pool = &p; }
+GradPoolScope::~GradPoolScope() { g_pool = prev_; }
 
 Tensor zeros(const Shape& s, bool requires_grad) {
   Tensor t = empty(s, requires_grad);

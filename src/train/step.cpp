@@ -44,6 +44,7 @@ StepResult Stepper::step() {
   }
   r.loss = loss_sum / accum;
   PhaseScope optimizer_phase(Phase::optimizer);
+  s_.store.settle_grads();
   // A non-finite gradient makes the norm non-finite: scan for its name only then.
   r.grad_norm = global_grad_norm(s_.store);
   if (!std::isfinite(r.grad_norm)) {

@@ -150,7 +150,7 @@ TEST_CASE("dropout: counter-based mask, rescaled, same mask in backward, identit
   tape.clear();
   Tensor y3 = dropout(x, p, 42, 7);
   backward_from(y3, dy.data());
-  for (int64_t i = 0; i < n; ++i) REQUIRE(x.grad[i] == Approx(y3.data[i] == 0.f ? 0.f : 1.f / (1 - p)));
+  for (int64_t i = 0; i < n; ++i) REQUIRE(x.grad()[i] == Approx(y3.data[i] == 0.f ? 0.f : 1.f / (1 - p)));
   Tensor other = dropout(x, p, 42, 8);
   int64_t differ = 0;
   for (int64_t i = 0; i < n; ++i) differ += (other.data[i] == 0.f) != (y.data[i] == 0.f);

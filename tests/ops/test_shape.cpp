@@ -80,10 +80,10 @@ TEST_CASE("views: reshape, slice and split_last share memory and grads", "[tenso
   Tensor heads = x.split_last(4);
   REQUIRE(heads.shape == Shape{2, 3, 4, 3});
   REQUIRE(heads.data == x.data);
-  REQUIRE(heads.grad == x.grad);
+  REQUIRE(heads.grad() == x.grad());
   Tensor sl = x.slice(2, 4, 4);
   REQUIRE(sl.data == x.data + 4);
-  REQUIRE(sl.grad == x.grad + 4);
+  REQUIRE(sl.grad() == x.grad() + 4);
   REQUIRE_FALSE(sl.is_contiguous());
   REQUIRE_THROWS_AS(sl.reshape({24}), InternalError);
   REQUIRE(x.reshape({6, 12}).rows() == 6);

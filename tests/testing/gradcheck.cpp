@@ -94,7 +94,7 @@ void check_fast_vs_ref(const OpCase& c) {
   attnlab::backward_from(y, rf.data());
   for (size_t i = 0; i < ins.size(); ++i) {
     INFO("grad of input " << i << " shape " << c.shapes[i]);
-    Vec g(ins[i].grad, ins[i].grad + ins[i].numel());
+    Vec g(ins[i].grad(), ins[i].grad() + ins[i].numel());
     CHECK(rel_err(g, g_ref[i]) <= c.fast_rtol);
   }
 }
