@@ -1,5 +1,8 @@
 #include "optim/optimizer.h"
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -24,6 +27,7 @@ AdamW::AdamW(ParamStore& store, AdamWConfig cfg) : Optimizer(store, cfg.no_decay
   v_ = static_cast<float*>(aligned_alloc_bytes(bytes));
   std::memset(m_, 0, bytes);
   std::memset(v_, 0, bytes);
+  for (const Param* p : store.params()) decays_.push_back(decays(*p));
 }
 
 AdamW::~AdamW() {
@@ -44,30 +48,52 @@ void AdamW::step(float lr) {
   ++t_;
   const float b1 = cfg_.beta1, b2 = cfg_.beta2, eps = cfg_.eps;
   const float bc1 = 1.f - std::pow(b1, float(t_)), bc2_sqrt = std::sqrt(1.f - std::pow(b2, float(t_)));
-  const float step_size = lr / bc1;
-  for (const Param* p : store_.params()) {
-    if (p->frozen) continue;
-    const float decay = decays(*p) ? 1.f - lr * cfg_.weight_decay : 1.f;
-    float *w = p->data, *g = p->grad, *m = m_ + p->offset, *v = v_ + p->offset;
-    const int64_t n = p->numel();
-#pragma omp parallel for simd if (n > (1 << 16))
-    for (int64_t i = 0; i < n; ++i) {
-      const float gi = g[i];
-      m[i] = b1 * m[i] + (1.f - b1) * gi;
-      v[i] = b2 * v[i] + (1.f - b2) * gi * gi;
-      w[i] = w[i] * decay - step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
+  const float step_size = lr / bc1, decayed = 1.f - lr * cfg_.weight_decay;
+  const auto& ps = store_.params();
+  const int64_t total = store_.total();
+  float *w0 = store_.data(), *g0 = store_.grad();
+  // One pass over the flat block (NOTE [param layout]): each thread updates a fixed range of
+  // elements, visiting the parameters that overlap it. The update is elementwise, so the result
+  // does not depend on the split.
+#pragma omp parallel if (total > (1 << 15))
+  {
+    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t lo = total * t / nt, hi = total * (t + 1) / nt;
+    for (size_t pi = 0; pi < ps.size(); ++pi) {
+      const Param* p = ps[pi];
+      const int64_t a = std::max(lo, p->offset), b = std::min(hi, p->offset + p->numel());
+      if (p->frozen || a >= b) continue;
+      const float decay = decays_[pi] ? decayed : 1.f;
+      float *w = w0, *g = g0, *m = m_, *v = v_;
+#pragma omp simd
+      for (int64_t i = a; i < b; ++i) {
+        const float gi = g[i];
+        m[i] = b1 * m[i] + (1.f - b1) * gi;
+        v[i] = b2 * v[i] + (1.f - b2) * gi * gi;
+        w[i] = w[i] * decay - step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
+      }
     }
   }
 }
 
 double global_grad_norm(const ParamStore& store) {
-  double s = 0;
-  for (const Param* p : store.params()) {
+  // Per parameter in parallel, then summed in name order: the same value whatever the thread count.
+  const auto& ps = store.params();
+  thread_local std::vector<double> partial_storage;  // reused: no allocation per step
+  std::vector<double>& partial = partial_storage;   // the caller's, also inside the team
+  partial.assign(ps.size(), 0.0);
+#pragma omp parallel for schedule(dynamic, 1) if (store.total() > (1 << 15))
+  for (size_t pi = 0; pi < ps.size(); ++pi) {
+    const Param* p = ps[pi];
     if (p->frozen) continue;
-    double ps = 0;
-    for (int64_t i = 0; i < p->numel(); ++i) ps += double(p->grad[i]) * p->grad[i];
-    s += ps;
+    const float* g = p->grad;
+    double s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < p->numel(); ++i) s += double(g[i]) * double(g[i]);
+    partial[pi] = s;
   }
+  double s = 0;
+  for (double x : partial) s += x;
   return std::sqrt(s);
 }
 

@@ -56,6 +56,7 @@ class AdamW final : public Optimizer {
  private:
   AdamWConfig cfg_;
   float *m_ = nullptr, *v_ = nullptr;
+  std::vector<bool> decays_;  // per parameter, in store order
 };
 
 // ||g||₂ over every trainable parameter's grad, accumulated in double in a fixed order.
