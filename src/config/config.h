@@ -45,7 +45,7 @@ struct AttentionScale {
 };
 
 struct AttentionSection {
-  std::string kernel;         // dense
+  std::string kernel;         // flash
   std::string query_scaling;  // init | query | logits | none | both: where the scale is applied
   AttentionScale scale;
   int n_kv_heads{};           // 0: n_head (use resolved_n_kv_heads)

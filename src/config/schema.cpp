@@ -248,8 +248,8 @@ std::vector<KeyDef> build_schema() {
   key(KEY(model, dropout), 0.0, unit_from_zero(), "dropout probability; 0 = off");
   key(KEY(model, init_std), 0.02, positive(), "std of the normal init of weight matrices");
 
-  key(KEY(attention, kernel), "dense", one_of({"dense", "flash"}),
-      "dense: probabilities kept for backward; flash: tiled online softmax, memory linear in context");
+  key(KEY(attention, kernel), "flash", one_of({"dense", "flash"}),
+      "flash: tiled online softmax, memory linear in context (the faster); dense: probabilities kept for backward");
   key(KEY(attention, query_scaling), "logits", one_of({"init", "query", "logits", "none", "both"}),
       "where the scale is applied: init = W_q init * scale; query = q * scale in the forward; "
       "logits = QK^T * scale; none; both = init and query (doubly scaled)");

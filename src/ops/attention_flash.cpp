@@ -1,8 +1,15 @@
 // Flash attention on the CPU [Dao et al. 2022, "FlashAttention"; Dao 2023, "FlashAttention-2"]:
 // the function of ops/attention.h computed over key blocks with an online softmax, so no T×S
-// matrix exists. Forward keeps per query row the running max m, the running sum l and the output
-// accumulator; it saves only the log-sum-exp L = m + log l. Backward recomputes each probability
-// as exp(s − L). Key blocks entirely above the causal diagonal are skipped.
+// matrix exists. Forward keeps, per query row, the running max m, the running sum l and the
+// output accumulator; it saves only the log-sum-exp L = m + log l. Backward recomputes each
+// probability as exp(s − L). Key blocks entirely above the causal diagonal are skipped.
+//
+// Layout for speed: per (batch, kv head) a thread copies K and V into zero-padded scratch (Kᵀ
+// [Dp, Sp] for q·k, row-major [Sp, Dp] for P·V; Dp = D rounded up to 16, Sp = S rounded up to
+// kKeyTile), and processes kRows query rows at a time. Products are register tiles with
+// compile-time sizes (tile_abt, tile_ab_acc, tile_atb_acc), which the compiler keeps in vector
+// registers; the zero padding contributes nothing. Backward follows FlashAttention-2: each thread
+// owns one kv head's dK and dV accumulators across its query heads and all query rows.
 #include <omp.h>
 
 #include <cmath>
@@ -16,22 +23,131 @@
 namespace attnlab::attn_detail {
 namespace {
 
-constexpr int64_t kQueryBlock = 32;  // query rows sharing one pass over a key block
-constexpr int64_t kKeyBlock = 128;   // keys per block: Kᵀ block and V block stay in L1/L2
+constexpr int kRows = 4;         // query rows per register tile
+constexpr int kKeyTile = 32;     // keys per register tile of logits
+constexpr int kLanes = 16;       // head-dim chunk of the output tiles
+constexpr int64_t kKeyBlock = 128;  // keys per online-softmax update
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // Last key index query row i may see.
 inline int64_t last_key(int64_t i, const Dims& d, bool causal) { return causal ? i + (d.S - d.T) : d.S - 1; }
+
+// s[r, j] = Σ_e a[r, e] · bt[e, j] for r < kRows, j < kKeyTile; a is [kRows, Dp], bt has row stride ldb.
+inline void tile_abt(float* __restrict s, int64_t lds, const float* __restrict a, int64_t Dp,
+                     const float* __restrict bt, int64_t ldb) {
+  float acc[kRows][kKeyTile] = {};
+  for (int64_t e = 0; e < Dp; ++e) {
+    const float* b = bt + e * ldb;
+    for (int r = 0; r < kRows; ++r) {
+      const float ar = a[r * Dp + e];
+#pragma omp simd
+      for (int j = 0; j < kKeyTile; ++j) acc[r][j] += ar * b[j];
+    }
+  }
+  for (int r = 0; r < kRows; ++r)
+#pragma omp simd
+    for (int j = 0; j < kKeyTile; ++j) s[r * lds + j] = acc[r][j];
+}
+
+// o[r, :] += Σ_{j<n} p[r, j] · x[j, :] for r < kRows; o is [kRows, Dp], x is [n, Dp], p has row stride ldp.
+inline void tile_ab_acc(float* __restrict o, const float* __restrict p, int64_t ldp, const float* __restrict x,
+                        int64_t n, int64_t Dp) {
+  for (int64_t e0 = 0; e0 < Dp; e0 += kLanes) {
+    float acc[kRows][kLanes];
+    for (int r = 0; r < kRows; ++r)
+#pragma omp simd
+      for (int e = 0; e < kLanes; ++e) acc[r][e] = o[r * Dp + e0 + e];
+    for (int64_t j = 0; j < n; ++j) {
+      const float* xj = x + j * Dp + e0;
+      for (int r = 0; r < kRows; ++r) {
+        const float pr = p[r * ldp + j];
+#pragma omp simd
+        for (int e = 0; e < kLanes; ++e) acc[r][e] += pr * xj[e];
+      }
+    }
+    for (int r = 0; r < kRows; ++r)
+#pragma omp simd
+      for (int e = 0; e < kLanes; ++e) o[r * Dp + e0 + e] = acc[r][e];
+  }
+}
+
+// o[j, :] += Σ_{r<kRows} p[r, j] · x[r, :] for j < n; o is [n, Dp], x is [kRows, Dp].
+inline void tile_atb_acc(float* __restrict o, const float* __restrict p, int64_t ldp, const float* __restrict x,
+                         int64_t n, int64_t Dp) {
+  for (int64_t e0 = 0; e0 < Dp; e0 += kLanes) {
+    float xr[kRows][kLanes];
+    for (int r = 0; r < kRows; ++r)
+#pragma omp simd
+      for (int e = 0; e < kLanes; ++e) xr[r][e] = x[r * Dp + e0 + e];
+    for (int64_t j = 0; j < n; ++j) {
+      float* oj = o + j * Dp + e0;
+      float acc[kLanes];
+#pragma omp simd
+      for (int e = 0; e < kLanes; ++e) acc[e] = oj[e];
+      for (int r = 0; r < kRows; ++r) {
+        const float pr = p[r * ldp + j];
+#pragma omp simd
+        for (int e = 0; e < kLanes; ++e) acc[e] += pr * xr[r][e];
+      }
+#pragma omp simd
+      for (int e = 0; e < kLanes; ++e) oj[e] = acc[e];
+    }
+  }
+}
+
+// Padded copies of kv head (b, g): rows [Sp, Dp] and/or transposed [Dp, Sp]; padding is zero.
+void gather_padded(float* rows, float* cols, const Tensor& x, int64_t b, int64_t g, const Dims& d, int64_t Dp,
+                   int64_t Sp) {
+  if (rows) std::memset(rows, 0, size_t(Sp * Dp) * sizeof(float));
+  if (cols) std::memset(cols, 0, size_t(Sp * Dp) * sizeof(float));
+  for (int64_t j = 0; j < d.S; ++j) {
+    const float* r = row(x, b, j, g);
+    if (rows) std::memcpy(rows + j * Dp, r, size_t(d.D) * sizeof(float));
+    if (cols)
+      for (int64_t e = 0; e < d.D; ++e) cols[e * Sp + j] = r[e];
+  }
+}
+
+// kRows query rows [i0, i0 + n) of head (b, h) into a zero-padded [kRows, Dp] tile.
+void gather_query_rows(float* dst, const float* base, const Tensor& x, int64_t b, int64_t i0, int64_t n, int64_t h,
+                       const Dims& d, int64_t Dp) {
+  std::memset(dst, 0, size_t(kRows * Dp) * sizeof(float));
+  for (int64_t r = 0; r < n; ++r)
+    std::memcpy(dst + r * Dp, base + b * x.strides[0] + (i0 + r) * x.strides[1] + h * x.strides[2],
+                size_t(d.D) * sizeof(float));
+}
+
+// Logits of one block row: s = cap(α s) on [0, n).
+inline void finish_logits(float* s, int64_t n, float alpha, float cap) {
+  if (cap > 0.f) {
+    const float inv = 1.f / cap;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) s[j] = cap * kernels::fast_tanh(alpha * s[j] * inv);
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) s[j] *= alpha;
+  }
+}
+
+// Logit tiles of query tile a against keys [j0, j0 + nb): s [kRows, kKeyBlock].
+inline void block_logits(float* s, const float* a, const float* bt, int64_t j0, int64_t nb, int64_t Dp, int64_t Sp) {
+  for (int64_t jt = 0; jt < nb; jt += kKeyTile) tile_abt(s + jt, kKeyBlock, a, Dp, bt + j0 + jt, Sp);
+}
 
 }  // namespace
 
 Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt, const Dims& d) {
   const float alpha = opt.logit_scale, cap = opt.softcap;
   const bool causal = opt.causal;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   Tensor y = new_output(q.shape, needs_grad(q, k, v));
   float* lse = current_arena().alloc_floats(d.B * d.H * d.T);  // [B, H, T]
   const int nt = omp_get_max_threads();
-  // Per thread: Kᵀ of the head [D, S], the row accumulators m, l [Br] and O [Br, D], a logits row.
-  const int64_t per_thread = d.D * d.S + 2 * kQueryBlock + kQueryBlock * d.D + kKeyBlock;
+  const int64_t Dp = round_up(d.D, kLanes), Sp = round_up(d.S, kKeyTile);
+  // Per thread: Kᵀ [Dp, Sp], V [Sp, Dp], the query tile and accumulator [kRows, Dp], a logits
+  // block [kRows, kKeyBlock], and m, l [kRows].
+  const int64_t per_thread = 2 * Sp * Dp + 2 * kRows * Dp + kRows * kKeyBlock + 2 * kRows;
   float* scratch = current_arena().alloc_floats(nt * per_thread);
   float* head_max = current_arena().alloc_floats(d.B * d.H);
 
@@ -39,55 +155,59 @@ Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const 
   for (int64_t b = 0; b < d.B; ++b)
     for (int64_t g = 0; g < d.Hkv; ++g) {
       float* kt = scratch + omp_get_thread_num() * per_thread;
-      float* m = kt + d.D * d.S;
-      float* l = m + kQueryBlock;
-      float* acc = l + kQueryBlock;
-      float* s = acc + kQueryBlock * d.D;
-      gather_transposed(kt, k, b, g, d);
+      float* vr = kt + Sp * Dp;
+      float* qb = vr + Sp * Dp;
+      float* acc = qb + kRows * Dp;
+      float* s = acc + kRows * Dp;
+      float* m = s + kRows * kKeyBlock;
+      float* l = m + kRows;
+      gather_padded(nullptr, kt, k, b, g, d, Dp, Sp);
+      gather_padded(vr, nullptr, v, b, g, d, Dp, Sp);
       for (int64_t hh = 0; hh < d.G; ++hh) {
         const int64_t h = g * d.G + hh;
-        float hmax = -std::numeric_limits<float>::infinity();
-        for (int64_t i0 = 0; i0 < d.T; i0 += kQueryBlock) {
-          const int64_t i1 = std::min(d.T, i0 + kQueryBlock);
-          std::fill(m, m + (i1 - i0), -std::numeric_limits<float>::infinity());
-          std::fill(l, l + (i1 - i0), 0.f);
-          std::fill(acc, acc + (i1 - i0) * d.D, 0.f);
-          const int64_t block_last = last_key(i1 - 1, d, causal);
-          for (int64_t j0 = 0; j0 <= block_last; j0 += kKeyBlock) {  // blocks past the diagonal: skipped
-            const int64_t j1 = std::min(d.S, j0 + kKeyBlock);
-            for (int64_t i = i0; i < i1; ++i) {
-              const int64_t n = std::min(j1, last_key(i, d, causal) + 1) - j0;
-              if (n <= 0) continue;
-              logits_row(s, row(q, b, i, h), kt + j0, n, d, alpha, cap);
-              float mb = s[0];
-              for (int64_t j = 1; j < n; ++j) mb = std::max(mb, s[j]);
-              const int64_t r = i - i0;
+        float hmax = kNegInf;
+        for (int64_t i0 = 0; i0 < d.T; i0 += kRows) {
+          const int64_t rows = std::min<int64_t>(kRows, d.T - i0);
+          gather_query_rows(qb, q.data, q, b, i0, rows, h, d, Dp);
+          std::fill(m, m + kRows, kNegInf);
+          std::fill(l, l + kRows, 0.f);
+          std::fill(acc, acc + kRows * Dp, 0.f);
+          const int64_t keys = last_key(i0 + rows - 1, d, causal) + 1;  // blocks past the diagonal: skipped
+          for (int64_t j0 = 0; j0 < keys; j0 += kKeyBlock) {
+            const int64_t nb = std::min(keys, j0 + kKeyBlock) - j0;
+            block_logits(s, qb, kt, j0, nb, Dp, Sp);
+            for (int64_t r = 0; r < kRows; ++r) {
+              float* sr = s + r * kKeyBlock;
+              const int64_t n = r < rows ? std::min(nb, last_key(i0 + r, d, causal) + 1 - j0) : 0;
+              if (n <= 0) {  // no key of this block is visible to row r: it adds nothing
+                std::fill(sr, sr + nb, 0.f);
+                continue;
+              }
+              finish_logits(sr, n, alpha, cap);
+              float mb = sr[0];
+              for (int64_t j = 1; j < n; ++j) mb = std::max(mb, sr[j]);
               const float m_new = std::max(m[r], mb);
               const float corr = kernels::fast_exp(m[r] - m_new);  // 0 when m was -inf
               float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
               for (int64_t j = 0; j < n; ++j) {
-                s[j] = kernels::fast_exp(s[j] - m_new);
-                sum += s[j];
+                sr[j] = kernels::fast_exp(sr[j] - m_new);
+                sum += sr[j];
               }
+              std::fill(sr + n, sr + nb, 0.f);
               l[r] = l[r] * corr + sum;
               m[r] = m_new;
-              float* o = acc + r * d.D;
+              float* o = acc + r * Dp;
 #pragma omp simd
-              for (int64_t e = 0; e < d.D; ++e) o[e] *= corr;
-              for (int64_t j = 0; j < n; ++j) {
-                const float pj = s[j];
-                const float* vj = row(v, b, j0 + j, g);
-#pragma omp simd
-                for (int64_t e = 0; e < d.D; ++e) o[e] += pj * vj[e];
-              }
+              for (int64_t e = 0; e < Dp; ++e) o[e] *= corr;
             }
+            tile_ab_acc(acc, s, kKeyBlock, vr + j0 * Dp, nb, Dp);
           }
-          for (int64_t i = i0; i < i1; ++i) {
-            const int64_t r = i - i0;
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t i = i0 + r;
             const float inv_l = 1.f / l[r];
             float* yi = y.data + ((b * d.T + i) * d.H + h) * d.D;
-            for (int64_t e = 0; e < d.D; ++e) yi[e] = acc[r * d.D + e] * inv_l;
+            for (int64_t e = 0; e < d.D; ++e) yi[e] = acc[r * Dp + e] * inv_l;
             lse[(b * d.H + h) * d.T + i] = m[r] + std::log(l[r]);
             hmax = std::max(hmax, m[r]);
           }
@@ -100,10 +220,11 @@ Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const 
       for (int64_t h = 0; h < d.H; ++h) opt.max_logits[h] = std::max(opt.max_logits[h], head_max[b * d.H + h]);
   if (!y.requires_grad()) return y;
 
-  // Backward scratch per thread: Kᵀ and Vᵀ [D, S], and two key-block rows.
-  const int64_t bwd_per_thread = 2 * d.D * d.S + 2 * kKeyBlock;
+  // Backward scratch per thread: Kᵀ and Vᵀ [Dp, Sp], K [Sp, Dp], the dK and dV accumulators
+  // [Sp, Dp], the q, dy and dq tiles [kRows, Dp], and the p and ds blocks [kRows, kKeyBlock].
+  const int64_t bwd_per_thread = 5 * Sp * Dp + 3 * kRows * Dp + 2 * kRows * kKeyBlock;
   float* bscratch = current_arena().alloc_floats(nt * bwd_per_thread);
-  record("attention", y, [q, k, v, y, lse, bscratch, bwd_per_thread, d, alpha, cap, causal] {
+  record("attention", y, [q, k, v, y, lse, bscratch, bwd_per_thread, d, Dp, Sp, alpha, cap, causal] {
     // fwd: y_i = Σ_j p_ij v_j, p_ij = exp(s_ij − L_i), s = cap(α q·k)  =>
     //   dv_j += p_ij dy_i;  dp_ij = dy_i·v_j;  ds_ij = p_ij (dp_ij − dy_i·y_i) (1 − (s/c)²);
     //   dq_i += α Σ_j ds_ij k_j;  dk_j += α Σ_i ds_ij q_i
@@ -115,54 +236,72 @@ Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const 
     for (int64_t b = 0; b < d.B; ++b)
       for (int64_t g = 0; g < d.Hkv; ++g) {
         float* kt = bscratch + omp_get_thread_num() * bwd_per_thread;
-        float* vt = kt + d.D * d.S;
-        float* s = vt + d.D * d.S;
-        float* dp = s + kKeyBlock;
-        gather_transposed(kt, k, b, g, d);
-        gather_transposed(vt, v, b, g, d);
+        float* vt = kt + Sp * Dp;
+        float* kr = vt + Sp * Dp;
+        float* dk = kr + Sp * Dp;
+        float* dv = dk + Sp * Dp;
+        float* qb = dv + Sp * Dp;
+        float* dyb = qb + kRows * Dp;
+        float* dq = dyb + kRows * Dp;
+        float* p = dq + kRows * Dp;
+        float* ds = p + kRows * kKeyBlock;
+        gather_padded(kr, kt, k, b, g, d, Dp, Sp);
+        gather_padded(nullptr, vt, v, b, g, d, Dp, Sp);
+        std::fill(dk, dk + Sp * Dp, 0.f);
+        std::fill(dv, dv + Sp * Dp, 0.f);
         for (int64_t hh = 0; hh < d.G; ++hh) {
           const int64_t h = g * d.G + hh;
-          for (int64_t i = 0; i < d.T; ++i) {
-            const float* qi = row(q, b, i, h);
-            const float* dyi = dy + ((b * d.T + i) * d.H + h) * d.D;
-            const float* yi = y.data + ((b * d.T + i) * d.H + h) * d.D;
-            float rowdot = 0.f;  // Σ_j p_ij dp_ij = dy_i · y_i
-#pragma omp simd reduction(+ : rowdot)
-            for (int64_t e = 0; e < d.D; ++e) rowdot += dyi[e] * yi[e];
-            const float L = lse[(b * d.H + h) * d.T + i];
-            float* dqi = qg ? grad_row(qg, q, b, i, h) : nullptr;
-            const int64_t n_all = last_key(i, d, causal) + 1;
-            for (int64_t j0 = 0; j0 < n_all; j0 += kKeyBlock) {
-              const int64_t n = std::min(n_all, j0 + kKeyBlock) - j0;
-              logits_row(s, qi, kt + j0, n, d, alpha, cap);
-              dot_rows(dp, dyi, vt + j0, n, d);  // dp_j = dy_i · v_j
-#pragma omp simd
-              for (int64_t j = 0; j < n; ++j) {
-                const float p = kernels::fast_exp(s[j] - L);
-                float ds = p * (dp[j] - rowdot);
-                if (cap > 0.f) ds *= 1.f - (s[j] / cap) * (s[j] / cap);
-                dp[j] = alpha * ds;  // dp now holds α·ds
-                s[j] = p;            // s now holds p
-              }
-              for (int64_t j = 0; j < n; ++j) {
-                const float a = dp[j], pj = s[j];
-                const float* kj = row(k, b, j0 + j, g);
-                if (dqi) {
-#pragma omp simd
-                  for (int64_t e = 0; e < d.D; ++e) dqi[e] += a * kj[e];
-                }
-                if (kg) {
-                  float* dkj = grad_row(kg, k, b, j0 + j, g);
-#pragma omp simd
-                  for (int64_t e = 0; e < d.D; ++e) dkj[e] += a * qi[e];
-                }
-                if (vg) {
-                  float* dvj = grad_row(vg, v, b, j0 + j, g);
-#pragma omp simd
-                  for (int64_t e = 0; e < d.D; ++e) dvj[e] += pj * dyi[e];
-                }
-              }
+          for (int64_t i0 = 0; i0 < d.T; i0 += kRows) {
+            const int64_t rows = std::min<int64_t>(kRows, d.T - i0);
+            gather_query_rows(qb, q.data, q, b, i0, rows, h, d, Dp);
+            gather_query_rows(dyb, dy, y, b, i0, rows, h, d, Dp);
+            float rowdot[kRows] = {}, L[kRows] = {};  // Σ_j p_ij dp_ij = dy_i · y_i
+            for (int64_t r = 0; r < rows; ++r) {
+              const float* yi = y.data + ((b * d.T + i0 + r) * d.H + h) * d.D;
+              for (int64_t e = 0; e < d.D; ++e) rowdot[r] += dyb[r * Dp + e] * yi[e];
+              L[r] = lse[(b * d.H + h) * d.T + i0 + r];
             }
+            std::fill(dq, dq + kRows * Dp, 0.f);
+            const int64_t keys = last_key(i0 + rows - 1, d, causal) + 1;
+            for (int64_t j0 = 0; j0 < keys; j0 += kKeyBlock) {
+              const int64_t nb = std::min(keys, j0 + kKeyBlock) - j0;
+              block_logits(p, qb, kt, j0, nb, Dp, Sp);    // s, turned into p below
+              block_logits(ds, dyb, vt, j0, nb, Dp, Sp);  // dp_ij = dy_i · v_j, turned into α·ds
+              for (int64_t r = 0; r < kRows; ++r) {
+                float *pr = p + r * kKeyBlock, *dsr = ds + r * kKeyBlock;
+                const int64_t n = r < rows ? std::max<int64_t>(0, std::min(nb, last_key(i0 + r, d, causal) + 1 - j0)) : 0;
+                finish_logits(pr, n, alpha, cap);
+                const float Lr = L[r], rd = rowdot[r];
+#pragma omp simd
+                for (int64_t j = 0; j < n; ++j) {
+                  const float pj = kernels::fast_exp(pr[j] - Lr);
+                  float dsj = pj * (dsr[j] - rd);
+                  if (cap > 0.f) dsj *= 1.f - (pr[j] / cap) * (pr[j] / cap);
+                  dsr[j] = alpha * dsj;
+                  pr[j] = pj;
+                }
+                std::fill(pr + n, pr + nb, 0.f);
+                std::fill(dsr + n, dsr + nb, 0.f);
+              }
+              tile_ab_acc(dq, ds, kKeyBlock, kr + j0 * Dp, nb, Dp);   // dq_i += α Σ_j ds_ij k_j
+              tile_atb_acc(dk + j0 * Dp, ds, kKeyBlock, qb, nb, Dp);  // dk_j += α Σ_i ds_ij q_i
+              tile_atb_acc(dv + j0 * Dp, p, kKeyBlock, dyb, nb, Dp);  // dv_j += Σ_i p_ij dy_i
+            }
+            if (qg)
+              for (int64_t r = 0; r < rows; ++r) {
+                float* dqi = grad_row(qg, q, b, i0 + r, h);
+                for (int64_t e = 0; e < d.D; ++e) dqi[e] += dq[r * Dp + e];
+              }
+          }
+        }
+        for (int64_t j = 0; j < d.S; ++j) {
+          if (kg) {
+            float* dkj = grad_row(kg, k, b, j, g);
+            for (int64_t e = 0; e < d.D; ++e) dkj[e] += dk[j * Dp + e];
+          }
+          if (vg) {
+            float* dvj = grad_row(vg, v, b, j, g);
+            for (int64_t e = 0; e < d.D; ++e) dvj[e] += dv[j * Dp + e];
           }
         }
       }

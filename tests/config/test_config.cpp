@@ -45,7 +45,7 @@ TEST_CASE("config: defaults are the documented ones", "[config]") {
   CHECK(c.model.rope_base == 10000.0);
   CHECK(c.model.dropout == 0.0);
   CHECK(c.model.init_std == 0.02);
-  CHECK(c.attention.kernel == "dense");
+  CHECK(c.attention.kernel == "flash");
   CHECK(c.attention.query_scaling == "logits");
   CHECK(c.attention.scale == AttentionScale{"rsqrt_dhead", 0.0});
   CHECK(c.attention.n_kv_heads == 0);

@@ -32,14 +32,17 @@ struct OpCase {
   double fd_h = 1e-5;
   double fd_rtol = 1e-6;
   double fast_rtol = 1e-4;
+  // Input-gradient norms below this count as this in the fast path's relative error. Zero unless
+  // a true gradient is exactly zero (then float rounding noise has no norm to be relative to).
+  double grad_floor = 0;
   int max_coords = 400;  // finite differences on at most this many coordinates per input
   uint64_t seed = 1;
 };
 
 // Standard normal values, seeded.
 Vec randn(int64_t n, uint64_t seed, double scale = 1.0);
-// ||a - b|| / max(||a||, ||b||, tiny): normwise relative error.
-double rel_err(const Vec& a, const Vec& b);
+// ||a - b|| / max(||a||, ||b||, floor, tiny): normwise relative error.
+double rel_err(const Vec& a, const Vec& b, double floor = 0);
 
 // (a) reference backward vs central finite differences of the reference forward.
 void check_grad(const OpCase& c);
