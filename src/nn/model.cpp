@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "autograd/tape.h"
 #include "ops/ops.h"
 #include "util/check.h"
 #include "util/rng.h"
@@ -72,6 +73,12 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
   auto drop = [&](const Tensor& x) {
     return dropout(x, s.dropout, dropout_seed, mix64(step * 1024 + site++));
   };
+  // A residual branch's output projection, added to the stream in the same product unless dropout
+  // sits in between.
+  auto residual = [&](const Tensor& stream, const Tensor& branch, Param& w) {
+    if (s.dropout > 0.f && grad_enabled()) return add(stream, drop(linear(branch, w.tensor())));
+    return residual_linear(stream, branch, w.tensor());
+  };
   Tensor x = embedding(ids, N, tok_emb_->tensor());
   if (pos_emb_) x = add(x.reshape({B, T, C}), pos_emb_->tensor().slice(0, 0, T)).reshape({N, C});
   x = drop(x);
@@ -92,10 +99,10 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
     opt.kernel = s.kernel;
     opt.max_logits = max_logits_.data() + size_t(l) * s.n_head;
     Tensor a = attention(q, k, v, opt).reshape({N, int64_t(s.n_head) * s.d_head});
-    x = add(x, drop(linear(a, b.wo->tensor())));
+    x = residual(x, a, *b.wo);
     h = norm(b.norm2, x);
     Tensor m = b.w3 ? swiglu(linear(h, b.w1->tensor()), linear(h, b.w3->tensor())) : gelu(linear(h, b.w1->tensor()));
-    x = add(x, drop(linear(m, b.w2->tensor())));
+    x = residual(x, m, *b.w2);
   }
   return norm(norm_f_, x);
 }

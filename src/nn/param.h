@@ -52,7 +52,7 @@ struct Param {
   int64_t offset = 0;  // into the store's blocks
   float* data = nullptr;
   float* grad = nullptr;  // valid after ParamStore::settle_grads() (NOTE [param grads])
-  GradBuffer grad_buffer;
+  GradBuffer grad_buffer{};
 
   int64_t numel() const { return shape.numel(); }
   // The tensor ops see: no grad buffer when frozen, so nothing flows into it.

@@ -1,5 +1,7 @@
 #include "ops/linear.h"
 
+#include <cstring>
+
 #include "autograd/tape.h"
 #include "kernels/gemm.h"
 #include "util/check.h"
@@ -33,6 +35,36 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b) {
           kernels::gemm(true, false, N, K, M, dy, N, a.data, K, db.ptr, K, db.accumulate);
         else
           kernels::gemm(true, false, K, N, M, a.data, K, dy, N, db.ptr, N, db.accumulate);
+      }
+    });
+  }
+  return y;
+}
+
+Tensor residual_linear(const Tensor& r, const Tensor& x, const Tensor& w) {
+  PhaseScope phase(Phase::matmul);
+  ATTN_CHECK(x.is_contiguous() && r.is_contiguous(), "residual_linear: r ", r.shape, " and x ", x.shape,
+             " must be contiguous");
+  ATTN_CHECK(w.rank() == 2 && w.is_contiguous() && w.size(0) == x.cols(), "residual_linear: x ", x.shape,
+             " and w ", w.shape, " do not match");
+  ATTN_CHECK(r.rows() == x.rows() && r.cols() == w.size(1), "residual_linear: r ", r.shape, " is not x·w's shape [",
+             x.rows(), ", ", w.size(1), "]");
+  const int64_t M = x.rows(), K = x.cols(), N = w.size(1);
+  Tensor y = new_output(r.shape, needs_grad(r, x, w));
+  std::memcpy(y.data, r.data, size_t(M * N) * sizeof(float));
+  kernels::gemm(false, false, M, N, K, x.data, K, w.data, N, y.data, N, true);
+  if (y.requires_grad()) {
+    record("residual_linear", y, [r, x, w, y, M, N, K] {
+      // fwd: y = r + x · w   =>   dr += dy,   dx += dy · wᵀ,   dw += xᵀ · dy
+      const float* dy = y.grad_in();
+      if (r.requires_grad()) write_grad(r.grad_out(), M * N, [dy](int64_t i) { return dy[i]; });
+      if (x.requires_grad()) {
+        const GradSink dx = x.grad_out();
+        kernels::gemm(false, true, M, K, N, dy, N, w.data, N, dx.ptr, K, dx.accumulate);
+      }
+      if (w.requires_grad()) {
+        const GradSink dw = w.grad_out();
+        kernels::gemm(true, false, K, N, M, x.data, K, dy, N, dw.ptr, N, dw.accumulate);
       }
     });
   }

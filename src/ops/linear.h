@@ -2,12 +2,16 @@
 // matmul: y = a · b        (or a · bᵀ with trans_b)
 // a: [..., K] (contiguous)   b: [K, N] (or [N, K] with trans_b)   ->   y: [..., N]
 // linear(x, w) = x · w, with weights stored [in, out] so that heads are column blocks of w.
+// residual_linear(r, x, w) = r + x · w: a residual branch's output projection added to the stream
+// in one product (r is copied into the output and the product accumulated onto it), so the
+// branch output is never stored; bit-identical to add(r, linear(x, w)).
 #include "tensor/tensor.h"
 
 namespace attnlab {
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b = false);
 inline Tensor linear(const Tensor& x, const Tensor& w) { return matmul(x, w, false); }
+Tensor residual_linear(const Tensor& r, const Tensor& x, const Tensor& w);
 
 namespace ref {
 // y[m,n] = Σ_k a[m,k] b[k,n]   (b[n,k] with trans_b)

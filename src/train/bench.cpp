@@ -71,6 +71,11 @@ BenchResult bench(const LoadedConfig& cfg_in, int steps, int warmup) {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   r.peak_rss_mb = double(ru.ru_maxrss) / 1024.0;
+  r.activations_mb = double(stepper.arena().high_water()) / (1 << 20);
+  r.grads_in_flight_mb = double(stepper.tape().grad_high_water()) / (1 << 20);
+  double state = 2.0 * double(s.store.total());
+  for (const Optimizer::Slot& slot : s.optimizer->slots()) state += double(slot.shape.numel());
+  r.state_mb = state * sizeof(float) / (1 << 20);
   return r;
 }
 
@@ -84,11 +89,12 @@ std::string bench_json(const BenchResult& r) {
   }
   std::snprintf(buf, sizeof buf,
                 "{\"tokens_per_s\": %.1f, \"ms_per_step\": %.3f, \"ms_min\": %.3f, \"ms_max\": %.3f, "
-                "\"model_gflops\": %.2f, \"mfu\": %.4f, \"peak_rss_mb\": %.1f, \"flops_per_token\": %.0f, "
+                "\"model_gflops\": %.2f, \"mfu\": %.4f, \"peak_rss_mb\": %.1f, \"activations_mb\": %.1f, "
+                "\"grads_in_flight_mb\": %.1f, \"state_mb\": %.1f, \"flops_per_token\": %.0f, "
                 "\"params\": %lld, \"tokens_per_step\": %lld, \"threads\": %d, \"steps\": %d, \"precision\": \"%s\", "
                 "\"peak_gflops_f32\": %.1f, \"peak_gflops_bf16\": %.1f, \"phases\": {%s}}",
                 r.tokens_per_s, r.ms_per_step, r.ms_min, r.ms_max, r.model_gflops, r.mfu, r.peak_rss_mb,
-                r.flops_per_token, (long long)r.params, (long long)r.tokens_per_step, r.threads, r.steps,
+                r.activations_mb, r.grads_in_flight_mb, r.state_mb, r.flops_per_token, (long long)r.params, (long long)r.tokens_per_step, r.threads, r.steps,
                 r.precision.c_str(), r.peak_gflops_f32, r.peak_gflops_bf16, phases.c_str());
   return buf;
 }
@@ -98,10 +104,11 @@ std::string bench_text(const BenchResult& r) {
   std::snprintf(buf, sizeof buf,
                 "tokens/s        %.0f\nms/step         %.2f median (min %.2f, max %.2f) over %d steps\n"
                 "model FLOPs     %.3g per token, %.1f GFLOP/s\nMFU             %.1f%% of %.0f GFLOP/s (%s matmul peak, "
-                "measured; bf16 peak %.0f)\npeak RSS        %.0f MB\nthreads         %d\nphases (ms/step):\n",
+                "measured; bf16 peak %.0f)\npeak RSS        %.0f MB (activations %.0f, their grads in flight %.0f, "
+                "parameters + grads + optimizer state %.0f)\nthreads         %d\nphases (ms/step):\n",
                 r.tokens_per_s, r.ms_per_step, r.ms_min, r.ms_max, r.steps, r.flops_per_token, r.model_gflops,
                 100 * r.mfu, r.precision == "bf16" ? r.peak_gflops_bf16 : r.peak_gflops_f32, r.precision.c_str(),
-                r.peak_gflops_bf16, r.peak_rss_mb, r.threads);
+                r.peak_gflops_bf16, r.peak_rss_mb, r.activations_mb, r.grads_in_flight_mb, r.state_mb, r.threads);
   std::string out = buf;
   double total = 0;
   for (double v : r.phase_ms) total += v;

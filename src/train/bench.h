@@ -22,6 +22,9 @@ struct BenchResult {
   double peak_gflops_f32 = 0, peak_gflops_bf16 = 0;
   double mfu = 0;                // model_gflops / peak of the matmul precision in use
   double peak_rss_mb = 0;
+  // Where the memory is: activations (the step arena's high water), activation gradients in
+  // flight (the tape's grad pool high water), parameters + grads + optimizer state.
+  double activations_mb = 0, grads_in_flight_mb = 0, state_mb = 0;
   std::array<double, size_t(Phase::count)> phase_ms{};  // mean per step
   std::string precision;
 };

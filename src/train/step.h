@@ -25,6 +25,7 @@ class Stepper {
   // Per layer and head, the max attention logit of the last step (max over its micro-batches).
   const std::vector<float>& max_logits() const { return max_logits_; }
   const Arena& arena() const { return arena_; }
+  const Tape& tape() const { return tape_; }
 
  private:
   Session& s_;

@@ -14,7 +14,7 @@ PhaseTimes& phase_times() { return g_times; }
 void reset_phase_times() { g_times = PhaseTimes{}; }
 
 Phase phase_of(const char* op) {
-  if (!std::strcmp(op, "matmul")) return Phase::matmul;
+  if (!std::strcmp(op, "matmul") || !std::strcmp(op, "residual_linear")) return Phase::matmul;
   if (!std::strcmp(op, "attention")) return Phase::attention;
   if (!std::strcmp(op, "cross_entropy")) return Phase::loss;
   for (const char* p : {"layer_norm", "rms_norm", "gelu", "silu", "swiglu", "rope", "add", "scale", "mul", "dropout",

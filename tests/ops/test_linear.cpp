@@ -1,3 +1,5 @@
+#include "autograd/tape.h"
+#include "ops/elementwise.h"
 #include "ops/linear.h"
 #include "testing/gradcheck.h"
 
@@ -49,4 +51,54 @@ TEST_CASE("matmul: leading dims flatten into rows", "[ops]") {
   ref::matmul_fwd(ref.data(), a.data, b.data, 6, 4, 5, false);
   for (int i = 0; i < 30; ++i) REQUIRE(y.data[i] == Approx(ref[i]));
   REQUIRE_THROWS_AS(matmul(a, empty({5, 4})), InternalError);
+}
+
+TEST_CASE("residual_linear: gradients and fast path; bit-identical to add(r, linear(x, w))", "[ops][grad]") {
+  for (int64_t M : testing::odd_sizes())
+    for (auto [K, N] : {std::pair<int64_t, int64_t>{1, 3}, {17, 65}, {65, 17}}) {
+      INFO("M " << M << " K " << K << " N " << N);
+      testing::OpCase c;
+      c.name = "residual_linear";
+      c.shapes = {{M, N}, {M, K}, {K, N}};
+      c.seed = uint64_t(M * 1000 + K * 10 + N);
+      c.inputs = {testing::randn(M * N, c.seed), testing::randn(M * K, c.seed + 1), testing::randn(K * N, c.seed + 2)};
+      c.ref_fwd = [=](const std::vector<Vec>& in) {
+        Vec y(M * N);
+        ref::matmul_fwd(y.data(), in[1].data(), in[2].data(), M, K, N, false);
+        for (int64_t i = 0; i < M * N; ++i) y[i] += in[0][i];
+        return y;
+      };
+      c.ref_bwd = [=](const std::vector<Vec>& in, const Vec& dy) {
+        std::vector<Vec> g{dy, Vec(M * K), Vec(K * N)};
+        ref::matmul_bwd(g[1].data(), g[2].data(), dy.data(), in[1].data(), in[2].data(), M, K, N, false);
+        return g;
+      };
+      c.fast = [](const std::vector<Tensor>& in) { return residual_linear(in[0], in[1], in[2]); };
+      testing::check_op(c);
+    }
+  // The fused form computes the same float operations as the composed one.
+  Arena arena;
+  Tape tape;
+  ArenaScope as(arena);
+  TapeScope ts(tape);
+  const int64_t M = 33, K = 40, N = 24;
+  Vec rv = testing::randn(M * N, 1), xv = testing::randn(M * K, 2), wv = testing::randn(K * N, 3),
+      dv = testing::randn(M * N, 4);
+  std::vector<std::vector<float>> outs, grads;
+  for (bool fused : {true, false}) {
+    Tensor r = empty({M, N}, true), x = empty({M, K}, true), w = empty({K, N}, true);
+    std::copy(rv.begin(), rv.end(), r.data);
+    std::copy(xv.begin(), xv.end(), x.data);
+    std::copy(wv.begin(), wv.end(), w.data);
+    Tensor y = fused ? residual_linear(r, x, w) : add(r, linear(x, w));
+    const std::vector<float> dy(dv.begin(), dv.end());
+    backward_from(y, dy.data());
+    outs.emplace_back(y.data, y.data + y.numel());
+    std::vector<float> g(r.grad(), r.grad() + r.numel());
+    g.insert(g.end(), x.grad(), x.grad() + x.numel());
+    g.insert(g.end(), w.grad(), w.grad() + w.numel());
+    grads.push_back(g);
+  }
+  REQUIRE(outs[0] == outs[1]);
+  REQUIRE(grads[0] == grads[1]);
 }
