@@ -69,16 +69,21 @@ dnnl::memory::desc matrix_desc(int64_t rows, int64_t cols, int64_t ld, bool tran
   return dnnl::memory::desc({rows, cols}, dt::f32, strides);
 }
 
+// A logical [rows, cols] bf16 matrix stored densely: row-major, or column-major when transposed.
+dnnl::memory::desc packed_desc(int64_t rows, int64_t cols, bool transposed) {
+  dnnl::memory::dims strides = transposed ? dnnl::memory::dims{1, rows} : dnnl::memory::dims{cols, 1};
+  return dnnl::memory::desc({rows, cols}, dt::bf16, strides);
+}
+
 Entry& lookup(const Key& k) {
   Backend& be = backend();
   auto it = be.cache.find(k);
   if (it != be.cache.end()) return *it->second;
   auto e = std::make_unique<Entry>();
-  // bf16 operands are packed dense in their logical layout ([M,K] and [K,N], row-major).
-  auto a_md = k.bf16 ? dnnl::memory::desc({k.M, k.K}, dt::bf16, dnnl::memory::dims{k.K, 1})
-                     : matrix_desc(k.M, k.K, k.lda, k.ta);
-  auto b_md = k.bf16 ? dnnl::memory::desc({k.K, k.N}, dt::bf16, dnnl::memory::dims{k.N, 1})
-                     : matrix_desc(k.K, k.N, k.ldb, k.tb);
+  // bf16 operands are packed dense in their stored layout (a transposed operand stays
+  // transposed, so packing reads and writes contiguous rows).
+  auto a_md = k.bf16 ? packed_desc(k.M, k.K, k.ta) : matrix_desc(k.M, k.K, k.lda, k.ta);
+  auto b_md = k.bf16 ? packed_desc(k.K, k.N, k.tb) : matrix_desc(k.K, k.N, k.ldb, k.tb);
   auto c_md = matrix_desc(k.M, k.N, k.ldc, false);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -109,19 +114,14 @@ inline uint16_t to_bf16(float x) {
   return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-// dst[r, c] = bf16(src(r, c)) for a logical [rows, cols] matrix stored with leading dimension ld,
-// transposed when `trans` (then element (r, c) is at src[c * ld + r]).
-void pack_bf16(uint16_t* dst, const float* src, int64_t rows, int64_t cols, int64_t ld, bool trans) {
+// dst[r·cols + c] = bf16(src[r·ld + c]): a stored row-major [rows, cols] matrix, packed densely.
+void pack_bf16(uint16_t* dst, const float* src, int64_t rows, int64_t cols, int64_t ld) {
 #pragma omp parallel for if (rows * cols > (1 << 16))
   for (int64_t r = 0; r < rows; ++r) {
     uint16_t* d = dst + r * cols;
-    if (trans) {
-      for (int64_t c = 0; c < cols; ++c) d[c] = to_bf16(src[c * ld + r]);
-    } else {
-      const float* srow = src + r * ld;
+    const float* srow = src + r * ld;
 #pragma omp simd
-      for (int64_t c = 0; c < cols; ++c) d[c] = to_bf16(srow[c]);
-    }
+    for (int64_t c = 0; c < cols; ++c) d[c] = to_bf16(srow[c]);
   }
 }
 
@@ -152,8 +152,9 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
   const bool bf16 = be.precision == MatmulPrecision::bf16;
   Entry& e = lookup({M, N, K, lda, ldb, ldc, trans_a, trans_b, accumulate, bf16});
   if (bf16) {
-    pack_bf16(grow(be.pack_a, be.pack_a_size, M * K), A, M, K, lda, trans_a);
-    pack_bf16(grow(be.pack_b, be.pack_b_size, K * N), B, K, N, ldb, trans_b);
+    // Stored shapes: A is [M, K] ([K, M] when transposed), B is [K, N] ([N, K] when transposed).
+    pack_bf16(grow(be.pack_a, be.pack_a_size, M * K), A, trans_a ? K : M, trans_a ? M : K, lda);
+    pack_bf16(grow(be.pack_b, be.pack_b_size, K * N), B, trans_b ? N : K, trans_b ? K : N, ldb);
     e.a.set_data_handle(be.pack_a);
     e.b.set_data_handle(be.pack_b);
   } else {
