@@ -23,7 +23,7 @@
 namespace attnlab::attn_detail {
 namespace {
 
-constexpr int kRows = 4;         // query rows per register tile
+constexpr int kRows = 8;         // query rows per register tile
 constexpr int kKeyTile = 32;     // keys per register tile of logits
 constexpr int kLanes = 16;       // head-dim chunk of the output tiles
 constexpr int64_t kKeyBlock = 128;  // keys per online-softmax update
