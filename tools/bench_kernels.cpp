@@ -114,7 +114,10 @@ std::pair<double, double> linear_vs_raw_seconds(int64_t M, int64_t K, int64_t N,
   return time_alternating(reps, ours, raw);
 }
 
-double attention_seconds(int64_t B, int64_t T, int64_t H, int64_t D, int reps, AttentionKernel kernel) {
+// Median seconds of attention forward + backward; `arena_mb` receives the step arena's high water
+// (inputs, output, and what the kernel keeps for backward).
+double attention_seconds(int64_t B, int64_t T, int64_t H, int64_t D, int reps, AttentionKernel kernel,
+                         double& arena_mb) {
   Arena arena;
   Tape tape;
   ArenaScope as(arena);
@@ -124,7 +127,7 @@ double attention_seconds(int64_t B, int64_t T, int64_t H, int64_t D, int reps, A
   fill(k.data(), k.size(), 2);
   fill(v.data(), v.size(), 3);
   fill(dy.data(), dy.size(), 4);
-  return time_median(reps, [&] {
+  const double t = time_median(reps, [&] {
     arena.reset();
     Tensor qt = empty({B, T, H, D}, true), kt = empty({B, T, H, D}, true), vt = empty({B, T, H, D}, true);
     std::memcpy(qt.data, q.data(), q.size() * 4);
@@ -135,6 +138,8 @@ double attention_seconds(int64_t B, int64_t T, int64_t H, int64_t D, int reps, A
     Tensor y = attention(qt, kt, vt, o);
     backward_from(y, dy.data());
   });
+  arena_mb = double(arena.high_water()) / (1 << 20);
+  return t;
 }
 
 }  // namespace
@@ -157,16 +162,18 @@ int main(int argc, char** argv) {
     std::printf("| [%lld×%lld]·[%lld×%lld] | %.1f | %.1f | %.0f%% |\n", (long long)s[0], (long long)s[1],
                 (long long)s[1], (long long)s[2], ours, raw, 100.0 * ours / raw);
   }
-  std::printf("\n| attention (causal) B×H, T, D | dense fwd+bwd ms | dense GFLOP/s | flash fwd+bwd ms | flash GFLOP/s |\n"
-              "|---|---|---|---|---|\n");
+  std::printf("\n| attention (causal) B×H, T, D | dense fwd+bwd ms | dense GFLOP/s | dense arena MB | flash fwd+bwd ms "
+              "| flash GFLOP/s | flash arena MB |\n|---|---|---|---|---|---|---|\n");
   for (int64_t T : {64, 256, 1024}) {
     const int64_t B = std::max<int64_t>(1, 8192 / T), H = 4, D = 64;
-    const double dense = attention_seconds(B, T, H, D, std::max(3, reps / 4), AttentionKernel::dense);
-    const double flash = attention_seconds(B, T, H, D, std::max(3, reps / 4), AttentionKernel::flash);
+    double dense_mb = 0, flash_mb = 0;
+    const double dense = attention_seconds(B, T, H, D, std::max(3, reps / 4), AttentionKernel::dense, dense_mb);
+    const double flash = attention_seconds(B, T, H, D, std::max(3, reps / 4), AttentionKernel::flash, flash_mb);
     // causal: T(T+1)/2 score pairs; forward 2 matmuls, backward 4: 6 · 2 · pairs · D
     const double flops = 12.0 * double(B * H) * double(T) * double(T + 1) / 2.0 * double(D);
-    std::printf("| %lld×%lld, %lld, %lld | %.2f | %.1f | %.2f | %.1f |\n", (long long)B, (long long)H, (long long)T,
-                (long long)D, dense * 1e3, flops / dense / 1e9, flash * 1e3, flops / flash / 1e9);
+    std::printf("| %lld×%lld, %lld, %lld | %.2f | %.1f | %.0f | %.2f | %.1f | %.0f |\n", (long long)B, (long long)H,
+                (long long)T, (long long)D, dense * 1e3, flops / dense / 1e9, dense_mb, flash * 1e3, flops / flash / 1e9,
+                flash_mb);
   }
   return 0;
 }
