@@ -15,6 +15,7 @@
 // first, adds (`+=`) otherwise; kernels that can only add use Tensor::grad_accum(). The tape
 // skips an op whose output received no gradient (its contribution is zero), and after an op's
 // backward returns its output's pooled grad storage (NOTE [grad buffers] in tensor/tensor.h).
+#include <algorithm>
 #include <new>
 #include <type_traits>
 #include <vector>
@@ -87,15 +88,25 @@ bool needs_grad(const Ts&... inputs) {
 }
 
 // Pointwise gradient write: sink[i] = f(i) on a first write, sink[i] += f(i) otherwise.
+// Chunks with a restrict-qualified destination: the compiler then keeps f's captured pointers in
+// registers and vectorises with plain loads (otherwise it reloads them and emits gathers).
 template <class F>
 void write_grad(const GradSink& g, int64_t n, F f) {
-  float* p = g.ptr;
-  if (g.accumulate) {
-#pragma omp parallel for simd if (n > kernels::kParallelMin)
-    for (int64_t i = 0; i < n; ++i) p[i] += f(i);
-  } else {
-#pragma omp parallel for simd if (n > kernels::kParallelMin)
-    for (int64_t i = 0; i < n; ++i) p[i] = f(i);
+  constexpr int64_t kChunk = 4096;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  const bool acc = g.accumulate;
+#pragma omp parallel for if (n > kernels::kParallelMin)
+  for (int64_t c = 0; c < chunks; ++c) {
+    float* __restrict p = g.ptr;
+    const F fc = f;
+    const int64_t lo = c * kChunk, hi = std::min(n, lo + kChunk);
+    if (acc) {
+#pragma omp simd
+      for (int64_t i = lo; i < hi; ++i) p[i] += fc(i);
+    } else {
+#pragma omp simd
+      for (int64_t i = lo; i < hi; ++i) p[i] = fc(i);
+    }
   }
 }
 
