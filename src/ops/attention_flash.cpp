@@ -118,18 +118,6 @@ void gather_query_rows(float* dst, const float* base, const Tensor& x, int64_t b
                 size_t(d.D) * sizeof(float));
 }
 
-// Logits of one block row: s = cap(α s) on [0, n).
-inline void finish_logits(float* s, int64_t n, float alpha, float cap) {
-  if (cap > 0.f) {
-    const float inv = 1.f / cap;
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) s[j] = cap * kernels::fast_tanh(alpha * s[j] * inv);
-  } else {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) s[j] *= alpha;
-  }
-}
-
 // Logit tiles of query tile a against keys [j0, j0 + nb): s [kRows, kKeyBlock].
 inline void block_logits(float* s, const float* a, const float* bt, int64_t j0, int64_t nb, int64_t Dp, int64_t Sp) {
   for (int64_t jt = 0; jt < nb; jt += kKeyTile) tile_abt(s + jt, kKeyBlock, a, Dp, bt + j0 + jt, Sp);

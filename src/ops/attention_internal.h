@@ -42,10 +42,8 @@ inline void dot_rows(float* out, const float* x, const float* xt, int64_t n, con
   }
 }
 
-// Logits of query row qi against keys [0, n): s[j] = cap(α q·k_j), given kt = Kᵀ [D, S].
-inline void logits_row(float* s, const float* qi, const float* kt, int64_t n, const Dims& d, float alpha,
-                       float softcap) {
-  dot_rows(s, qi, kt, n, d);
+// Raw dot products to logits on [0, n): s = cap(α s), the cap c·tanh(s/c) when softcap = c > 0.
+inline void finish_logits(float* s, int64_t n, float alpha, float softcap) {
   if (softcap > 0.f) {
     const float inv = 1.f / softcap;
 #pragma omp simd
@@ -54,6 +52,13 @@ inline void logits_row(float* s, const float* qi, const float* kt, int64_t n, co
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) s[j] *= alpha;
   }
+}
+
+// Logits of query row qi against keys [0, n): s[j] = cap(α q·k_j), given kt = Kᵀ [D, S].
+inline void logits_row(float* s, const float* qi, const float* kt, int64_t n, const Dims& d, float alpha,
+                       float softcap) {
+  dot_rows(s, qi, kt, n, d);
+  finish_logits(s, n, alpha, softcap);
 }
 
 
