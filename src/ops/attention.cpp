@@ -94,9 +94,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
       // fwd: y_i = Σ_j p_ij v_j, p_i = softmax(s_i), s = cap(α q·k)  =>  see ref::attention_bwd
       const Dims& d = dd;
       const float* dy = y.grad_in();
-      float* qg = q.requires_grad() ? q.grad_accum() : nullptr;
-      float* kg = k.requires_grad() ? k.grad_accum() : nullptr;
-      float* vg = v.requires_grad() ? v.grad_accum() : nullptr;
+      float* qg = q.grad_accum();
+      float* kg = k.grad_accum();
+      float* vg = v.grad_accum();
 #pragma omp parallel for collapse(2) schedule(static)
       for (int64_t b = 0; b < d.B; ++b)
         for (int64_t g = 0; g < d.Hkv; ++g) {

@@ -217,9 +217,9 @@ Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const 
     //   dv_j += p_ij dy_i;  dp_ij = dy_i·v_j;  ds_ij = p_ij (dp_ij − dy_i·y_i) (1 − (s/c)²);
     //   dq_i += α Σ_j ds_ij k_j;  dk_j += α Σ_i ds_ij q_i
     const float* dy = y.grad_in();
-    float* qg = q.requires_grad() ? q.grad_accum() : nullptr;
-    float* kg = k.requires_grad() ? k.grad_accum() : nullptr;
-    float* vg = v.requires_grad() ? v.grad_accum() : nullptr;
+    float* qg = q.grad_accum();
+    float* kg = k.grad_accum();
+    float* vg = v.grad_accum();
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t b = 0; b < d.B; ++b)
       for (int64_t g = 0; g < d.Hkv; ++g) {

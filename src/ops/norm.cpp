@@ -99,8 +99,8 @@ Tensor norm_op(const char* op, const Tensor& x, const Tensor& g, const Tensor* b
       if (team < nt && t == 0)  // a team smaller than planned: clear the unused partials
         std::fill(partial + int64_t(team) * 2 * C, partial + int64_t(nt) * 2 * C, 0.f);
     }
-    float* gg = want_g ? g.grad_accum() : nullptr;
-    float* bg = want_b ? bias.grad_accum() : nullptr;
+    float* gg = g.grad_accum();
+    float* bg = bias.grad_accum();  // null for RMSNorm (no bias)
     for (int t = 0; t < nt; ++t) {
       const float* pg = partial + int64_t(t) * 2 * C;
       if (gg)

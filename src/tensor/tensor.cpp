@@ -160,30 +160,29 @@ Arena& current_arena() { return g_arena ? *g_arena : default_arena(); }
 ArenaScope::ArenaScope(Arena& a) : prev_(g_arena) { g_arena = &a; }
 ArenaScope::~ArenaScope() { g_arena = prev_; }
 
-Tensor empty(const Shape& s, bool requires_grad) {
+namespace {
+// A tensor in the current arena; with requires_grad, a persistent zeroed grad buffer or a pooled
+// one without storage (NOTE [grad buffers]).
+Tensor arena_tensor(const Shape& s, bool requires_grad, bool pooled) {
   Arena& a = current_arena();
   float* d = a.alloc_floats(s.numel());
   GradBuffer* g = nullptr;
   if (requires_grad) {
     g = a.make<GradBuffer>();
-    g->ptr = a.alloc_zeroed(s.numel());
     g->numel = s.numel();
-    g->written = true;
+    g->pooled = pooled;
+    if (!pooled) {
+      g->ptr = a.alloc_zeroed(s.numel());
+      g->written = true;
+    }
   }
   return Tensor(d, g, s);
 }
+}  // namespace
 
-Tensor new_output(const Shape& s, bool requires_grad) {
-  Arena& a = current_arena();
-  float* d = a.alloc_floats(s.numel());
-  GradBuffer* g = nullptr;
-  if (requires_grad) {
-    g = a.make<GradBuffer>();
-    g->numel = s.numel();
-    g->pooled = true;
-  }
-  return Tensor(d, g, s);
-}
+Tensor empty(const Shape& s, bool requires_grad) { return arena_tensor(s, requires_grad, false); }
+
+Tensor new_output(const Shape& s, bool requires_grad) { return arena_tensor(s, requires_grad, true); }
 
 // ---- gradient writes (NOTE [grad buffers]) ----
 
@@ -215,6 +214,7 @@ GradSink Tensor::grad_out() const {
 }
 
 float* Tensor::grad_accum() const {
+  if (!gbuf) return nullptr;
   GradSink s = grad_out();
   if (!s.accumulate) std::memset(gbuf->ptr, 0, size_t(gbuf->numel) * sizeof(float));
   return s.ptr;

@@ -104,7 +104,7 @@ struct Tensor {
   // sink right before writing through it: fetching marks the buffer written.
   GradSink grad_out() const;
   // Backward, for kernels that only accumulate (scatter-adds, attention): the grad pointer,
-  // zero-filled first when this is the first write.
+  // zero-filled first when this is the first write; nullptr when no gradient is wanted.
   float* grad_accum() const;
 };
 
