@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <span>
 #include <utility>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <vector>
@@ -146,26 +147,34 @@ double attention_seconds(int64_t B, int64_t T, int64_t H, int64_t D, int reps, A
 
 int main(int argc, char** argv) {
   int reps = 20, threads = omp_get_max_threads();
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
+  bool linear_table = true;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--attention-only")) linear_table = false;
+    else if (i + 1 < argc && !std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[++i]);
+    else if (i + 1 < argc && !std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[++i]);
+    else {
+      std::fprintf(stderr, "usage: bench_kernels [--reps N] [--threads N] [--attention-only]\n");
+      return 2;
+    }
   }
   kernels::set_num_threads(threads);
   std::printf("threads %d, median of %d repetitions (attnlab and raw oneDNN timed alternately)\n\n", threads, reps);
-  std::printf("| linear x[M,K]·W[K,N], fwd + dx + dW | attnlab GFLOP/s | raw oneDNN GFLOP/s | ratio |\n|---|---|---|---|\n");
   const int64_t shapes[][3] = {{768, 128, 384}, {8192, 256, 1024}, {16384, 384, 1536},
                                {768, 384, 128}, {8192, 1024, 256}, {16384, 1536, 384}};
-  for (auto& s : shapes) {
+  if (linear_table)
+    std::printf("| linear x[M,K]·W[K,N], fwd + dx + dW | attnlab GFLOP/s | raw oneDNN GFLOP/s | ratio |\n|---|---|---|---|\n");
+  for (auto& s : linear_table ? std::span(shapes) : std::span(shapes).first(0)) {
     const double flops = 3.0 * 2.0 * double(s[0]) * s[1] * s[2];
     const auto [t_ours, t_raw] = linear_vs_raw_seconds(s[0], s[1], s[2], reps);
     const double ours = flops / t_ours / 1e9, raw = flops / t_raw / 1e9;
     std::printf("| [%lld×%lld]·[%lld×%lld] | %.1f | %.1f | %.0f%% |\n", (long long)s[0], (long long)s[1],
                 (long long)s[1], (long long)s[2], ours, raw, 100.0 * ours / raw);
   }
-  std::printf("\n| attention (causal) B×H, T, D | dense fwd+bwd ms | dense GFLOP/s | dense arena MB | flash fwd+bwd ms "
-              "| flash GFLOP/s | flash arena MB |\n|---|---|---|---|---|---|---|\n");
-  for (int64_t T : {64, 256, 1024}) {
-    const int64_t B = std::max<int64_t>(1, 8192 / T), H = 4, D = 64;
+  std::printf("%s| attention (causal) B×H, T, D | dense fwd+bwd ms | dense GFLOP/s | dense arena MB | flash fwd+bwd ms "
+              "| flash GFLOP/s | flash arena MB |\n|---|---|---|---|---|---|---|\n", linear_table ? "\n" : "");
+  // The default run's shape (batch 12, 4 heads of 32, context 64), then 8192 tokens at growing context.
+  const int64_t attn_shapes[][4] = {{12, 4, 64, 32}, {128, 4, 64, 64}, {32, 4, 256, 64}, {8, 4, 1024, 64}};
+  for (auto [B, H, T, D] : attn_shapes) {
     double dense_mb = 0, flash_mb = 0;
     const double dense = attention_seconds(B, T, H, D, std::max(3, reps / 4), AttentionKernel::dense, dense_mb);
     const double flash = attention_seconds(B, T, H, D, std::max(3, reps / 4), AttentionKernel::flash, flash_mb);

@@ -99,20 +99,21 @@ inline void tile_atb_acc(float* __restrict o, const float* __restrict p, int64_t
 // Padded copies of kv head (b, g): rows [Sp, Dp] and/or transposed [Dp, Sp]; padding is zero.
 void gather_padded(float* rows, float* cols, const Tensor& x, int64_t b, int64_t g, const Dims& d, int64_t Dp,
                    int64_t Sp) {
-  if (rows) std::memset(rows, 0, size_t(Sp * Dp) * sizeof(float));
-  if (cols) std::memset(cols, 0, size_t(Sp * Dp) * sizeof(float));
-  for (int64_t j = 0; j < d.S; ++j) {
-    const float* r = row(x, b, j, g);
-    if (rows) std::memcpy(rows + j * Dp, r, size_t(d.D) * sizeof(float));
-    if (cols)
-      for (int64_t e = 0; e < d.D; ++e) cols[e * Sp + j] = r[e];
+  const bool padded = Sp > d.S || Dp > d.D;
+  if (rows) {
+    if (padded) std::memset(rows, 0, size_t(Sp * Dp) * sizeof(float));
+    for (int64_t j = 0; j < d.S; ++j) std::memcpy(rows + j * Dp, row(x, b, j, g), size_t(d.D) * sizeof(float));
+  }
+  if (cols) {
+    if (padded) std::memset(cols, 0, size_t(Sp * Dp) * sizeof(float));
+    kernels::transpose(cols, Sp, row(x, b, 0, g), x.strides[1], d.S, d.D);
   }
 }
 
 // kRows query rows [i0, i0 + n) of head (b, h) into a zero-padded [kRows, Dp] tile.
 void gather_query_rows(float* dst, const float* base, const Tensor& x, int64_t b, int64_t i0, int64_t n, int64_t h,
                        const Dims& d, int64_t Dp) {
-  std::memset(dst, 0, size_t(kRows * Dp) * sizeof(float));
+  if (n < kRows || Dp > d.D) std::memset(dst, 0, size_t(kRows * Dp) * sizeof(float));
   for (int64_t r = 0; r < n; ++r)
     std::memcpy(dst + r * Dp, base + b * x.strides[0] + (i0 + r) * x.strides[1] + h * x.strides[2],
                 size_t(d.D) * sizeof(float));
@@ -246,7 +247,10 @@ Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const 
             float rowdot[kRows] = {}, L[kRows] = {};  // Σ_j p_ij dp_ij = dy_i · y_i
             for (int64_t r = 0; r < rows; ++r) {
               const float* yi = y.data + ((b * d.T + i0 + r) * d.H + h) * d.D;
-              for (int64_t e = 0; e < d.D; ++e) rowdot[r] += dyb[r * Dp + e] * yi[e];
+              float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+              for (int64_t e = 0; e < d.D; ++e) dot += dyb[r * Dp + e] * yi[e];
+              rowdot[r] = dot;
               L[r] = lse[(b * d.H + h) * d.T + i0 + r];
             }
             std::fill(dq, dq + kRows * Dp, 0.f);

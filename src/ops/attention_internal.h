@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/transpose.h"
 #include "kernels/vmath.h"
 #include "ops/attention.h"
 
@@ -24,10 +25,7 @@ inline float* grad_row(float* grad, const Tensor& x, int64_t b, int64_t t, int64
 // Copies head (b, g) of a strided [B, S, Hkv, D] tensor into dst [D, S] (transposed), so that the
 // logits of one query against all keys are a loop vectorised over keys.
 inline void gather_transposed(float* dst, const Tensor& x, int64_t b, int64_t g, const Dims& d) {
-  for (int64_t j = 0; j < d.S; ++j) {
-    const float* r = row(x, b, j, g);
-    for (int64_t e = 0; e < d.D; ++e) dst[e * d.S + j] = r[e];
-  }
+  kernels::transpose(dst, d.S, row(x, b, 0, g), x.strides[1], d.S, d.D);
 }
 
 // out[j] = x · col_j for j in [0, n), given the columns transposed: xt = [D, S] (row stride S).
