@@ -125,11 +125,10 @@ double Session::evaluate(std::span<const int32_t> tokens, const std::string& str
   const int B = config.cfg.train.batch_size, T = config.cfg.model.context;
   BatchSampler sampler(tokens, uint64_t(config.cfg.run.seed), stream);
   NoGrad no_grad;
-  Arena arena;
-  ArenaScope scope(arena);
+  ArenaScope scope(eval_arena_);
   double total = 0;
   for (int i = 0; i < iters; ++i) {
-    arena.reset();
+    eval_arena_.reset();
     const Batch b = draw_batch(sampler, B, T);
     total += model->loss(b.x, b.y, B, T).item();
   }

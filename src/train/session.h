@@ -61,6 +61,10 @@ class Session {
   Session(const LoadedConfig& cfg, Vocab v, std::optional<Corpus> c);
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
+
+ private:
+  // Kept across evaluations: a fresh arena per evaluation would fault its pages in every time.
+  Arena eval_arena_;
 };
 
 }  // namespace attnlab

@@ -87,9 +87,12 @@ TrainResult train(const LoadedConfig& cfg_in, const TrainOptions& opt) {
   Stepper stepper(s);
   InterruptGuard interrupt_guard;
 
+  double eval_seconds = 0;
   auto evaluate = [&](int64_t step, bool log) {
+    Timer eval_timer;
     const double tl = s.evaluate(s.split.train, "eval.train", cfg.eval.iters);
     const double vl = s.evaluate(s.split.val, "eval.val", cfg.eval.iters);
+    eval_seconds += eval_timer.seconds();
     if (log) runlog.add_eval(step, tl, vl);
     res.final_train_loss = tl;
     res.final_val_loss = vl;
@@ -179,8 +182,9 @@ TrainResult train(const LoadedConfig& cfg_in, const TrainOptions& opt) {
       log::warn("interrupted after step {}: checkpoint {} (resume with train.resume={})", res.steps,
                 res.checkpoint_path, res.checkpoint_path);
     else
-      log::info("done: {} steps in {:.1f} s, final train loss {:.4f}, val loss {:.4f}", res.steps, wall.seconds(),
-                res.final_train_loss, res.final_val_loss);
+      log::info("done: {} steps in {:.1f} s (steps {:.1f} s, evaluations {:.1f} s), final train loss {:.4f}, val loss "
+                "{:.4f}",
+                res.steps, wall.seconds(), train_seconds, eval_seconds, res.final_train_loss, res.final_val_loss);
     log::info("run log {}, checkpoint {}", res.metrics_path, res.checkpoint_path);
     if (!res.sample_text.empty()) std::fprintf(stderr, "--- sample ---\n%s\n--------------\n", res.sample_text.c_str());
   }
