@@ -65,16 +65,23 @@ def main():
             if rs:
                 lines.append(f"| {o} | {p} | {mean_spread([r['eval_train'][-1] for r in rs])} | "
                              f"{mean_spread([r['eval_val'][-1] for r in rs])} |")
-    lines += ["", "Max over the 2000 steps of |train loss(init) − train loss(query)| (same seed, same batches):", "",
-              "| optimizer | per seed | max over seeds | first step with |Δ| > 1e-4, per seed |", "|---|---|---|---|"]
+    # query vs logits is the control: the same model in exact arithmetic under both optimizers,
+    # so its curves separate by float rounding alone. It measures the noise floor init vs query is
+    # judged against.
+    lines += ["", "Max over the 2000 steps of |train loss(A) − train loss(B)| (same seed, same batches); "
+              "query − logits is the control (the same model, different rounding):", "",
+              "| optimizer | A − B | per seed | max over seeds | first step with |Δ| > 1e-4, per seed |",
+              "|---|---|---|---|---|"]
     for o in OPTS:
-        pairs = [(R[(o, "init", s)], R[(o, "query", s)]) for s in seeds if (o, "init", s) in R and (o, "query", s) in R]
-        if not pairs:
-            continue
-        ds = [np.abs(a["loss"] - b["loss"]) for a, b in pairs]
-        first = [str(int(a["step"][np.argmax(d > 1e-4)])) if (d > 1e-4).any() else "never" for (a, _), d in zip(pairs, ds)]
-        lines.append(f"| {o} | {', '.join(f'{d.max():.3g}' for d in ds)} | {max(d.max() for d in ds):.3g} | "
-                     f"{', '.join(first)} |")
+        for p1, p2 in [("init", "query"), ("query", "logits")]:
+            pairs = [(R[(o, p1, s)], R[(o, p2, s)]) for s in seeds if (o, p1, s) in R and (o, p2, s) in R]
+            if not pairs:
+                continue
+            ds = [np.abs(a["loss"] - b["loss"]) for a, b in pairs]
+            first = [str(int(a["step"][np.argmax(d > 1e-4)])) if (d > 1e-4).any() else "never"
+                     for (a, _), d in zip(pairs, ds)]
+            lines.append(f"| {o} | {p1} − {p2} | {', '.join(f'{d.max():.3g}' for d in ds)} | "
+                         f"{max(d.max() for d in ds):.3g} | {', '.join(first)} |")
     lines += ["", "Final val loss differences, per seed (negative: the first placement is better):", "",
               "| optimizer | comparison | per seed | mean |", "|---|---|---|---|"]
     for o in OPTS:
