@@ -101,8 +101,14 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
     Tensor a = attention(q, k, v, opt).reshape({N, int64_t(s.n_head) * s.d_head});
     x = residual(x, a, *b.wo);
     h = norm(b.norm2, x);
-    Tensor m = b.w3 ? swiglu(linear(h, b.w1->tensor()), linear(h, b.w3->tensor())) : gelu(linear(h, b.w1->tensor()));
-    x = residual(x, m, *b.w2);
+    if (b.w3) {
+      x = residual(x, swiglu(linear(h, b.w1->tensor()), linear(h, b.w3->tensor())), *b.w2);
+    } else {
+      const Tensor u = linear(h, b.w1->tensor());
+      // Without dropout between them, gelu and the output product fuse: gelu(u) is never stored.
+      x = s.dropout > 0.f && grad_enabled() ? residual(x, gelu(u), *b.w2)
+                                             : residual_gelu_linear(x, u, b.w2->tensor());
+    }
   }
   return norm(norm_f_, x);
 }

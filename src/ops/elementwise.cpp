@@ -95,22 +95,14 @@ Tensor gelu(const Tensor& x) {
   check_contiguous("gelu", x);
   const int64_t n = x.numel();
   Tensor y = new_output(x.shape, needs_grad(x));
-  constexpr float c = float(ref::kGeluC), k = 0.044715f;
   float *yd = y.data, *xd = x.data;
 #pragma omp parallel for simd if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    float v = xd[i];
-    yd[i] = 0.5f * v * (1.f + kernels::fast_tanh(c * (v + k * v * v * v)));
-  }
+  for (int64_t i = 0; i < n; ++i) yd[i] = kernels::gelu_tanh(xd[i]);
   if (y.requires_grad()) {
     record("gelu", y, [x, y, n] {
-      // fwd: y = ½x(1 + tanh u)  =>  dx += dy·(½(1 + t) + ½x(1 - t²)·c(1 + 3k·x²))
+      // fwd: y = gelu(x)  =>  dx += dy · gelu'(x)
       const float *yg = y.grad_in(), *xd = x.data;
-      write_grad(x.grad_out(), n, [yg, xd](int64_t i) {
-        const float v = xd[i];
-        const float t = kernels::fast_tanh(c * (v + k * v * v * v));
-        return yg[i] * (0.5f * (1.f + t) + 0.5f * v * (1.f - t * t) * c * (1.f + 3.f * k * v * v));
-      });
+      write_grad(x.grad_out(), n, [yg, xd](int64_t i) { return yg[i] * kernels::gelu_tanh_grad(xd[i]); });
     });
   }
   return y;

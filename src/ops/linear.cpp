@@ -4,6 +4,9 @@
 
 #include "autograd/tape.h"
 #include "kernels/gemm.h"
+#include "kernels/parallel.h"
+#include "kernels/vmath.h"
+#include "tensor/tensor.h"
 #include "util/check.h"
 #include "util/profile.h"
 
@@ -65,6 +68,67 @@ Tensor residual_linear(const Tensor& r, const Tensor& x, const Tensor& w) {
       if (w.requires_grad()) {
         const GradSink dw = w.grad_out();
         kernels::gemm(true, false, K, N, M, x.data, K, dy, N, dw.ptr, N, dw.accumulate);
+      }
+    });
+  }
+  return y;
+}
+
+namespace {
+// gelu(h) of the current residual_gelu_linear, forward or backward: one buffer for all layers, as
+// each product consumes it before the next op runs. Grown to the largest size seen, then reused.
+float* gelu_scratch(int64_t n) {
+  struct Buffer {
+    float* data = nullptr;
+    int64_t size = 0;
+    ~Buffer() { aligned_free(data); }
+  };
+  thread_local Buffer buf;
+  if (n > buf.size) {
+    aligned_free(buf.data);
+    buf.data = static_cast<float*>(aligned_alloc_bytes(size_t(n) * sizeof(float)));
+    buf.size = n;
+  }
+  return buf.data;
+}
+
+void gelu_into(float* __restrict g, const float* __restrict h, int64_t n) {
+  PhaseScope phase(Phase::norm_act);
+#pragma omp parallel for simd if (n > kernels::kParallelMin)
+  for (int64_t i = 0; i < n; ++i) g[i] = kernels::gelu_tanh(h[i]);
+}
+}  // namespace
+
+Tensor residual_gelu_linear(const Tensor& r, const Tensor& h, const Tensor& w) {
+  ATTN_CHECK(h.is_contiguous() && r.is_contiguous(), "residual_gelu_linear: r ", r.shape, " and h ", h.shape,
+             " must be contiguous");
+  ATTN_CHECK(w.rank() == 2 && w.is_contiguous() && w.size(0) == h.cols(), "residual_gelu_linear: h ", h.shape,
+             " and w ", w.shape, " do not match");
+  ATTN_CHECK(r.rows() == h.rows() && r.cols() == w.size(1), "residual_gelu_linear: r ", r.shape,
+             " is not gelu(h)·w's shape [", h.rows(), ", ", w.size(1), "]");
+  const int64_t M = h.rows(), K = h.cols(), N = w.size(1);
+  float* g = gelu_scratch(M * K);
+  gelu_into(g, h.data, M * K);
+  PhaseScope phase(Phase::matmul);
+  Tensor y = new_output(r.shape, needs_grad(r, h, w));
+  std::memcpy(y.data, r.data, size_t(M * N) * sizeof(float));
+  kernels::gemm(false, false, M, N, K, g, K, w.data, N, y.data, N, true);
+  if (y.requires_grad()) {
+    record("residual_gelu_linear", y, [r, h, w, y, M, N, K] {
+      // fwd: y = r + g · w, g = gelu(h)   =>   dr += dy,   dw += gᵀ · dy,   dh += (dy · wᵀ) ⊙ gelu'(h)
+      const float* dy = y.grad_in();
+      if (r.requires_grad()) write_grad(r.grad_out(), M * N, [dy](int64_t i) { return dy[i]; });
+      float* scratch = gelu_scratch(M * K);
+      if (w.requires_grad()) {
+        gelu_into(scratch, h.data, M * K);  // g again, for dw
+        const GradSink dw = w.grad_out();
+        kernels::gemm(true, false, K, N, M, scratch, K, dy, N, dw.ptr, N, dw.accumulate);
+      }
+      if (h.requires_grad()) {
+        kernels::gemm(false, true, M, K, N, dy, N, w.data, N, scratch, K, false);  // dg = dy · wᵀ, over g
+        PhaseScope act(Phase::norm_act);
+        const float *dg = scratch, *hd = h.data;
+        write_grad(h.grad_out(), M * K, [dg, hd](int64_t i) { return dg[i] * kernels::gelu_tanh_grad(hd[i]); });
       }
     });
   }

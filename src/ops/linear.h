@@ -5,6 +5,10 @@
 // residual_linear(r, x, w) = r + x · w: a residual branch's output projection added to the stream
 // in one product (r is copied into the output and the product accumulated onto it), so the
 // branch output is never stored; bit-identical to add(r, linear(x, w)).
+// residual_gelu_linear(r, h, w) = r + gelu(h) · w: the GELU MLP's second product. gelu(h), the
+// widest activation (d_ff floats per token and layer), is not kept: forward writes it to a scratch
+// buffer that every call shares, and backward recomputes it there. Bit-identical to
+// residual_linear(r, gelu(h), w).
 #include "tensor/tensor.h"
 
 namespace attnlab {
@@ -12,6 +16,7 @@ namespace attnlab {
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b = false);
 inline Tensor linear(const Tensor& x, const Tensor& w) { return matmul(x, w, false); }
 Tensor residual_linear(const Tensor& r, const Tensor& x, const Tensor& w);
+Tensor residual_gelu_linear(const Tensor& r, const Tensor& h, const Tensor& w);
 
 namespace ref {
 // y[m,n] = Σ_k a[m,k] b[k,n]   (b[n,k] with trans_b)

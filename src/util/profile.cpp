@@ -12,9 +12,14 @@ void set_profiling(bool on) { g_on = on; }
 bool profiling() { return g_on; }
 PhaseTimes& phase_times() { return g_times; }
 void reset_phase_times() { g_times = PhaseTimes{}; }
+PhaseScope*& PhaseScope::innermost() {
+  static PhaseScope* scope = nullptr;
+  return scope;
+}
 
 Phase phase_of(const char* op) {
-  if (!std::strcmp(op, "matmul") || !std::strcmp(op, "residual_linear")) return Phase::matmul;
+  for (const char* p : {"matmul", "residual_linear", "residual_gelu_linear"})
+    if (!std::strcmp(op, p)) return Phase::matmul;
   if (!std::strcmp(op, "attention")) return Phase::attention;
   if (!std::strcmp(op, "cross_entropy")) return Phase::loss;
   for (const char* p : {"layer_norm", "rms_norm", "gelu", "silu", "swiglu", "rope", "add", "scale", "mul", "dropout",

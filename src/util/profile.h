@@ -1,7 +1,8 @@
 #pragma once
 // Time per phase of the training step, for `attnlab bench`. Off by default; when off a
 // PhaseScope costs one branch. Ops open a scope in their forward pass and the tape opens one
-// around each backward closure, so a phase's time covers both directions.
+// around each backward closure, so a phase's time covers both directions. Scopes nest
+// exclusively: while an inner scope is open, its time counts to its phase, not the outer one's.
 #include <array>
 #include <chrono>
 
@@ -23,21 +24,34 @@ Phase phase_of(const char* op);
 
 class PhaseScope {
  public:
+  using Clock = std::chrono::steady_clock;
   explicit PhaseScope(Phase p) : phase_(p), on_(profiling()) {
-    if (on_) start_ = std::chrono::steady_clock::now();
+    if (!on_) return;
+    const Clock::time_point now = Clock::now();
+    outer_ = innermost();
+    if (outer_) outer_->charge(now);
+    innermost() = this;
+    start_ = now;
   }
   ~PhaseScope() {
-    if (on_)
-      phase_times().seconds[size_t(phase_)] +=
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    if (!on_) return;
+    const Clock::time_point now = Clock::now();
+    charge(now);
+    innermost() = outer_;
+    if (outer_) outer_->start_ = now;
   }
   PhaseScope(const PhaseScope&) = delete;
   PhaseScope& operator=(const PhaseScope&) = delete;
 
  private:
+  static PhaseScope*& innermost();  // the open scope whose phase the clock is running for
+  void charge(Clock::time_point now) {
+    phase_times().seconds[size_t(phase_)] += std::chrono::duration<double>(now - start_).count();
+  }
   Phase phase_;
   bool on_;
-  std::chrono::steady_clock::time_point start_;
+  PhaseScope* outer_ = nullptr;
+  Clock::time_point start_;
 };
 
 }  // namespace attnlab

@@ -102,3 +102,61 @@ TEST_CASE("residual_linear: gradients and fast path; bit-identical to add(r, lin
   REQUIRE(outs[0] == outs[1]);
   REQUIRE(grads[0] == grads[1]);
 }
+
+TEST_CASE("residual_gelu_linear: gradients and fast path; bit-identical to residual_linear(r, gelu(h), w)",
+          "[ops][grad]") {
+  for (int64_t M : testing::odd_sizes())
+    for (auto [K, N] : {std::pair<int64_t, int64_t>{1, 3}, {17, 65}, {65, 17}}) {
+      INFO("M " << M << " K " << K << " N " << N);
+      testing::OpCase c;
+      c.name = "residual_gelu_linear";
+      c.shapes = {{M, N}, {M, K}, {K, N}};
+      c.seed = uint64_t(M * 1000 + K * 10 + N);
+      c.inputs = {testing::randn(M * N, c.seed), testing::randn(M * K, c.seed + 1), testing::randn(K * N, c.seed + 2)};
+      c.ref_fwd = [=](const std::vector<Vec>& in) {
+        Vec g(M * K), y(M * N);
+        for (int64_t i = 0; i < M * K; ++i) g[i] = ref::gelu(in[1][i]);
+        ref::matmul_fwd(y.data(), g.data(), in[2].data(), M, K, N, false);
+        for (int64_t i = 0; i < M * N; ++i) y[i] += in[0][i];
+        return y;
+      };
+      c.ref_bwd = [=](const std::vector<Vec>& in, const Vec& dy) {
+        Vec g(M * K), dg(M * K);
+        for (int64_t i = 0; i < M * K; ++i) g[i] = ref::gelu(in[1][i]);
+        std::vector<Vec> grads{dy, Vec(M * K), Vec(K * N)};
+        ref::matmul_bwd(dg.data(), grads[2].data(), dy.data(), g.data(), in[2].data(), M, K, N, false);
+        for (int64_t i = 0; i < M * K; ++i) grads[1][i] = dg[i] * ref::gelu_grad(in[1][i]);
+        return grads;
+      };
+      c.fast = [](const std::vector<Tensor>& in) { return residual_gelu_linear(in[0], in[1], in[2]); };
+      testing::check_op(c);
+    }
+  // Fused and composed forms compute the same floats, with or without a gradient for w (frozen).
+  Arena arena;
+  Tape tape;
+  ArenaScope as(arena);
+  TapeScope ts(tape);
+  const int64_t M = 33, K = 40, N = 24;
+  Vec rv = testing::randn(M * N, 1), hv = testing::randn(M * K, 2), wv = testing::randn(K * N, 3),
+      dv = testing::randn(M * N, 4);
+  for (bool train_w : {true, false}) {
+    std::vector<std::vector<float>> outs, grads;
+    for (bool fused : {true, false}) {
+      Tensor r = empty({M, N}, true), h = empty({M, K}, true), w = empty({K, N}, train_w);
+      std::copy(rv.begin(), rv.end(), r.data);
+      std::copy(hv.begin(), hv.end(), h.data);
+      std::copy(wv.begin(), wv.end(), w.data);
+      Tensor y = fused ? residual_gelu_linear(r, h, w) : residual_linear(r, gelu(h), w);
+      const std::vector<float> dy(dv.begin(), dv.end());
+      backward_from(y, dy.data());
+      outs.emplace_back(y.data, y.data + y.numel());
+      std::vector<float> g(r.grad(), r.grad() + r.numel());
+      g.insert(g.end(), h.grad(), h.grad() + h.numel());
+      if (train_w) g.insert(g.end(), w.grad(), w.grad() + w.numel());
+      grads.push_back(g);
+    }
+    INFO("w trained: " << train_w);
+    REQUIRE(outs[0] == outs[1]);
+    REQUIRE(grads[0] == grads[1]);
+  }
+}
