@@ -3,8 +3,10 @@
 # build/, and puts the corpus in place. Idempotent: a second run only rebuilds what changed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-packages=(build-essential cmake git curl libdnnl-dev libyaml-cpp-dev libspdlog-dev libcli11-dev
-          libhdf5-dev catch2 python3-h5py python3-numpy)
+# oneDNN's CMake package config looks for OpenCL even for the CPU engine: ocl-icd-opencl-dev is only
+# a recommendation of libdnnl-dev, so it is named here (apt-get runs without recommendations).
+packages=(build-essential cmake git curl libdnnl-dev ocl-icd-opencl-dev libyaml-cpp-dev libspdlog-dev
+          libcli11-dev libhdf5-dev catch2 python3-h5py python3-numpy)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
