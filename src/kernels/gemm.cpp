@@ -108,23 +108,6 @@ Entry& lookup(const Key& k) {
   return *be.cache.emplace(k, std::move(e)).first->second;
 }
 
-// Round to nearest even (NaN stays NaN: its payload bits survive the shift).
-inline uint16_t to_bf16(float x) {
-  const uint32_t u = std::bit_cast<uint32_t>(x);
-  return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-// dst[r·cols + c] = bf16(src[r·ld + c]): a stored row-major [rows, cols] matrix, packed densely.
-void pack_bf16(uint16_t* dst, const float* src, int64_t rows, int64_t cols, int64_t ld) {
-#pragma omp parallel for if (rows * cols > (1 << 16))
-  for (int64_t r = 0; r < rows; ++r) {
-    uint16_t* d = dst + r * cols;
-    const float* srow = src + r * ld;
-#pragma omp simd
-    for (int64_t c = 0; c < cols; ++c) d[c] = to_bf16(srow[c]);
-  }
-}
-
 uint16_t* grow(uint16_t*& buf, int64_t& size, int64_t need) {
   if (need > size) {
     aligned_free(buf);
@@ -136,11 +119,39 @@ uint16_t* grow(uint16_t*& buf, int64_t& size, int64_t need) {
 
 }  // namespace
 
+void pack_bf16(uint16_t* dst, const float* src, int64_t rows, int64_t cols, int64_t ld) {
+#pragma omp parallel for if (rows * cols > (1 << 16))
+  for (int64_t r = 0; r < rows; ++r) {
+    uint16_t* d = dst + r * cols;
+    const float* srow = src + r * ld;
+#pragma omp simd
+    for (int64_t c = 0; c < cols; ++c) d[c] = to_bf16(srow[c]);
+  }
+}
+
+Bf16Copy::~Bf16Copy() { aligned_free(data_); }
+
+uint16_t* Bf16Copy::reserve(int64_t n) {
+  if (matmul_precision() != MatmulPrecision::bf16) return nullptr;
+  return grow(data_, size_, n);
+}
+
+const uint16_t* Bf16Copy::pack(const float* src, int64_t rows, int64_t cols, int64_t ld) {
+  uint16_t* dst = reserve(rows * cols);
+  if (dst) pack_bf16(dst, src, rows, cols, ld);
+  return dst;
+}
+
 void set_matmul_precision(MatmulPrecision p) { backend().precision = p; }
 MatmulPrecision matmul_precision() { return backend().precision; }
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
           const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, PackedOperands{});
+}
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate, PackedOperands packed) {
   if (M == 0 || N == 0) return;
   if (K == 0) {  // empty sum: C = 0 (or unchanged when accumulating)
     if (!accumulate)
@@ -153,10 +164,18 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
   Entry& e = lookup({M, N, K, lda, ldb, ldc, trans_a, trans_b, accumulate, bf16});
   if (bf16) {
     // Stored shapes: A is [M, K] ([K, M] when transposed), B is [K, N] ([N, K] when transposed).
-    pack_bf16(grow(be.pack_a, be.pack_a_size, M * K), A, trans_a ? K : M, trans_a ? M : K, lda);
-    pack_bf16(grow(be.pack_b, be.pack_b_size, K * N), B, trans_b ? N : K, trans_b ? K : N, ldb);
-    e.a.set_data_handle(be.pack_a);
-    e.b.set_data_handle(be.pack_b);
+    const uint16_t* a = packed.a;
+    const uint16_t* b = packed.b;
+    if (!a) {
+      a = grow(be.pack_a, be.pack_a_size, M * K);
+      pack_bf16(be.pack_a, A, trans_a ? K : M, trans_a ? M : K, lda);
+    }
+    if (!b) {
+      b = grow(be.pack_b, be.pack_b_size, K * N);
+      pack_bf16(be.pack_b, B, trans_b ? N : K, trans_b ? K : N, ldb);
+    }
+    e.a.set_data_handle(const_cast<uint16_t*>(a));
+    e.b.set_data_handle(const_cast<uint16_t*>(b));
   } else {
     e.a.set_data_handle(const_cast<float*>(A));
     e.b.set_data_handle(const_cast<float*>(B));

@@ -3,6 +3,7 @@
 // Every distinct (shape, transposes, leading dimensions, accumulate) creates its primitive once
 // and keeps it, with its memory objects and a user scratchpad, in a cache: a repeated call only
 // swaps data pointers. Call from one thread (the primitives parallelise internally with OpenMP).
+#include <bit>
 #include <cstdint>
 
 namespace attnlab::kernels {
@@ -18,6 +19,47 @@ MatmulPrecision matmul_precision();
 // op(B) likewise: [K,N] with ldb, or with trans_b, [N,K].
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
           const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate);
+
+// bf16 products convert both operands at every call, a memory-bound pass that costs about a tenth
+// of a bf16 training step. An operand read by several products (an output gradient, read by the
+// dx and dW products) is converted once with Bf16Copy and passed here: `a` and `b`, when not null,
+// replace the conversion of A and B (the same bytes, so the product is bit-identical). In f32 the
+// copies are null and ignored.
+struct PackedOperands {
+  const uint16_t* a = nullptr;
+  const uint16_t* b = nullptr;
+};
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate, PackedOperands packed);
+
+// x rounded to bfloat16, to nearest even (NaN stays NaN: its payload bits survive the shift).
+inline uint16_t to_bf16(float x) {
+  const uint32_t u = std::bit_cast<uint32_t>(x);
+  return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// dst[r·cols + c] = bf16(src[r·ld + c]): a stored row-major [rows, cols] matrix (a transposed
+// operand is packed in its stored layout too), dense. Parallel over rows.
+void pack_bf16(uint16_t* dst, const float* src, int64_t rows, int64_t cols, int64_t ld);
+
+// A caller's bf16 copy of one operand, for gemm's PackedOperands. The buffer grows to the largest
+// size seen and is then reused (no allocation on a steady training step).
+class Bf16Copy {
+ public:
+  Bf16Copy() = default;
+  Bf16Copy(const Bf16Copy&) = delete;
+  Bf16Copy& operator=(const Bf16Copy&) = delete;
+  ~Bf16Copy();
+  // The stored [rows, cols] matrix src (row stride ld) converted; null when products run in f32.
+  const uint16_t* pack(const float* src, int64_t rows, int64_t cols, int64_t ld);
+  // Room for n values, for a producer that writes its output straight into bf16 (with to_bf16);
+  // null when products run in f32.
+  uint16_t* reserve(int64_t n);
+
+ private:
+  uint16_t* data_ = nullptr;
+  int64_t size_ = 0;
+};
 
 // The machine's matmul peak as oneDNN reaches it: GFLOP/s of a large square product
 // ([2048 x 2048] x [2048 x 2048], best of a few runs), in f32 or with bf16 operands (f32 result).

@@ -12,6 +12,15 @@
 
 namespace attnlab {
 
+namespace {
+// bf16 copy of the output gradient of the op whose backward runs: both its products read it.
+// One buffer serves every op (backward runs one op at a time).
+const uint16_t* packed_output_grad(const float* dy, int64_t M, int64_t N) {
+  thread_local kernels::Bf16Copy copy;
+  return copy.pack(dy, M, N, N);
+}
+}  // namespace
+
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b) {
   PhaseScope phase(Phase::matmul);
   ATTN_CHECK(a.is_contiguous() && a.rank() >= 1, "matmul: a ", a.shape, " must be contiguous");
@@ -28,16 +37,17 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b) {
     record("matmul", y, [a, b, y, M, N, K, trans_b] {
       // fwd: y = a · op(b)   =>   da += dy · op(b)ᵀ,   d op(b) += aᵀ · dy
       const float* dy = y.grad_in();
+      const uint16_t* dy16 = a.requires_grad() && b.requires_grad() ? packed_output_grad(dy, M, N) : nullptr;
       if (a.requires_grad()) {
         const GradSink da = a.grad_out();
-        kernels::gemm(false, !trans_b, M, K, N, dy, N, b.data, b.size(1), da.ptr, K, da.accumulate);
+        kernels::gemm(false, !trans_b, M, K, N, dy, N, b.data, b.size(1), da.ptr, K, da.accumulate, {dy16, nullptr});
       }
       if (b.requires_grad()) {
         const GradSink db = b.grad_out();
         if (trans_b)
-          kernels::gemm(true, false, N, K, M, dy, N, a.data, K, db.ptr, K, db.accumulate);
+          kernels::gemm(true, false, N, K, M, dy, N, a.data, K, db.ptr, K, db.accumulate, {dy16, nullptr});
         else
-          kernels::gemm(true, false, K, N, M, a.data, K, dy, N, db.ptr, N, db.accumulate);
+          kernels::gemm(true, false, K, N, M, a.data, K, dy, N, db.ptr, N, db.accumulate, {nullptr, dy16});
       }
     });
   }
@@ -61,13 +71,14 @@ Tensor residual_linear(const Tensor& r, const Tensor& x, const Tensor& w) {
       // fwd: y = r + x · w   =>   dr += dy,   dx += dy · wᵀ,   dw += xᵀ · dy
       const float* dy = y.grad_in();
       if (r.requires_grad()) write_grad(r.grad_out(), M * N, [dy](int64_t i) { return dy[i]; });
+      const uint16_t* dy16 = x.requires_grad() && w.requires_grad() ? packed_output_grad(dy, M, N) : nullptr;
       if (x.requires_grad()) {
         const GradSink dx = x.grad_out();
-        kernels::gemm(false, true, M, K, N, dy, N, w.data, N, dx.ptr, K, dx.accumulate);
+        kernels::gemm(false, true, M, K, N, dy, N, w.data, N, dx.ptr, K, dx.accumulate, {dy16, nullptr});
       }
       if (w.requires_grad()) {
         const GradSink dw = w.grad_out();
-        kernels::gemm(true, false, K, N, M, x.data, K, dy, N, dw.ptr, N, dw.accumulate);
+        kernels::gemm(true, false, K, N, M, x.data, K, dy, N, dw.ptr, N, dw.accumulate, {nullptr, dy16});
       }
     });
   }
@@ -97,6 +108,18 @@ void gelu_into(float* __restrict g, const float* __restrict h, int64_t n) {
 #pragma omp parallel for simd if (n > kernels::kParallelMin)
   for (int64_t i = 0; i < n; ++i) g[i] = kernels::gelu_tanh(h[i]);
 }
+
+// bf16 products: gelu(h) written straight to bf16, the operand the product reads (the same bytes
+// as gelu_into followed by conversion), so no f32 copy is written and read again. Null in f32.
+const uint16_t* gelu_bf16(const float* __restrict h, int64_t n) {
+  thread_local kernels::Bf16Copy copy;
+  uint16_t* __restrict g = copy.reserve(n);
+  if (!g) return nullptr;
+  PhaseScope phase(Phase::norm_act);
+#pragma omp parallel for simd if (n > kernels::kParallelMin)
+  for (int64_t i = 0; i < n; ++i) g[i] = kernels::to_bf16(kernels::gelu_tanh(h[i]));
+  return g;
+}
 }  // namespace
 
 Tensor residual_gelu_linear(const Tensor& r, const Tensor& h, const Tensor& w) {
@@ -108,24 +131,27 @@ Tensor residual_gelu_linear(const Tensor& r, const Tensor& h, const Tensor& w) {
              " is not gelu(h)·w's shape [", h.rows(), ", ", w.size(1), "]");
   const int64_t M = h.rows(), K = h.cols(), N = w.size(1);
   float* g = gelu_scratch(M * K);
-  gelu_into(g, h.data, M * K);
+  const uint16_t* g16 = gelu_bf16(h.data, M * K);
+  if (!g16) gelu_into(g, h.data, M * K);
   PhaseScope phase(Phase::matmul);
   Tensor y = new_output(r.shape, needs_grad(r, h, w));
   std::memcpy(y.data, r.data, size_t(M * N) * sizeof(float));
-  kernels::gemm(false, false, M, N, K, g, K, w.data, N, y.data, N, true);
+  kernels::gemm(false, false, M, N, K, g, K, w.data, N, y.data, N, true, {g16, nullptr});
   if (y.requires_grad()) {
     record("residual_gelu_linear", y, [r, h, w, y, M, N, K] {
       // fwd: y = r + g · w, g = gelu(h)   =>   dr += dy,   dw += gᵀ · dy,   dh += (dy · wᵀ) ⊙ gelu'(h)
       const float* dy = y.grad_in();
       if (r.requires_grad()) write_grad(r.grad_out(), M * N, [dy](int64_t i) { return dy[i]; });
       float* scratch = gelu_scratch(M * K);
+      const uint16_t* dy16 = w.requires_grad() && h.requires_grad() ? packed_output_grad(dy, M, N) : nullptr;
       if (w.requires_grad()) {
-        gelu_into(scratch, h.data, M * K);  // g again, for dw
+        const uint16_t* g16 = gelu_bf16(h.data, M * K);  // g again, for dw
+        if (!g16) gelu_into(scratch, h.data, M * K);
         const GradSink dw = w.grad_out();
-        kernels::gemm(true, false, K, N, M, scratch, K, dy, N, dw.ptr, N, dw.accumulate);
+        kernels::gemm(true, false, K, N, M, scratch, K, dy, N, dw.ptr, N, dw.accumulate, {g16, dy16});
       }
-      if (h.requires_grad()) {
-        kernels::gemm(false, true, M, K, N, dy, N, w.data, N, scratch, K, false);  // dg = dy · wᵀ, over g
+      if (h.requires_grad()) {  // dg = dy · wᵀ, over g
+        kernels::gemm(false, true, M, K, N, dy, N, w.data, N, scratch, K, false, {dy16, nullptr});
         PhaseScope act(Phase::norm_act);
         const float *dg = scratch, *hd = h.data;
         write_grad(h.grad_out(), M * K, [dg, hd](int64_t i) { return dg[i] * kernels::gelu_tanh_grad(hd[i]); });

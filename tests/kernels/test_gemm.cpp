@@ -30,11 +30,7 @@ Vec reference(const Vec& A, const Vec& B, const Vec& C0, int64_t M, int64_t N, i
   return C;
 }
 
-struct PrecisionScope {
-  kernels::MatmulPrecision prev = kernels::matmul_precision();
-  explicit PrecisionScope(kernels::MatmulPrecision p) { kernels::set_matmul_precision(p); }
-  ~PrecisionScope() { kernels::set_matmul_precision(prev); }
-};
+using testing::PrecisionScope;
 }  // namespace
 
 TEST_CASE("gemm: every transpose and accumulate combination, f32 and bf16 operands", "[kernels]") {
@@ -58,4 +54,41 @@ TEST_CASE("gemm: every transpose and accumulate combination, f32 and bf16 operan
             // bf16 against the f32 product: the documented precision loss, about 2^-9 per operand.
             if (bf16) CHECK(testing::rel_err(got, reference(Af, Bf, Cf, M, N, K, ta, tb, acc, false)) <= 1e-2);
           }
+}
+
+TEST_CASE("gemm: operands converted once (PackedOperands) give the bits of converting at the call", "[kernels]") {
+  {
+    PrecisionScope ps(kernels::MatmulPrecision::f32);
+    kernels::Bf16Copy copy;
+    std::vector<float> x(6, 1.f);
+    CHECK(copy.pack(x.data(), 2, 3, 3) == nullptr);  // f32 products read f32 operands
+  }
+  PrecisionScope ps(kernels::MatmulPrecision::bf16);
+  const int64_t M = 37, N = 19, K = 70;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (bool acc : {false, true}) {
+        INFO("ta " << ta << " tb " << tb << " acc " << acc);
+        Vec A = testing::randn(M * K, 11), B = testing::randn(K * N, 12), C0 = testing::randn(M * N, 13);
+        std::vector<float> a(A.begin(), A.end()), b(B.begin(), B.end()), c0(C0.begin(), C0.end());
+        const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+        kernels::Bf16Copy a16, b16;
+        const uint16_t* pa = a16.pack(a.data(), ta ? K : M, lda, lda);  // the stored layout, dense
+        const uint16_t* pb = b16.pack(b.data(), tb ? N : K, ldb, ldb);
+        REQUIRE(pa != nullptr);
+        REQUIRE(pb != nullptr);
+        std::vector<float> want = c0;
+        kernels::gemm(ta, tb, M, N, K, a.data(), lda, b.data(), ldb, want.data(), N, acc);
+        for (kernels::PackedOperands p : {kernels::PackedOperands{pa, nullptr}, {nullptr, pb}, {pa, pb}}) {
+          std::vector<float> got = c0;
+          kernels::gemm(ta, tb, M, N, K, a.data(), lda, b.data(), ldb, got.data(), N, acc, p);
+          CHECK(got == want);
+        }
+        // The copy is what the product reads: another copy gives another result.
+        std::vector<float> other(b.size(), 0.5f), got = c0;
+        kernels::Bf16Copy o16;
+        kernels::gemm(ta, tb, M, N, K, a.data(), lda, b.data(), ldb, got.data(), N, acc,
+                      {nullptr, o16.pack(other.data(), tb ? N : K, ldb, ldb)});
+        CHECK(got != want);
+      }
 }

@@ -84,23 +84,27 @@ TEST_CASE("residual_linear: gradients and fast path; bit-identical to add(r, lin
   const int64_t M = 33, K = 40, N = 24;
   Vec rv = testing::randn(M * N, 1), xv = testing::randn(M * K, 2), wv = testing::randn(K * N, 3),
       dv = testing::randn(M * N, 4);
-  std::vector<std::vector<float>> outs, grads;
-  for (bool fused : {true, false}) {
-    Tensor r = empty({M, N}, true), x = empty({M, K}, true), w = empty({K, N}, true);
-    std::copy(rv.begin(), rv.end(), r.data);
-    std::copy(xv.begin(), xv.end(), x.data);
-    std::copy(wv.begin(), wv.end(), w.data);
-    Tensor y = fused ? residual_linear(r, x, w) : add(r, linear(x, w));
-    const std::vector<float> dy(dv.begin(), dv.end());
-    backward_from(y, dy.data());
-    outs.emplace_back(y.data, y.data + y.numel());
-    std::vector<float> g(r.grad(), r.grad() + r.numel());
-    g.insert(g.end(), x.grad(), x.grad() + x.numel());
-    g.insert(g.end(), w.grad(), w.grad() + w.numel());
-    grads.push_back(g);
+  for (auto precision : {kernels::MatmulPrecision::f32, kernels::MatmulPrecision::bf16}) {
+    testing::PrecisionScope ps(precision);
+    INFO("bf16 products: " << (precision == kernels::MatmulPrecision::bf16));
+    std::vector<std::vector<float>> outs, grads;
+    for (bool fused : {true, false}) {
+      Tensor r = empty({M, N}, true), x = empty({M, K}, true), w = empty({K, N}, true);
+      std::copy(rv.begin(), rv.end(), r.data);
+      std::copy(xv.begin(), xv.end(), x.data);
+      std::copy(wv.begin(), wv.end(), w.data);
+      Tensor y = fused ? residual_linear(r, x, w) : add(r, linear(x, w));
+      const std::vector<float> dy(dv.begin(), dv.end());
+      backward_from(y, dy.data());
+      outs.emplace_back(y.data, y.data + y.numel());
+      std::vector<float> g(r.grad(), r.grad() + r.numel());
+      g.insert(g.end(), x.grad(), x.grad() + x.numel());
+      g.insert(g.end(), w.grad(), w.grad() + w.numel());
+      grads.push_back(g);
+    }
+    REQUIRE(outs[0] == outs[1]);
+    REQUIRE(grads[0] == grads[1]);
   }
-  REQUIRE(outs[0] == outs[1]);
-  REQUIRE(grads[0] == grads[1]);
 }
 
 TEST_CASE("residual_gelu_linear: gradients and fast path; bit-identical to residual_linear(r, gelu(h), w)",
@@ -132,6 +136,8 @@ TEST_CASE("residual_gelu_linear: gradients and fast path; bit-identical to resid
       testing::check_op(c);
     }
   // Fused and composed forms compute the same floats, with or without a gradient for w (frozen).
+  // With bf16 products the fused op writes gelu(h) straight to bf16 and the composed one converts
+  // gelu's f32 output: the same bits either way.
   Arena arena;
   Tape tape;
   ArenaScope as(arena);
@@ -139,7 +145,10 @@ TEST_CASE("residual_gelu_linear: gradients and fast path; bit-identical to resid
   const int64_t M = 33, K = 40, N = 24;
   Vec rv = testing::randn(M * N, 1), hv = testing::randn(M * K, 2), wv = testing::randn(K * N, 3),
       dv = testing::randn(M * N, 4);
+  for (auto precision : {kernels::MatmulPrecision::f32, kernels::MatmulPrecision::bf16})
   for (bool train_w : {true, false}) {
+    testing::PrecisionScope ps(precision);
+    INFO("bf16 products: " << (precision == kernels::MatmulPrecision::bf16));
     std::vector<std::vector<float>> outs, grads;
     for (bool fused : {true, false}) {
       Tensor r = empty({M, N}, true), h = empty({M, K}, true), w = empty({K, N}, train_w);

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/gemm.h"
 #include "tensor/tensor.h"
 #include "util/check.h"
 
@@ -52,6 +53,15 @@ inline void check_op(const OpCase& c) {
   check_grad(c);
   check_fast_vs_ref(c);
 }
+
+// Matmul precision for one scope, restored after.
+struct PrecisionScope {
+  attnlab::kernels::MatmulPrecision prev = attnlab::kernels::matmul_precision();
+  explicit PrecisionScope(attnlab::kernels::MatmulPrecision p) { attnlab::kernels::set_matmul_precision(p); }
+  ~PrecisionScope() { attnlab::kernels::set_matmul_precision(prev); }
+  PrecisionScope(const PrecisionScope&) = delete;
+  PrecisionScope& operator=(const PrecisionScope&) = delete;
+};
 
 // Odd and even sizes the issue asks for.
 inline const std::vector<int64_t>& odd_sizes() {
