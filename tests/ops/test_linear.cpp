@@ -27,6 +27,42 @@ testing::OpCase matmul_case(int64_t M, int64_t K, int64_t N, bool trans_b) {
   c.fast = [=](const std::vector<Tensor>& in) { return matmul(in[0], in[1], trans_b); };
   return c;
 }
+
+using ThreeInputOp = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>;
+
+// A fused op and its composed form compute the same floats: y = op(r [33, 24], x [33, 40], w [40, 24])
+// and the grads of r, x and (when trained) w, compared bit for bit, with f32 and with bf16 products.
+void check_fused_bit_identical(const ThreeInputOp& fused, const ThreeInputOp& composed) {
+  Arena arena;
+  Tape tape;
+  ArenaScope as(arena);
+  TapeScope ts(tape);
+  const int64_t M = 33, K = 40, N = 24;
+  Vec rv = testing::randn(M * N, 1), xv = testing::randn(M * K, 2), wv = testing::randn(K * N, 3),
+      dv = testing::randn(M * N, 4);
+  for (auto precision : {kernels::MatmulPrecision::f32, kernels::MatmulPrecision::bf16})
+    for (bool train_w : {true, false}) {
+      testing::PrecisionScope ps(precision);
+      INFO("bf16 products: " << (precision == kernels::MatmulPrecision::bf16) << ", w trained: " << train_w);
+      std::vector<std::vector<float>> outs, grads;
+      for (const ThreeInputOp* op : {&fused, &composed}) {
+        Tensor r = empty({M, N}, true), x = empty({M, K}, true), w = empty({K, N}, train_w);
+        std::copy(rv.begin(), rv.end(), r.data);
+        std::copy(xv.begin(), xv.end(), x.data);
+        std::copy(wv.begin(), wv.end(), w.data);
+        Tensor y = (*op)(r, x, w);
+        const std::vector<float> dy(dv.begin(), dv.end());
+        backward_from(y, dy.data());
+        outs.emplace_back(y.data, y.data + y.numel());
+        std::vector<float> g(r.grad(), r.grad() + r.numel());
+        g.insert(g.end(), x.grad(), x.grad() + x.numel());
+        if (train_w) g.insert(g.end(), w.grad(), w.grad() + w.numel());
+        grads.push_back(g);
+      }
+      REQUIRE(outs[0] == outs[1]);
+      REQUIRE(grads[0] == grads[1]);
+    }
+}
 }  // namespace
 
 TEST_CASE("matmul: gradients and fast path, odd shapes, both layouts of b", "[ops][grad]") {
@@ -77,34 +113,8 @@ TEST_CASE("residual_linear: gradients and fast path; bit-identical to add(r, lin
       testing::check_op(c);
     }
   // The fused form computes the same float operations as the composed one.
-  Arena arena;
-  Tape tape;
-  ArenaScope as(arena);
-  TapeScope ts(tape);
-  const int64_t M = 33, K = 40, N = 24;
-  Vec rv = testing::randn(M * N, 1), xv = testing::randn(M * K, 2), wv = testing::randn(K * N, 3),
-      dv = testing::randn(M * N, 4);
-  for (auto precision : {kernels::MatmulPrecision::f32, kernels::MatmulPrecision::bf16}) {
-    testing::PrecisionScope ps(precision);
-    INFO("bf16 products: " << (precision == kernels::MatmulPrecision::bf16));
-    std::vector<std::vector<float>> outs, grads;
-    for (bool fused : {true, false}) {
-      Tensor r = empty({M, N}, true), x = empty({M, K}, true), w = empty({K, N}, true);
-      std::copy(rv.begin(), rv.end(), r.data);
-      std::copy(xv.begin(), xv.end(), x.data);
-      std::copy(wv.begin(), wv.end(), w.data);
-      Tensor y = fused ? residual_linear(r, x, w) : add(r, linear(x, w));
-      const std::vector<float> dy(dv.begin(), dv.end());
-      backward_from(y, dy.data());
-      outs.emplace_back(y.data, y.data + y.numel());
-      std::vector<float> g(r.grad(), r.grad() + r.numel());
-      g.insert(g.end(), x.grad(), x.grad() + x.numel());
-      g.insert(g.end(), w.grad(), w.grad() + w.numel());
-      grads.push_back(g);
-    }
-    REQUIRE(outs[0] == outs[1]);
-    REQUIRE(grads[0] == grads[1]);
-  }
+  check_fused_bit_identical([](const Tensor& r, const Tensor& x, const Tensor& w) { return residual_linear(r, x, w); },
+                            [](const Tensor& r, const Tensor& x, const Tensor& w) { return add(r, linear(x, w)); });
 }
 
 TEST_CASE("residual_gelu_linear: gradients and fast path; bit-identical to residual_linear(r, gelu(h), w)",
@@ -138,34 +148,7 @@ TEST_CASE("residual_gelu_linear: gradients and fast path; bit-identical to resid
   // Fused and composed forms compute the same floats, with or without a gradient for w (frozen).
   // With bf16 products the fused op writes gelu(h) straight to bf16 and the composed one converts
   // gelu's f32 output: the same bits either way.
-  Arena arena;
-  Tape tape;
-  ArenaScope as(arena);
-  TapeScope ts(tape);
-  const int64_t M = 33, K = 40, N = 24;
-  Vec rv = testing::randn(M * N, 1), hv = testing::randn(M * K, 2), wv = testing::randn(K * N, 3),
-      dv = testing::randn(M * N, 4);
-  for (auto precision : {kernels::MatmulPrecision::f32, kernels::MatmulPrecision::bf16})
-  for (bool train_w : {true, false}) {
-    testing::PrecisionScope ps(precision);
-    INFO("bf16 products: " << (precision == kernels::MatmulPrecision::bf16));
-    std::vector<std::vector<float>> outs, grads;
-    for (bool fused : {true, false}) {
-      Tensor r = empty({M, N}, true), h = empty({M, K}, true), w = empty({K, N}, train_w);
-      std::copy(rv.begin(), rv.end(), r.data);
-      std::copy(hv.begin(), hv.end(), h.data);
-      std::copy(wv.begin(), wv.end(), w.data);
-      Tensor y = fused ? residual_gelu_linear(r, h, w) : residual_linear(r, gelu(h), w);
-      const std::vector<float> dy(dv.begin(), dv.end());
-      backward_from(y, dy.data());
-      outs.emplace_back(y.data, y.data + y.numel());
-      std::vector<float> g(r.grad(), r.grad() + r.numel());
-      g.insert(g.end(), h.grad(), h.grad() + h.numel());
-      if (train_w) g.insert(g.end(), w.grad(), w.grad() + w.numel());
-      grads.push_back(g);
-    }
-    INFO("w trained: " << train_w);
-    REQUIRE(outs[0] == outs[1]);
-    REQUIRE(grads[0] == grads[1]);
-  }
+  check_fused_bit_identical(
+      [](const Tensor& r, const Tensor& h, const Tensor& w) { return residual_gelu_linear(r, h, w); },
+      [](const Tensor& r, const Tensor& h, const Tensor& w) { return residual_linear(r, gelu(h), w); });
 }
