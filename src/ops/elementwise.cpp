@@ -21,6 +21,25 @@ bool is_suffix(const Shape& b, const Shape& a) {
     if (b[-i] != a[-i]) return false;
   return true;
 }
+
+// y = f(x) elementwise; backward writes dx = grad(dy, x), recomputed from the saved input.
+template <class F, class Grad>
+Tensor pointwise(const char* name, const Tensor& x, F f, Grad grad) {
+  PhaseScope phase(Phase::norm_act);
+  check_contiguous(name, x);
+  const int64_t n = x.numel();
+  Tensor y = new_output(x.shape, needs_grad(x));
+  float *yd = y.data, *xd = x.data;
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) yd[i] = f(xd[i]);
+  if (y.requires_grad()) {
+    record(name, y, [x, y, n, grad] {
+      const float *yg = y.grad_in(), *xd = x.data;
+      write_grad(x.grad_out(), n, [yg, xd, grad](int64_t i) { return grad(yg[i], xd[i]); });
+    });
+  }
+  return y;
+}
 }  // namespace
 
 Tensor add(const Tensor& a, const Tensor& b) {
@@ -91,42 +110,18 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor gelu(const Tensor& x) {
-  PhaseScope phase(Phase::norm_act);
-  check_contiguous("gelu", x);
-  const int64_t n = x.numel();
-  Tensor y = new_output(x.shape, needs_grad(x));
-  float *yd = y.data, *xd = x.data;
-#pragma omp parallel for simd if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) yd[i] = kernels::gelu_tanh(xd[i]);
-  if (y.requires_grad()) {
-    record("gelu", y, [x, y, n] {
-      // fwd: y = gelu(x)  =>  dx += dy · gelu'(x)
-      const float *yg = y.grad_in(), *xd = x.data;
-      write_grad(x.grad_out(), n, [yg, xd](int64_t i) { return yg[i] * kernels::gelu_tanh_grad(xd[i]); });
-    });
-  }
-  return y;
+  // fwd: y = gelu(x)  =>  dx += dy · gelu'(x)
+  return pointwise("gelu", x, [](float v) { return kernels::gelu_tanh(v); },
+                   [](float dy, float v) { return dy * kernels::gelu_tanh_grad(v); });
 }
 
 Tensor silu(const Tensor& x) {
-  PhaseScope phase(Phase::norm_act);
-  check_contiguous("silu", x);
-  const int64_t n = x.numel();
-  Tensor y = new_output(x.shape, needs_grad(x));
-  float *yd = y.data, *xd = x.data;
-#pragma omp parallel for simd if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) yd[i] = xd[i] * kernels::fast_sigmoid(xd[i]);
-  if (y.requires_grad()) {
-    record("silu", y, [x, y, n] {
-      // fwd: y = x·σ(x)  =>  dx += dy·σ(x)(1 + x(1 - σ(x)))
-      const float *yg = y.grad_in(), *xd = x.data;
-      write_grad(x.grad_out(), n, [yg, xd](int64_t i) {
-        const float s = kernels::fast_sigmoid(xd[i]);
-        return yg[i] * s * (1.f + xd[i] * (1.f - s));
-      });
-    });
-  }
-  return y;
+  // fwd: y = x·σ(x)  =>  dx += dy·σ(x)(1 + x(1 - σ(x)))
+  return pointwise("silu", x, [](float v) { return v * kernels::fast_sigmoid(v); },
+                   [](float dy, float v) {
+                     const float s = kernels::fast_sigmoid(v);
+                     return dy * s * (1.f + v * (1.f - s));
+                   });
 }
 
 Tensor swiglu(const Tensor& a, const Tensor& b) {
