@@ -76,8 +76,8 @@ TEST_CASE("config mistakes exit 2 with the key, the place and a suggestion", "[c
       {"out of range (override)", {"-q", "train", f.cfg, "optimizer.lr=-1"}, {"optimizer.lr", "positive"}},
       {"override without '='", {"-q", "train", f.cfg, "model.n_layer"}, {"override model.n_layer", "KEY=VALUE"}},
       {"YAML syntax error", {"-q", "train", bad_yaml}, {bad_yaml + ":", "YAML"}},
-      {"missing config file", {"-q", "train", f.dir.str("none.yaml")}, {f.dir.str("none.yaml"), "cannot read"}},
-      {"config is a directory", {"-q", "train", f.dir.str("runs")}, {f.dir.str("runs"), "directory"}},
+      {"missing config file", {"-q", "train", f.dir.file("none.yaml")}, {f.dir.file("none.yaml"), "cannot read"}},
+      {"config is a directory", {"-q", "train", f.dir.file("runs")}, {f.dir.file("runs"), "directory"}},
       {"cross-key check", {"-q", "train", f.cfg, "model.n_head=3"}, {"model.n_head", "divisible"}},
   };
   for (const auto& c : cases) check_usage_error(c);
@@ -96,8 +96,8 @@ TEST_CASE("data file problems exit 2 naming the path", "[cli][errors]") {
        {short_train, "fewer than one window", "train"}},
       {"val split shorter than one window", {"-q", "train", f.cfg, "data.path=" + short_val},
        {short_val, "fewer than one window", "val"}},
-      {"data path is a directory", {"-q", "train", f.cfg, "data.path=" + f.dir.str("runs")},
-       {f.dir.str("runs"), "directory"}},
+      {"data path is a directory", {"-q", "train", f.cfg, "data.path=" + f.dir.file("runs")},
+       {f.dir.file("runs"), "directory"}},
       {"eval with a missing data file", {"eval", "--checkpoint", f.ckpt, "data.path=/nonexistent/corpus.txt"},
        {"/nonexistent/corpus.txt"}},
   };
@@ -111,7 +111,7 @@ TEST_CASE("bad checkpoints exit 2 naming the file for eval, sample, grads and tr
   REQUIRE(bytes.size() > 4096);
   const std::string truncated = f.dir.write("truncated.h5", bytes.substr(0, bytes.size() / 2));
   const std::string empty = f.dir.write("empty.h5", "");
-  const std::string missing = f.dir.str("missing.h5");
+  const std::string missing = f.dir.file("missing.h5");
   struct Bad {
     std::string file, word;
   };
@@ -120,14 +120,14 @@ TEST_CASE("bad checkpoints exit 2 naming the file for eval, sample, grads and tr
                              {empty, "empty"},
                              {missing, "no such file"},
                              {f.metrics, "not an attnlab checkpoint"},
-                             {f.dir.str("runs"), "directory"}};
+                             {f.dir.file("runs"), "directory"}};
   for (const auto& b : bad) {
     check_usage_error({"eval", {"eval", "--checkpoint", b.file}, {b.file, b.word}});
     check_usage_error({"sample", {"sample", "--checkpoint", b.file}, {b.file, b.word}});
-    check_usage_error({"grads", {"grads", "--checkpoint", b.file, "--out", f.dir.str("g.h5")}, {b.file, b.word}});
+    check_usage_error({"grads", {"grads", "--checkpoint", b.file, "--out", f.dir.file("g.h5")}, {b.file, b.word}});
     check_usage_error({"train.resume", {"-q", "train", f.cfg, "run.name=r", "train.resume=" + b.file}, {b.file, b.word}});
   }
-  CHECK(!std::filesystem::exists(f.dir.str("g.h5")));
+  CHECK(!std::filesystem::exists(f.dir.file("g.h5")));
 }
 
 TEST_CASE("resuming with another model shape or vocabulary exits 2 naming what differs", "[cli][errors]") {
@@ -151,13 +151,13 @@ TEST_CASE("sample and command-line mistakes exit 2 naming the option", "[cli][er
   check_usage_error({"prompt symbol outside the vocabulary", {"sample", "--checkpoint", f.ckpt, "--prompt", "abZ"},
                      {"--prompt", "'Z'", "not in the vocabulary"}});
   check_usage_error({"empty prompt", {"sample", "--checkpoint", f.ckpt, "--prompt", ""}, {"--prompt"}});
-  check_usage_error({"inspect a missing run", {"inspect", f.dir.str("runs/nope")}, {f.dir.str("runs/nope")}});
+  check_usage_error({"inspect a missing run", {"inspect", f.dir.file("runs/nope")}, {f.dir.file("runs/nope")}});
 
   const std::vector<BadInput> parse_errors{
       {"eval without --checkpoint", {"eval"}, {"--checkpoint", "required"}},
       {"sample without --checkpoint", {"sample", "--prompt", "ab"}, {"--checkpoint", "required"}},
       {"grads without --out", {"grads", "--checkpoint", f.ckpt}, {"--out", "required"}},
-      {"grads without --checkpoint", {"grads", "--out", f.dir.str("g.h5")}, {"--checkpoint", "required"}},
+      {"grads without --checkpoint", {"grads", "--out", f.dir.file("g.h5")}, {"--checkpoint", "required"}},
       {"train without a config", {"train"}, {"config", "required"}},
       {"inspect without a run", {"inspect"}, {"run", "required"}},
       {"negative --tokens", {"sample", "--checkpoint", f.ckpt, "--tokens", "-5"}, {"--tokens"}},

@@ -35,7 +35,7 @@ double forward_loss(Session& s, const std::vector<int32_t>& x, const std::vector
 TEST_CASE("grads writes x, y, loss and a gradient for every parameter, reproducibly", "[cli][grads]") {
   TrainedRun run;
   const std::string ckpt = run.result.checkpoint_path;
-  const std::string g1 = run.dir.str("g1.h5"), g2 = run.dir.str("g2.h5");
+  const std::string g1 = run.dir.file("g1.h5"), g2 = run.dir.file("g2.h5");
   const RunOutput r1 = run_attnlab({"grads", "--checkpoint", ckpt, "--out", g1});
   INFO(r1.all());
   REQUIRE(r1.exit_code == 0);
@@ -104,7 +104,7 @@ TEST_CASE("grads writes x, y, loss and a gradient for every parameter, reproduci
   CHECK(directional == Approx(norm).epsilon(0.02));
 
   // --seed picks another batch.
-  const std::string g3 = run.dir.str("g3.h5");
+  const std::string g3 = run.dir.file("g3.h5");
   REQUIRE(run_attnlab({"grads", "--checkpoint", ckpt, "--out", g3, "--seed", "99"}).exit_code == 0);
   CHECK(read_i64(g3, "x") != x64);
   CHECK(CheckpointReader(g3).attr_u64("seed") == 99);
@@ -114,7 +114,7 @@ TEST_CASE("grads ignores the run's dropout", "[cli][grads]") {
   TempDir dir;
   const std::string cfg = write_tiny_config(dir, 2);
   const TrainResult r = train(load_config(cfg, {"run.name=drop", "model.dropout=0.5"}), quiet_options());
-  const std::string g = dir.str("g.h5");
+  const std::string g = dir.file("g.h5");
   REQUIRE(run_attnlab({"grads", "--checkpoint", r.checkpoint_path, "--out", g}).exit_code == 0);
   auto s = Session::from_checkpoint(r.checkpoint_path, {"model.dropout=0.0"}, false);
   const auto x64 = read_i64(g, "x"), y64 = read_i64(g, "y");

@@ -23,7 +23,7 @@ void check_signal_stops_run(int sig) {
   TempDir dir;
   const int64_t total = 1000000;
   const std::string cfg = write_tiny_config(dir, int(total));
-  const std::string out = dir.str("stdout.txt"), err = dir.str("stderr.txt");
+  const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
   const pid_t pid = spawn_attnlab({"train", cfg, "run.name=sig"}, out, err);
   // The handler is installed when the loop starts; wait for its third progress line.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
@@ -44,7 +44,7 @@ void check_signal_stops_run(int sig) {
   CHECK(contains(log, "interrupted after step"));
   CHECK(contains(log, "train.resume="));
 
-  const std::string ckpt = dir.str("runs/sig/checkpoint.h5"), metrics = dir.str("runs/sig/metrics.h5");
+  const std::string ckpt = dir.file("runs/sig/checkpoint.h5"), metrics = dir.file("runs/sig/metrics.h5");
   REQUIRE(std::filesystem::exists(ckpt));
   const RunSummary s = read_run_summary(metrics);
   CHECK(s.status == "interrupted");
@@ -97,7 +97,7 @@ TEST_CASE("a diverging run exits 3 with one error line naming the step", "[cli][
     REQUIRE(lines.size() == 1);
     CHECK(std::regex_search(lines[0], std::regex("^attnlab: error: non-finite .* at step [0-9]+ ")));
   }
-  CHECK(read_run_summary(dir.str("runs/dv/metrics.h5")).status == "diverged");
+  CHECK(read_run_summary(dir.file("runs/dv/metrics.h5")).status == "diverged");
 }
 
 TEST_CASE("quiet mode: a successful run writes nothing to stdout or stderr", "[cli][progress]") {
@@ -108,7 +108,7 @@ TEST_CASE("quiet mode: a successful run writes nothing to stdout or stderr", "[c
   CHECK(r.exit_code == 0);
   CHECK(r.out.empty());
   CHECK(r.err.empty());
-  CHECK(read_run_summary(dir.str("runs/tiny/metrics.h5")).status == "completed");
+  CHECK(read_run_summary(dir.file("runs/tiny/metrics.h5")).status == "completed");
 }
 
 TEST_CASE("progress on a non-terminal: plain 'step N/M' lines, no carriage returns", "[cli][progress]") {
@@ -145,7 +145,7 @@ RunOutput run_attnlab_on_tty(const std::vector<std::string>& args) {
   const std::string slave_path = ::ptsname(master);
   const int slave = ::open(slave_path.c_str(), O_RDWR | O_NOCTTY);  // held open: no EIO on read
   REQUIRE(slave >= 0);
-  const pid_t pid = spawn_attnlab(args, io.str("stdout.txt"), slave_path);
+  const pid_t pid = spawn_attnlab(args, io.file("stdout.txt"), slave_path);
   RunOutput r;
   char buf[4096];
   auto drain = [&](int timeout_ms) {
@@ -171,7 +171,7 @@ RunOutput run_attnlab_on_tty(const std::vector<std::string>& args) {
   ::close(slave);
   ::close(master);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = read_text(io.str("stdout.txt"));
+  r.out = read_text(io.file("stdout.txt"));
   return r;
 }
 

@@ -86,14 +86,14 @@ TEST_CASE("config errors: unknown keys and sections suggest the closest name", "
 
 TEST_CASE("config errors: file problems", "[config][errors]") {
   TempDir tmp;
-  std::string missing = (tmp.dir / "nope.yaml").string();
+  std::string missing = (tmp.path() / "nope.yaml").string();
   CHECK(config_error([&] { load_config(missing, {}); }) == missing + ": cannot read config file (No such file or directory)");
-  CHECK(config_error([&] { load_config(tmp.dir.string(), {}); }) ==
-        tmp.dir.string() + ": cannot read config file (is a directory)");
+  CHECK(config_error([&] { load_config(tmp.path().string(), {}); }) ==
+        tmp.path().string() + ": cannot read config file (is a directory)");
 
   std::string child = tmp.write("child.yaml", "\nbase_config: gone.yaml\n");
   CHECK(config_error([&] { load_config(child, {}); }) ==
-        child + ":2:14: base_config: cannot read config file " + (tmp.dir / "gone.yaml").string() +
+        child + ":2:14: base_config: cannot read config file " + (tmp.path() / "gone.yaml").string() +
             " (No such file or directory)");
   CHECK(file_error("base_config: [a.yaml]\n") == "x.yaml:1:14: base_config: expected the path of a YAML file, got a list");
   CHECK(file_error("base_config:\n") == "x.yaml:1:1: base_config: expected the path of a YAML file, got an empty value");
@@ -102,7 +102,7 @@ TEST_CASE("config errors: file problems", "[config][errors]") {
   tmp.write("broken.yaml", "model:\n  n_layer: [1\n");
   std::string uses_broken = tmp.write("uses.yaml", "base_config: broken.yaml\n");
   std::string msg = config_error([&] { load_config(uses_broken, {}); });
-  CHECK_THAT(msg, Contains((tmp.dir / "broken.yaml").string() + ":3:1: YAML syntax error: "));
+  CHECK_THAT(msg, Contains((tmp.path() / "broken.yaml").string() + ":3:1: YAML syntax error: "));
 }
 
 TEST_CASE("config errors: YAML structure", "[config][errors]") {

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "data/corpus.h"
-#include "temp_dir.h"
+#include "testing/temp_dir.h"
 #include "util/check.h"
 
 using namespace attnlab;

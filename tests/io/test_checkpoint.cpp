@@ -234,7 +234,7 @@ TEST_CASE("checkpoint: bad files are rejected with one-line errors naming the fi
     return msg;
   };
   CHECK_THAT(open_error(dir.file("absent.h5")), Contains("no such file"));
-  CHECK_THAT(open_error(dir.path.string()), Contains("is a directory"));
+  CHECK_THAT(open_error(dir.path().string()), Contains("is a directory"));
   io_testing::spit(dir.file("empty.h5"), "");
   CHECK_THAT(open_error(dir.file("empty.h5")), Contains("is empty"));
   io_testing::spit(dir.file("text.h5"), "model:\n  n_layer: 2\n");
@@ -320,7 +320,7 @@ TEST_CASE("checkpoint: commit replaces the file atomically and no commit leaves 
   }  // abandoned
   CHECK(step_of() == 2);
   CHECK_FALSE(std::filesystem::exists(path + ".tmp"));
-  CHECK(std::distance(std::filesystem::directory_iterator(dir.path), {}) == 1);
+  CHECK(std::distance(std::filesystem::directory_iterator(dir.path()), {}) == 1);
 
   const std::string nowhere = dir.file("no/such/dir/ckpt.h5");
   CHECK_THAT(checkpoint_error([&] { CheckpointWriter wr(nowhere); }), Contains(nowhere + ".tmp: cannot create"));

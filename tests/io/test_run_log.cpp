@@ -258,7 +258,7 @@ TEST_CASE("run log: misuse is an InternalError", "[io][run_log]") {
 TEST_CASE("run log: read_run_summary and flush report bad files by name", "[io][run_log]") {
   TempDir dir;
   CHECK_THAT(checkpoint_error([&] { read_run_summary(dir.file("absent.h5")); }), Contains("absent.h5: no such file"));
-  CHECK_THAT(checkpoint_error([&] { read_run_summary(dir.path.string()); }), Contains("is a directory"));
+  CHECK_THAT(checkpoint_error([&] { read_run_summary(dir.path().string()); }), Contains("is a directory"));
   io_testing::spit(dir.file("text.h5"), "step,loss\n1,2.5\n");
   CHECK_THAT(checkpoint_error([&] { read_run_summary(dir.file("text.h5")); }),
              Contains("text.h5: is not an HDF5 file"));

@@ -43,7 +43,7 @@ TEST_CASE("a non-finite loss throws DivergedError naming the step; the log says 
   CHECK(contains(msg, "non-finite loss"));
   CHECK(contains(msg, "at step "));
   CHECK(msg.find('\n') == std::string::npos);
-  const std::string metrics = dir.str("runs/nan/metrics.h5");
+  const std::string metrics = dir.file("runs/nan/metrics.h5");
   const RunSummary s = read_run_summary(metrics);
   CHECK(s.status == "diverged");
   CHECK(s.last_step >= 1);
@@ -63,7 +63,7 @@ TEST_CASE("a non-finite gradient throws DivergedError naming the parameter and s
   bool named = false;
   for (const Param* p : session->store.params()) named |= contains(msg, " in " + p->name + " ");
   CHECK(named);
-  CHECK(read_run_summary(dir.str("runs/grad/metrics.h5")).status == "diverged");
+  CHECK(read_run_summary(dir.file("runs/grad/metrics.h5")).status == "diverged");
 }
 
 // docs/run_files.md: "A NaN loss is stored as NaN: a diverged run keeps its last, non-finite
@@ -73,7 +73,7 @@ TEST_CASE("a diverged run log keeps the non-finite loss of the step that diverge
   const std::string cfg = write_tiny_config(dir, 50);
   const std::string msg = diverged_message(cfg, kNanLoss);
   INFO(msg);
-  const std::string metrics = dir.str("runs/nan/metrics.h5");
+  const std::string metrics = dir.file("runs/nan/metrics.h5");
   const auto steps = read_i64(metrics, "train/step");
   const auto losses = read_f64(metrics, "train/loss");
   REQUIRE(!losses.empty());

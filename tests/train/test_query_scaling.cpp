@@ -8,28 +8,24 @@
 #include <fstream>
 
 #include "config/config.h"
+#include "testing/temp_dir.h"
 #include "train/trainer.h"
 
 using namespace attnlab;
 
 namespace {
 
-struct TempCorpus {
-  std::filesystem::path dir;
-  TempCorpus() {
-    dir = std::filesystem::temp_directory_path() / ("attnlab_qs_" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir);
-    std::ofstream f(dir / "corpus.txt");
-    // A small but non-trivial text: structured enough that the model learns within 100 steps.
-    for (int i = 0; i < 400; ++i) f << "the quick brown fox " << (i % 7) << " jumps over the lazy dog; ";
-  }
-  ~TempCorpus() { std::filesystem::remove_all(dir); }
-};
+// A small but non-trivial text: structured enough that the model learns within 100 steps.
+std::string corpus_text() {
+  std::string text;
+  for (int i = 0; i < 400; ++i) text += "the quick brown fox " + std::to_string(i % 7) + " jumps over the lazy dog; ";
+  return text;
+}
 
-std::vector<double> run(const TempCorpus& c, const std::string& optimizer, const std::string& placement) {
+std::vector<double> run(const testing::TempDir& dir, const std::string& optimizer, const std::string& placement) {
   LoadedConfig cfg = default_config();
   std::vector<std::string> o = {
-      "data.path=" + (c.dir / "corpus.txt").string(), "run.out_dir=" + (c.dir / "runs").string(),
+      "data.path=" + dir.file("corpus.txt"), "run.out_dir=" + dir.file("runs"),
       "run.name=" + optimizer + "_" + placement, "model.n_layer=2", "model.n_head=4", "model.d_model=32",
       "model.context=16", "train.batch_size=4", "train.steps=100", "train.grad_clip=0", "schedule.warmup_steps=10",
       "optimizer.name=" + optimizer, "optimizer.lr=" + std::string(optimizer == "adamw" ? "3e-3" : "3e-2"),
@@ -51,9 +47,10 @@ double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) 
 }  // namespace
 
 TEST_CASE("query scaling: init equals query under Adafactor, not under AdamW", "[train][query_scaling]") {
-  TempCorpus c;
-  const auto ada_init = run(c, "adafactor", "init"), ada_query = run(c, "adafactor", "query");
-  const auto adam_init = run(c, "adamw", "init"), adam_query = run(c, "adamw", "query");
+  testing::TempDir dir;
+  dir.write("corpus.txt", corpus_text());
+  const auto ada_init = run(dir, "adafactor", "init"), ada_query = run(dir, "adafactor", "query");
+  const auto adam_init = run(dir, "adamw", "init"), adam_query = run(dir, "adamw", "query");
   REQUIRE(ada_init.size() == 100);
   // Training happened: the loss fell well below its start.
   CHECK(ada_init.back() < ada_init.front() - 0.5);

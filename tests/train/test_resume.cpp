@@ -164,7 +164,7 @@ TEST_CASE("resume from an older checkpoint drops the later log points and relogs
   // while the log already had steps 5..7), then resume from the step-4 checkpoint.
   const TrainResult b1 = train(load_config(cfg, {"run.name=b"}), quiet_options(4));
   REQUIRE(b1.status == TrainResult::interrupted);
-  const std::string old_ckpt = dir.str("b_step4.h5");
+  const std::string old_ckpt = dir.file("b_step4.h5");
   std::filesystem::copy_file(b1.checkpoint_path, old_ckpt);
   const TrainResult b2 = train(load_config(cfg, {"run.name=b", "train.resume=" + b1.checkpoint_path}), quiet_options(7));
   REQUIRE(b2.status == TrainResult::interrupted);
@@ -206,7 +206,7 @@ TEST_CASE("two identical runs give identical losses, parameters and checkpoint b
   // Two threads and dropout: a thread-count-dependent reduction or mask would show here.
   const std::vector<std::string> o{"run.name=d", "runtime.threads=2", "model.dropout=0.1", "train.grad_accum=2"};
   const TrainResult r1 = train(load_config(cfg, o), quiet_options());
-  const std::string first = dir.str("first.h5");
+  const std::string first = dir.file("first.h5");
   std::filesystem::copy_file(r1.checkpoint_path, first);
   const TrainResult r2 = train(load_config(cfg, o), quiet_options());
   REQUIRE(r1.losses.size() == 6);

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "testing/temp_dir.h"
 #include "io/checkpoint.h"
 #include "train/trainer.h"
 
@@ -32,37 +33,6 @@ namespace attnlab::testing {
 
 namespace fs = std::filesystem;
 
-// A fresh directory under the system temp dir, removed with everything in it at scope end.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() / ("attnlab_train_" + std::to_string(::getpid()) + "_" +
-                                         std::to_string(counter++) + "_" + std::to_string(std::random_device{}()));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const fs::path& path() const { return path_; }
-  std::string str(const std::string& name) const { return (path_ / name).string(); }
-  // Writes `bytes` verbatim to <dir>/<name> (creating subfolders) and returns its path.
-  std::string write(const std::string& name, const std::string& bytes) const {
-    const fs::path p = path_ / name;
-    fs::create_directories(p.parent_path());
-    std::ofstream f(p, std::ios::binary | std::ios::trunc);
-    f.write(bytes.data(), std::streamsize(bytes.size()));
-    return p.string();
-  }
-
- private:
-  fs::path path_;
-};
 
 inline std::string read_text(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -100,7 +70,7 @@ inline std::string tiny_corpus(size_t n = 3000) {
 inline std::string write_tiny_config(const TempDir& dir, int steps = 6) {
   const std::string corpus = dir.write("corpus.txt", tiny_corpus());
   std::ostringstream y;
-  y << "run:\n  name: tiny\n  out_dir: " << dir.str("runs") << "\n  seed: 7\n"
+  y << "run:\n  name: tiny\n  out_dir: " << dir.file("runs") << "\n  seed: 7\n"
     << "data:\n  path: " << corpus << "\n  val_fraction: 0.2\n"
     << "model:\n  n_layer: 1\n  n_head: 2\n  d_model: 16\n  context: 8\n"
     << "schedule:\n  warmup_steps: 2\n"
@@ -233,7 +203,7 @@ inline int wait_child(pid_t pid, double timeout_s = 60) {
 // Runs `attnlab args...` to the end and captures its exit code, stdout and stderr.
 inline RunOutput run_attnlab(const std::vector<std::string>& args, double timeout_s = 60) {
   TempDir io;
-  const std::string out = io.str("stdout.txt"), err = io.str("stderr.txt");
+  const std::string out = io.file("stdout.txt"), err = io.file("stderr.txt");
   RunOutput r;
   r.exit_code = wait_child(spawn_attnlab(args, out, err), timeout_s);
   r.out = read_text(out);
