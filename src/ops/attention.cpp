@@ -85,9 +85,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
         head_max[b * d.H + h] = hmax;
       }
     }
-  if (opt.max_logits)
-    for (int64_t b = 0; b < d.B; ++b)
-      for (int64_t h = 0; h < d.H; ++h) opt.max_logits[h] = std::max(opt.max_logits[h], head_max[b * d.H + h]);
+  record_max_logits(opt, head_max, d);
 
   if (save) {
     record("attention", y, [q, k, v, y, p, scratch, scratch_per_thread, dd, alpha, cap, causal] {

@@ -204,9 +204,7 @@ Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const 
         head_max[b * d.H + h] = hmax;
       }
     }
-  if (opt.max_logits)
-    for (int64_t b = 0; b < d.B; ++b)
-      for (int64_t h = 0; h < d.H; ++h) opt.max_logits[h] = std::max(opt.max_logits[h], head_max[b * d.H + h]);
+  record_max_logits(opt, head_max, d);
   if (!y.requires_grad()) return y;
 
   // Backward scratch per thread: Kᵀ and Vᵀ [Dp, Sp], K [Sp, Dp], the dK and dV accumulators

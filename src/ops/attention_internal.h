@@ -59,6 +59,13 @@ inline void logits_row(float* s, const float* qi, const float* kt, int64_t n, co
   finish_logits(s, n, alpha, softcap);
 }
 
+// opt.max_logits[h] = max(itself, max over the batch of head_max[b, h]) when recording is asked for:
+// each kernel finds its per-(batch, head) maxima in parallel, and this merges them in a fixed order.
+inline void record_max_logits(const AttentionOptions& opt, const float* head_max, const Dims& d) {
+  if (!opt.max_logits) return;
+  for (int64_t b = 0; b < d.B; ++b)
+    for (int64_t h = 0; h < d.H; ++h) opt.max_logits[h] = std::max(opt.max_logits[h], head_max[b * d.H + h]);
+}
 
 // The flash kernel (attention_flash.cpp): same contract as attention().
 Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt, const Dims& d);
