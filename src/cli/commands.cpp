@@ -141,9 +141,11 @@ Command add_grads(CLI::App& app, const Globals&) {
   sub->add_option("--out", a->out, "output HDF5 file")->required();
   sub->add_option("--seed", a->seed, "seed of the batch draw (default: run.seed)")->check(CLI::NonNegativeNumber);
   sub->footer("Output: x, y [B, T] int64 (inputs, targets), loss (scalar, also attribute), params/<name>,\n"
-              "grads/<name>. Dropout is off; see docs/model.md for exactly what is computed.");
+              "grads/<name> (frozen parameters included). Dropout is off; see docs/model.md for exactly what is computed.");
   return {sub, [a] {
-            auto s = Session::from_checkpoint(a->checkpoint, {"model.dropout=0.0"}, /*load_data=*/true);
+            // Frozen parameters get their gradient too: this is a cross-check of the model, not a step.
+            auto s = Session::from_checkpoint(a->checkpoint, {"model.dropout=0.0", "train.freeze=[]"},
+                                              /*load_data=*/true);
             apply_runtime(s->config.cfg);
             const RunConfig& c = s->config.cfg;
             const int B = c.train.batch_size, T = c.model.context;
