@@ -131,10 +131,16 @@ std::string emit_string(const std::string& s) {
 
 std::string emit_value(int v) { return std::to_string(v); }
 std::string emit_value(bool v) { return v ? "true" : "false"; }
-// "1.0", not "1": a reader of base.yaml sees the key takes a float.
+// "1.0", not "1": a reader of base.yaml sees the key takes a float. "1.0e-5", not "1e-5": YAML 1.1
+// readers (PyYAML, reading a run's config attribute) take a float only with a '.' and a signed exponent.
 std::string emit_float(double v) {
   std::string s = format_number(v);
-  return s.find_first_of(".e") == std::string::npos ? s + ".0" : s;
+  if (!std::isfinite(v)) return s;
+  const size_t e = s.find('e');
+  std::string mant = s.substr(0, e), exp = e == std::string::npos ? "" : s.substr(e + 1);
+  if (mant.find('.') == std::string::npos) mant += ".0";
+  if (!exp.empty() && exp[0] != '-') exp = "+" + exp;
+  return exp.empty() ? mant : mant + "e" + exp;
 }
 std::string emit_value(double v) { return emit_float(v); }
 std::string emit_value(const std::string& v) { return emit_string(v); }

@@ -202,8 +202,11 @@ TEST_CASE("config: resolved YAML round-trips exactly", "[config]") {
   auto body = [](const std::string& y) { return y.substr(y.find('\n') + 1); };
   CHECK(body(b.resolved_yaml) == body(a.resolved_yaml));
   CHECK(body(default_config().resolved_yaml) == body(load_config(base_yaml_path(), {}).resolved_yaml));
-  CHECK(a.resolved_yaml.find("  lr: 3e-4\n") != std::string::npos);
-  CHECK(a.resolved_yaml.find("  rope_base: 5e5\n") != std::string::npos);  // shortest form
-  CHECK(default_config().resolved_yaml.find("  eps: 1e-8\n") != std::string::npos);
+  // Shortest digits, in the form YAML 1.1 readers (PyYAML) also take as a float: a '.' and a signed exponent.
+  CHECK(a.resolved_yaml.find("  lr: 3.0e-4\n") != std::string::npos);
+  CHECK(a.resolved_yaml.find("  rope_base: 5.0e+5\n") != std::string::npos);
+  CHECK(default_config().resolved_yaml.find("  eps: 1.0e-8\n") != std::string::npos);
+  CHECK(b.resolved_yaml.find("  norm_eps: 1.2345678901234566e-7\n") != std::string::npos);
+  CHECK(b.resolved_yaml.find("  val_fraction: 0.30000000000000004\n") != std::string::npos);
   CHECK(default_config().resolved_yaml.find("  grad_clip: 1.0\n") != std::string::npos);  // floats look like floats
 }
