@@ -69,7 +69,8 @@ struct Loader {
 
   void set(const KeyDef& k, const YAML::Node& value, const std::string& where) {
     if (!k.assign(cfg, value))
-      throw ConfigError(where + ": " + k.path + ": expected " + k.expected + ", got " + describe_node(value));
+      throw ConfigError(where + ": " + k.path + ": expected " + k.expected + ", got " + describe_node(value) +
+                        (config::integer_out_of_range(value) ? " (beyond the 32-bit integer range)" : ""));
     set_at[k.path] = {where, ++seq};
   }
 

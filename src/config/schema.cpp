@@ -351,6 +351,15 @@ std::string emit_yaml(const RunConfig& cfg, bool with_help) {
   return out;
 }
 
+bool integer_out_of_range(const YAML::Node& n) {
+  if (!n.IsScalar()) return false;
+  const std::string& s = n.Scalar();
+  const size_t start = (!s.empty() && (s[0] == '+' || s[0] == '-')) ? 1 : 0;
+  if (start == s.size() || s.find_first_not_of("0123456789", start) != std::string::npos) return false;
+  int v;
+  return !parse_value(n, v);
+}
+
 std::string format_number(double v) {
   char buf[64];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);  // shortest text that round-trips

@@ -52,7 +52,7 @@ TEST_CASE("config errors: integers are strict", "[config][errors]") {
   CHECK(file_error("model:\n  n_layer: 5000\n") == "x.yaml:2:12: model.n_layer: " + n_layer + "\"5000\"");
   CHECK(file_error("model:\n  n_layer: 0\n") == "x.yaml:2:12: model.n_layer: " + n_layer + "\"0\"");
   CHECK(file_error("model:\n  n_head: 99999999999\n") ==
-        "x.yaml:2:11: model.n_head: expected an integer >= 1, got \"99999999999\"");
+        "x.yaml:2:11: model.n_head: expected an integer >= 1, got \"99999999999\" (beyond the 32-bit integer range)");
   CHECK(file_error("run:\n  seed: -1\n") == "x.yaml:2:9: run.seed: expected an integer >= 0, got \"-1\"");
   CHECK(override_error("train.steps=ten") == "override train.steps=ten: train.steps: expected an integer >= 1, got \"ten\"");
   CHECK(config_from_yaml_text("", "t", {"train.steps=+300"}).cfg.train.steps == 300);
