@@ -183,7 +183,13 @@ struct Loader {
     if (key.empty()) throw ConfigError(where + ": empty key; expected KEY=VALUE, e.g. optimizer.lr=3e-4");
     if (key == "base_config") throw ConfigError(where + ": base_config can only be set in a config file");
     const KeyDef* def = config::find_key(key);
-    if (!def) throw ConfigError(where + ": unknown key " + key + suggestion(key, all_paths()));
+    if (!def) {
+      for (const auto& k : config::schema())  // `model=...`: name a key of the section
+        if (k.path.rfind(key + ".", 0) == 0)
+          throw ConfigError(where + ": " + key + " is a section, not a key; set one of its keys, e.g. " + k.path +
+                            "=" + (eq + 1 < text.size() ? text.substr(eq + 1) : k.emit(RunConfig{})));
+      throw ConfigError(where + ": unknown key " + key + suggestion(key, all_paths()));
+    }
     YAML::Node value;
     try {
       value = YAML::Load(text.substr(eq + 1));  // a flow node: 0.125, rmsnorm, [blocks.0.*]

@@ -79,7 +79,9 @@ TEST_CASE("config errors: unknown keys and sections suggest the closest name", "
   CHECK(file_error("model:\n  zzzzzzzzzzzz: 1\n") == "x.yaml:2:3: unknown key model.zzzzzzzzzzzz");
   CHECK(override_error("optimiser.lr=0.1") ==
         "override optimiser.lr=0.1: unknown key optimiser.lr (did you mean optimizer.lr?)");
-  CHECK(override_error("model=3") == "override model=3: unknown key model");
+  CHECK(override_error("model=3") == "override model=3: model is a section, not a key; set one of its keys, e.g. model.n_layer=3");
+  CHECK(override_error("optimizer=") ==
+        "override optimizer=: optimizer is a section, not a key; set one of its keys, e.g. optimizer.name=adamw");
   CHECK(override_error("train.warmup_steps=3") ==
         "override train.warmup_steps=3: unknown key train.warmup_steps (did you mean schedule.warmup_steps?)");
 }
