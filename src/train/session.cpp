@@ -1,5 +1,7 @@
 #include "train/session.h"
 
+#include <cmath>
+
 #include "autograd/tape.h"
 #include "io/checkpoint.h"
 #include "train/setup.h"
@@ -101,18 +103,31 @@ void Session::load_checkpoint(const std::string& path) {
   const std::string opt_name = r.attr_string("optimizer");
   if (opt_name != optimizer->name())
     throw CheckpointError(path + ": optimizer state is for " + opt_name + ", the config uses " + optimizer->name());
+  // A non-finite value would otherwise surface only as a NaN loss, steps later; name it here.
+  auto check_values = [&](const std::string& name, const float* x, int64_t n, bool second_moment) {
+    for (int64_t i = 0; i < n; ++i)
+      if (!std::isfinite(x[i]) || (second_moment && x[i] < 0))
+        throw CheckpointError(detail::concat(path, ": ", name, ": element ", i, " is ", x[i],
+                                             second_moment ? " (a second moment must be finite and >= 0)"
+                                                           : " (must be finite)"));
+  };
   for (Param* p : store.params()) {
     const std::string n = "params/" + p->name;
     if (!r.has(n)) throw CheckpointError(path + ": missing parameter " + p->name);
     r.read(n, dims(p->shape, buf), p->data);
+    check_values(n, p->data, p->numel(), false);
   }
-  for (const auto& slot : optimizer->slots())
-    r.read(std::string("optim/") + opt_name + "/" + slot.name + "/" + slot.param->name, dims(slot.shape, buf),
-           slot.data);
-  optimizer->set_t(r.attr_i64("optimizer_t"));
+  for (const auto& slot : optimizer->slots()) {
+    const std::string n = std::string("optim/") + opt_name + "/" + slot.name + "/" + slot.param->name;
+    r.read(n, dims(slot.shape, buf), slot.data);
+    check_values(n, slot.data, slot.shape.numel(), slot.name[0] == 'v');
+  }
   progress.step = r.attr_i64("step");
   progress.train_batches = r.attr_u64("train_batches");
   if (progress.step < 0) throw CheckpointError(detail::concat(path, ": negative step ", progress.step));
+  const int64_t t = r.attr_i64("optimizer_t");
+  if (t < 0) throw CheckpointError(detail::concat(path, ": negative optimizer_t ", t));
+  optimizer->set_t(t);
 }
 
 Batch draw_batch(BatchSampler& sampler, int B, int T) {

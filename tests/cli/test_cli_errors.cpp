@@ -1,6 +1,9 @@
 // Bad input through the `attnlab` binary: exit code 2 and one error line that names the key,
 // file, path, parameter or option at fault. --help exits 0.
+#include <limits>
 #include <regex>
+
+#include "train/session.h"
 
 #include "train/train_testing.h"
 
@@ -128,6 +131,32 @@ TEST_CASE("bad checkpoints exit 2 naming the file for eval, sample, grads and tr
     check_usage_error({"train.resume", {"-q", "train", f.cfg, "run.name=r", "train.resume=" + b.file}, {b.file, b.word}});
   }
   CHECK(!std::filesystem::exists(f.dir.file("g.h5")));
+}
+
+TEST_CASE("checkpoints holding non-finite values or negative second moments exit 2 naming the tensor",
+          "[cli][errors]") {
+  Fixture f;
+  auto s = Session::from_checkpoint(f.ckpt, {}, /*load_data=*/false);
+  Param* wq = s->store.find("blocks.0.attn.wq");
+  REQUIRE(wq);
+  const float saved = wq->data[5];
+  wq->data[5] = std::numeric_limits<float>::quiet_NaN();
+  const std::string nan_param = f.dir.file("nan_param.h5");
+  s->save_checkpoint(nan_param);
+  wq->data[5] = saved;
+  float* v = nullptr;
+  for (const auto& slot : s->optimizer->slots())
+    if (slot.name == "v" && slot.param == wq) v = slot.data;
+  REQUIRE(v);
+  v[3] = -1.f;
+  const std::string negative_v = f.dir.file("negative_v.h5");
+  s->save_checkpoint(negative_v);
+  const std::vector<std::string> nan_words{nan_param, "params/blocks.0.attn.wq", "element 5", "nan", "finite"};
+  const std::vector<std::string> v_words{negative_v, "optim/adamw/v/blocks.0.attn.wq", "element 3", ">= 0"};
+  check_usage_error({"eval, NaN parameter", {"eval", "--checkpoint", nan_param}, nan_words});
+  check_usage_error({"resume, NaN parameter", {"-q", "train", f.cfg, "run.name=r", "train.resume=" + nan_param}, nan_words});
+  check_usage_error({"resume, negative second moment", {"-q", "train", f.cfg, "run.name=r", "train.resume=" + negative_v},
+                     v_words});
 }
 
 TEST_CASE("resuming with another model shape or vocabulary exits 2 naming what differs", "[cli][errors]") {
