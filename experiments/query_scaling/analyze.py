@@ -16,14 +16,16 @@ import h5py
 import numpy as np
 
 # Optimizer arms: the default model (4 heads, d_head 32) and the 8-head variant (d_head 16).
-OPTS = ["adamw", "adafactor", "adamw_h8", "adafactor_h8"]
+# adafactor: step size 5e-2 on the warm-up + cosine schedule; adafactor_rel: the relative step
+# min(1e-2, 1/sqrt(t)) of the common implementations.
+OPTS = ["adamw", "adafactor", "adafactor_rel", "adamw_h8", "adafactor_h8"]
 PLACEMENTS = ["init", "query", "logits", "both"]
 
 
 def load(runs):
     out = {}
     for d in sorted(glob.glob(os.path.join(runs, "*_s*"))):
-        m = re.match(r"(adamw|adafactor)(_h\d+)?_(init|query|logits|both)_s(\d+)$", os.path.basename(d))
+        m = re.match(r"(adamw|adafactor_rel|adafactor)(_h\d+)?_(init|query|logits|both)_s(\d+)$", os.path.basename(d))
         if not m:
             continue
         with h5py.File(os.path.join(d, "metrics.h5"), "r") as f:
@@ -90,7 +92,7 @@ def main():
                   for s in seeds if (o, p1, s) in R and (o, p2, s) in R]
             if ds:
                 lines.append(f"| {o} | {p1} − {p2} | {', '.join(f'{d:+.4f}' for d in ds)} | {np.mean(ds):+.4f} |")
-    for o in ["adafactor", "adafactor_h8"]:
+    for o in ["adafactor", "adafactor_rel", "adafactor_h8"]:
         rms = [R[(o, "init", s)].get("wq_rms") for s in seeds if (o, "init", s) in R]
         rms = [x for x in rms if x is not None]
         if rms:
@@ -110,13 +112,13 @@ def main():
         return np.concatenate([c[1:n] / np.arange(1, n), (c[n:] - c[:-n]) / n])
 
     s0 = seeds[0]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for ax, o in zip(axes, OPTS[:2]):
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), sharey=True)
+    for ax, o in zip(axes, OPTS[:3]):
         for p, style in zip(PLACEMENTS, ["-", "--", ":", "-."]):
             if (o, p, s0) in R:
                 r = R[(o, p, s0)]
                 ax.plot(r["step"], smooth(r["loss"]), style, lw=1.2, label=f"{p}")
-        ax.set_title(f"{o}: train loss (running mean of 25 steps), seed {s0}")
+        ax.set_title(f"{o}: train loss (mean of 25 steps), seed {s0}", fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylim(1.4, 3.0)
         ax.grid(alpha=0.3)
@@ -126,7 +128,7 @@ def main():
     fig.savefig(os.path.join(a.out, "loss_curves.png"), dpi=110)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for o, c in zip(OPTS, ["C0", "C1", "C2", "C3"]):
+    for o, c in zip(OPTS, ["C0", "C1", "C2", "C3", "C4"]):
         for i, s in enumerate(seeds):
             if (o, "init", s) in R and (o, "query", s) in R:
                 d = np.abs(R[(o, "init", s)]["loss"] - R[(o, "query", s)]["loss"])

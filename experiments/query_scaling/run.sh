@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs points of the query-scaling grid on the shakespeare_char model, then the analysis.
-#   bash experiments/query_scaling/run.sh [--optimizers "adamw adafactor"] [--placements "init query logits both"]
+#   bash experiments/query_scaling/run.sh [--optimizers "adamw adafactor_rel adafactor"] [--placements "init query logits both"]
 #                                         [--seeds "1 2 3"] [--heads N] [--threads N]
 # Default: the whole grid, optimizer x query_scaling x seed, 2000 steps each, 4 heads (d_head 32).
 # --heads 8 runs the same model with 8 heads of 16, where 1/sqrt(d_head) = 1/4 is exact in binary
@@ -9,7 +9,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-optimizers="adamw adafactor"
+optimizers="adamw adafactor_rel adafactor"
 placements="init query logits both"
 seeds="1 2 3"
 heads=4
