@@ -307,7 +307,7 @@ std::vector<KeyDef> build_schema() {
   key(KEY(precision, matmul), "f32", one_of({"f32", "bf16"}),
       "matmul operands: f32, or bf16 with f32 accumulation (weights, grads, optimizer state stay f32)");
 
-  key(KEY(runtime, threads), 0, int_at_least(0), "OpenMP and oneDNN threads; 0 = all cores");
+  key(KEY(runtime, threads), 0, int_in(0, 1024), "OpenMP and oneDNN threads; 0 = all cores");
   return std::move(key.rows);
 }
 #undef KEY

@@ -54,6 +54,9 @@ TEST_CASE("config errors: integers are strict", "[config][errors]") {
   CHECK(file_error("model:\n  n_head: 99999999999\n") ==
         "x.yaml:2:11: model.n_head: expected an integer >= 1, got \"99999999999\" (beyond the 32-bit integer range)");
   CHECK(file_error("run:\n  seed: -1\n") == "x.yaml:2:9: run.seed: expected an integer >= 0, got \"-1\"");
+  // More threads than libgomp can start crashed the process; the key is bounded instead.
+  CHECK(override_error("runtime.threads=100000") ==
+        "override runtime.threads=100000: runtime.threads: expected an integer in 0..1024, got \"100000\"");
   CHECK(override_error("train.steps=ten") == "override train.steps=ten: train.steps: expected an integer >= 1, got \"ten\"");
   CHECK(config_from_yaml_text("", "t", {"train.steps=+300"}).cfg.train.steps == 300);
 }
