@@ -32,9 +32,9 @@ std::vector<std::string> section_names();  // in schema order, each once
 // "# help [allowed]" comments of base.yaml.
 std::string emit_yaml(const RunConfig& cfg, bool with_help);
 
-// Shortest text that parses back to exactly `v` ("0.001", "1e-8", "10000").
 // True for a scalar of decimal digits (optionally signed) that no int can hold.
 bool integer_out_of_range(const YAML::Node& n);
+// Shortest text that parses back to exactly `v` ("0.001", "1e-8", "10000").
 std::string format_number(double v);
 // How a found value is shown in errors: "fast" in quotes, or "a mapping", "a list", "an empty value".
 std::string describe_node(const YAML::Node& node);

@@ -12,6 +12,10 @@ namespace attnlab {
 
 namespace {
 constexpr const char* kFormat = "attnlab-checkpoint/1";
+// Where an optimizer slot lives in a checkpoint: optim/<optimizer>/<slot>/<parameter name>.
+std::string slot_dataset(const std::string& optimizer, const Optimizer::Slot& slot) {
+  return "optim/" + optimizer + "/" + slot.name + "/" + slot.param->name;
+}
 
 std::span<const int64_t> dims(const Shape& s, std::vector<int64_t>& buf) {
   buf = s.vec();
@@ -81,8 +85,7 @@ void Session::save_checkpoint(const std::string& path) const {
   w.strings("vocab", vocab.symbols());
   for (const Param* p : store.params()) w.tensor("params/" + p->name, dims(p->shape, buf), p->data);
   for (const auto& slot : optimizer->slots())
-    w.tensor(std::string("optim/") + optimizer->name() + "/" + slot.name + "/" + slot.param->name,
-             dims(slot.shape, buf), slot.data);
+    w.tensor(slot_dataset(optimizer->name(), slot), dims(slot.shape, buf), slot.data);
   w.commit();
 }
 
@@ -118,7 +121,7 @@ void Session::load_checkpoint(const std::string& path) {
     check_values(n, p->data, p->numel(), false);
   }
   for (const auto& slot : optimizer->slots()) {
-    const std::string n = std::string("optim/") + opt_name + "/" + slot.name + "/" + slot.param->name;
+    const std::string n = slot_dataset(opt_name, slot);
     r.read(n, dims(slot.shape, buf), slot.data);
     check_values(n, slot.data, slot.shape.numel(), slot.name[0] == 'v');
   }
