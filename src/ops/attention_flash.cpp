@@ -96,6 +96,16 @@ inline void tile_atb_acc(float* __restrict o, const float* __restrict p, int64_t
   }
 }
 
+// dst[0, n) = src, or += src when accumulating into a gradient written before.
+inline void store_row(float* __restrict dst, const float* __restrict src, int64_t n, bool accumulate) {
+  if (accumulate) {
+#pragma omp simd
+    for (int64_t e = 0; e < n; ++e) dst[e] += src[e];
+  } else {
+    std::memcpy(dst, src, size_t(n) * sizeof(float));
+  }
+}
+
 // Padded copies of kv head (b, g): rows [Sp, Dp] and/or transposed [Dp, Sp]; padding is zero.
 void gather_padded(float* rows, float* cols, const Tensor& x, int64_t b, int64_t g, const Dims& d, int64_t Dp,
                    int64_t Sp) {
@@ -216,9 +226,11 @@ Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const 
     //   dv_j += p_ij dy_i;  dp_ij = dy_i·v_j;  ds_ij = p_ij (dp_ij − dy_i·y_i) (1 − (s/c)²);
     //   dq_i += α Σ_j ds_ij k_j;  dk_j += α Σ_i ds_ij q_i
     const float* dy = y.grad_in();
-    float* qg = q.grad_accum();
-    float* kg = k.grad_accum();
-    float* vg = v.grad_accum();
+    // Each element of dq, dk and dv is stored exactly once below, so a first write overwrites
+    // (no zero-fill, no read of the old values).
+    const GradSink qg = q.requires_grad() ? q.grad_out() : GradSink{};
+    const GradSink kg = k.requires_grad() ? k.grad_out() : GradSink{};
+    const GradSink vg = v.requires_grad() ? v.grad_out() : GradSink{};
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t b = 0; b < d.B; ++b)
       for (int64_t g = 0; g < d.Hkv; ++g) {
@@ -277,22 +289,13 @@ Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const 
               tile_atb_acc(dk + j0 * Dp, ds, kKeyBlock, qb, nb, Dp);  // dk_j += α Σ_i ds_ij q_i
               tile_atb_acc(dv + j0 * Dp, p, kKeyBlock, dyb, nb, Dp);  // dv_j += Σ_i p_ij dy_i
             }
-            if (qg)
-              for (int64_t r = 0; r < rows; ++r) {
-                float* dqi = grad_row(qg, q, b, i0 + r, h);
-                for (int64_t e = 0; e < d.D; ++e) dqi[e] += dq[r * Dp + e];
-              }
+            if (qg.ptr)
+              for (int64_t r = 0; r < rows; ++r) store_row(grad_row(qg.ptr, q, b, i0 + r, h), dq + r * Dp, d.D, qg.accumulate);
           }
         }
         for (int64_t j = 0; j < d.S; ++j) {
-          if (kg) {
-            float* dkj = grad_row(kg, k, b, j, g);
-            for (int64_t e = 0; e < d.D; ++e) dkj[e] += dk[j * Dp + e];
-          }
-          if (vg) {
-            float* dvj = grad_row(vg, v, b, j, g);
-            for (int64_t e = 0; e < d.D; ++e) dvj[e] += dv[j * Dp + e];
-          }
+          if (kg.ptr) store_row(grad_row(kg.ptr, k, b, j, g), dk + j * Dp, d.D, kg.accumulate);
+          if (vg.ptr) store_row(grad_row(vg.ptr, v, b, j, g), dv + j * Dp, d.D, vg.accumulate);
         }
       }
   });
