@@ -1,6 +1,8 @@
 // Building-block speed: GFLOP/s of attnlab's linear (forward + both backward products) next to
 // raw oneDNN matmul primitives on the same shapes, and of the attention op forward + backward.
-//   build/bench_kernels [--reps N] [--threads N]
+//   build/bench_kernels [--reps N] [--threads N] [--attention-only] [--bf16]
+// --bf16 runs the attention table with bf16 products (precision.matmul=bf16); the linear table
+// compares f32 products with f32 primitives either way.
 // Prints a Markdown table (docs/performance.md records one with the command that produced it).
 #include <omp.h>
 
@@ -147,13 +149,14 @@ double attention_seconds(int64_t B, int64_t T, int64_t H, int64_t D, int reps, A
 
 int main(int argc, char** argv) {
   int reps = 20, threads = omp_get_max_threads();
-  bool linear_table = true;
+  bool linear_table = true, bf16_attention = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--attention-only")) linear_table = false;
     else if (i + 1 < argc && !std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[++i]);
     else if (i + 1 < argc && !std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--bf16")) bf16_attention = true;
     else {
-      std::fprintf(stderr, "usage: bench_kernels [--reps N] [--threads N] [--attention-only]\n");
+      std::fprintf(stderr, "usage: bench_kernels [--reps N] [--threads N] [--attention-only] [--bf16]\n");
       return 2;
     }
   }
@@ -170,10 +173,14 @@ int main(int argc, char** argv) {
     std::printf("| [%lld×%lld]·[%lld×%lld] | %.1f | %.1f | %.0f%% |\n", (long long)s[0], (long long)s[1],
                 (long long)s[1], (long long)s[2], ours, raw, 100.0 * ours / raw);
   }
-  std::printf("%s| attention (causal) B×H, T, D | dense fwd+bwd ms | dense GFLOP/s | dense arena MB | flash fwd+bwd ms "
-              "| flash GFLOP/s | flash arena MB |\n|---|---|---|---|---|---|---|\n", linear_table ? "\n" : "");
-  // The default run's shape (batch 12, 4 heads of 32, context 64), then 8192 tokens at growing context.
-  const int64_t attn_shapes[][4] = {{12, 4, 64, 32}, {128, 4, 64, 64}, {32, 4, 256, 64}, {8, 4, 1024, 64}};
+  std::printf("%s| attention (causal%s) B×H, T, D | dense fwd+bwd ms | dense GFLOP/s | dense arena MB | flash fwd+bwd ms "
+              "| flash GFLOP/s | flash arena MB |\n|---|---|---|---|---|---|---|\n", linear_table ? "\n" : "",
+              bf16_attention ? ", flash with bf16 products" : "");
+  // The default run's shape (batch 12, 4 heads of 32, context 64), 8192 tokens at growing context,
+  // then one layer of the mid and baby-gpt benchmark presets.
+  const int64_t attn_shapes[][4] = {{12, 4, 64, 32}, {128, 4, 64, 64}, {32, 4, 256, 64}, {8, 4, 1024, 64},
+                                    {32, 8, 128, 32}, {64, 6, 256, 64}};
+  if (bf16_attention) kernels::set_matmul_precision(kernels::MatmulPrecision::bf16);  // flash only: dense is f32
   for (auto [B, H, T, D] : attn_shapes) {
     double dense_mb = 0, flash_mb = 0;
     const double dense = attention_seconds(B, T, H, D, std::max(3, reps / 4), AttentionKernel::dense, dense_mb);

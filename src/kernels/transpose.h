@@ -18,9 +18,10 @@ inline void transpose_scalar(float* __restrict dst, int64_t ldd, const float* __
 }
 
 #if defined(__AVX512F__)
-// GCC 12 flags the intrinsics' own _mm512_undefined_ps() operands as maybe-uninitialised.
+// GCC 12 flags the intrinsics' own _mm512_undefined_ps() operands as (maybe-)uninitialised.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 // One full 16×16 block.
 inline void transpose16(float* __restrict dst, int64_t ldd, const float* __restrict src, int64_t lds) {
   __m512 a[16], b[16];
