@@ -86,9 +86,10 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
   for (int l = 0; l < s.n_layer; ++l) {
     const Block& b = blocks_[l];
     Tensor h = norm(b.norm1, x);
-    Tensor q = linear(h, b.wq->tensor()).reshape({B, T, int64_t(s.n_head) * s.d_head}).split_last(s.n_head);
-    Tensor k = linear(h, b.wk->tensor()).reshape({B, T, int64_t(s.n_kv_head) * s.d_head}).split_last(s.n_kv_head);
-    Tensor v = linear(h, b.wv->tensor()).reshape({B, T, int64_t(s.n_kv_head) * s.d_head}).split_last(s.n_kv_head);
+    const uint16_t* h16 = pack_operand(h);  // bf16 products: h converted once for q, k and v
+    Tensor q = linear(h, b.wq->tensor(), h16).reshape({B, T, int64_t(s.n_head) * s.d_head}).split_last(s.n_head);
+    Tensor k = linear(h, b.wk->tensor(), h16).reshape({B, T, int64_t(s.n_kv_head) * s.d_head}).split_last(s.n_kv_head);
+    Tensor v = linear(h, b.wv->tensor(), h16).reshape({B, T, int64_t(s.n_kv_head) * s.d_head}).split_last(s.n_kv_head);
     if (s.positions == Positions::rope) {
       q = rope(q, s.rope_base);
       k = rope(k, s.rope_base);
@@ -101,10 +102,11 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
     Tensor a = attention(q, k, v, opt).reshape({N, int64_t(s.n_head) * s.d_head});
     x = residual(x, a, *b.wo);
     h = norm(b.norm2, x);
+    h16 = pack_operand(h);  // read forward and by the weight gradient (and by w3's products)
     if (b.w3) {
-      x = residual(x, swiglu(linear(h, b.w1->tensor()), linear(h, b.w3->tensor())), *b.w2);
+      x = residual(x, swiglu(linear(h, b.w1->tensor(), h16), linear(h, b.w3->tensor(), h16)), *b.w2);
     } else {
-      const Tensor u = linear(h, b.w1->tensor());
+      const Tensor u = linear(h, b.w1->tensor(), h16);
       // Without dropout between them, gelu and the output product fuse: gelu(u) is never stored.
       x = s.dropout > 0.f && grad_enabled() ? residual(x, gelu(u), *b.w2)
                                              : residual_gelu_linear(x, u, b.w2->tensor());

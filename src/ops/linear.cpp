@@ -21,7 +21,16 @@ const uint16_t* packed_output_grad(const float* dy, int64_t M, int64_t N) {
 }
 }  // namespace
 
-Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b) {
+const uint16_t* pack_operand(const Tensor& x) {
+  if (kernels::matmul_precision() != kernels::MatmulPrecision::bf16) return nullptr;
+  PhaseScope phase(Phase::matmul);
+  ATTN_CHECK(x.is_contiguous() && x.rank() >= 1, "pack_operand: x ", x.shape, " must be contiguous");
+  auto* x16 = static_cast<uint16_t*>(current_arena().alloc_bytes(size_t(x.numel()) * sizeof(uint16_t)));
+  kernels::pack_bf16(x16, x.data, x.rows(), x.cols(), x.cols());
+  return x16;
+}
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b, const uint16_t* a16) {
   PhaseScope phase(Phase::matmul);
   ATTN_CHECK(a.is_contiguous() && a.rank() >= 1, "matmul: a ", a.shape, " must be contiguous");
   ATTN_CHECK(b.rank() == 2 && b.is_contiguous(), "matmul: b ", b.shape, " must be a contiguous matrix");
@@ -32,9 +41,10 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b) {
   Shape ys = a.shape;
   ys[-1] = N;
   Tensor y = new_output(ys, needs_grad(a, b));
-  kernels::gemm(false, trans_b, M, N, K, a.data, K, b.data, b.size(1), y.data, N, false);
+  if (kernels::matmul_precision() != kernels::MatmulPrecision::bf16) a16 = nullptr;
+  kernels::gemm(false, trans_b, M, N, K, a.data, K, b.data, b.size(1), y.data, N, false, {a16, nullptr});
   if (y.requires_grad()) {
-    record("matmul", y, [a, b, y, M, N, K, trans_b] {
+    record("matmul", y, [a, b, y, M, N, K, trans_b, a16] {
       // fwd: y = a · op(b)   =>   da += dy · op(b)ᵀ,   d op(b) += aᵀ · dy
       const float* dy = y.grad_in();
       const uint16_t* dy16 = a.requires_grad() && b.requires_grad() ? packed_output_grad(dy, M, N) : nullptr;
@@ -45,9 +55,9 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b) {
       if (b.requires_grad()) {
         const GradSink db = b.grad_out();
         if (trans_b)
-          kernels::gemm(true, false, N, K, M, dy, N, a.data, K, db.ptr, K, db.accumulate, {dy16, nullptr});
+          kernels::gemm(true, false, N, K, M, dy, N, a.data, K, db.ptr, K, db.accumulate, {dy16, a16});
         else
-          kernels::gemm(true, false, K, N, M, a.data, K, dy, N, db.ptr, N, db.accumulate, {nullptr, dy16});
+          kernels::gemm(true, false, K, N, M, a.data, K, dy, N, db.ptr, N, db.accumulate, {a16, dy16});
       }
     });
   }

@@ -13,8 +13,16 @@
 
 namespace attnlab {
 
-Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b = false);
-inline Tensor linear(const Tensor& x, const Tensor& w) { return matmul(x, w, false); }
+// a16, when given, is pack_operand(a): the products of forward and backward read it instead of
+// converting a again (bf16 products only; the same bytes, so the same results).
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b = false, const uint16_t* a16 = nullptr);
+inline Tensor linear(const Tensor& x, const Tensor& w, const uint16_t* x16 = nullptr) {
+  return matmul(x, w, false, x16);
+}
+// A bf16 copy of x (contiguous) in the current arena, for several matmul() calls that read x (the
+// q, k and v projections of one normed input): x is converted once instead of twice per product.
+// Null when products run in f32.
+const uint16_t* pack_operand(const Tensor& x);
 Tensor residual_linear(const Tensor& r, const Tensor& x, const Tensor& w);
 Tensor residual_gelu_linear(const Tensor& r, const Tensor& h, const Tensor& w);
 

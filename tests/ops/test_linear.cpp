@@ -152,3 +152,41 @@ TEST_CASE("residual_gelu_linear: gradients and fast path; bit-identical to resid
       [](const Tensor& r, const Tensor& h, const Tensor& w) { return residual_gelu_linear(r, h, w); },
       [](const Tensor& r, const Tensor& h, const Tensor& w) { return residual_linear(r, gelu(h), w); });
 }
+
+TEST_CASE("matmul: a shared pack_operand copy gives the same bits as converting per product", "[ops]") {
+  Arena arena;
+  Tape tape;
+  ArenaScope as(arena);
+  TapeScope ts(tape);
+  const int64_t M = 37, K = 24, N = 19;
+  Vec av = testing::randn(M * K, 21), bv = testing::randn(K * N, 22), dv = testing::randn(M * N, 23);
+  for (auto precision : {kernels::MatmulPrecision::f32, kernels::MatmulPrecision::bf16})
+    for (bool tb : {false, true}) {
+      testing::PrecisionScope ps(precision);
+      const bool bf16 = precision == kernels::MatmulPrecision::bf16;
+      INFO("bf16 products: " << bf16 << ", trans_b: " << tb);
+      std::vector<std::vector<float>> res;
+      for (bool shared : {false, true}) {
+        Tensor a = empty({M, K}, true), b = empty(tb ? Shape{N, K} : Shape{K, N}, true);
+        std::copy(av.begin(), av.end(), a.data);
+        std::copy(bv.begin(), bv.end(), b.data);
+        const uint16_t* a16 = shared ? pack_operand(a) : nullptr;
+        REQUIRE((a16 != nullptr) == (shared && bf16));
+        Tensor y = matmul(a, b, tb, a16);
+        const std::vector<float> dy(dv.begin(), dv.end());
+        backward_from(y, dy.data());
+        std::vector<float> r(y.data, y.data + y.numel());
+        r.insert(r.end(), a.grad(), a.grad() + a.numel());
+        r.insert(r.end(), b.grad(), b.grad() + b.numel());
+        res.push_back(r);
+      }
+      REQUIRE(res[0] == res[1]);
+    }
+  // The copy is what the bf16 products read: a copy of zeros gives a zero product.
+  testing::PrecisionScope ps(kernels::MatmulPrecision::bf16);
+  Tensor a = empty({M, K}), b = empty({K, N}), z = zeros({M, K});
+  std::copy(av.begin(), av.end(), a.data);
+  std::copy(bv.begin(), bv.end(), b.data);
+  const Tensor y = matmul(a, b, false, pack_operand(z));
+  for (int64_t i = 0; i < y.numel(); ++i) REQUIRE(y.data[i] == 0.f);
+}
