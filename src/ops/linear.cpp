@@ -1,5 +1,6 @@
 #include "ops/linear.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "autograd/tape.h"
@@ -13,6 +14,14 @@
 namespace attnlab {
 
 namespace {
+// dst = src over n floats, split across the team (the residual stream copied into an output).
+void copy_parallel(float* __restrict dst, const float* __restrict src, int64_t n) {
+  constexpr int64_t kChunk = 1 << 14;
+#pragma omp parallel for if (n > kernels::kParallelMin)
+  for (int64_t c = 0; c < (n + kChunk - 1) / kChunk; ++c)
+    std::memcpy(dst + c * kChunk, src + c * kChunk, size_t(std::min(kChunk, n - c * kChunk)) * sizeof(float));
+}
+
 // bf16 copy of the output gradient of the op whose backward runs: both its products read it.
 // One buffer serves every op (backward runs one op at a time).
 const uint16_t* packed_output_grad(const float* dy, int64_t M, int64_t N) {
@@ -74,7 +83,7 @@ Tensor residual_linear(const Tensor& r, const Tensor& x, const Tensor& w) {
              x.rows(), ", ", w.size(1), "]");
   const int64_t M = x.rows(), K = x.cols(), N = w.size(1);
   Tensor y = new_output(r.shape, needs_grad(r, x, w));
-  std::memcpy(y.data, r.data, size_t(M * N) * sizeof(float));
+  copy_parallel(y.data, r.data, M * N);
   kernels::gemm(false, false, M, N, K, x.data, K, w.data, N, y.data, N, true);
   if (y.requires_grad()) {
     record("residual_linear", y, [r, x, w, y, M, N, K] {
@@ -145,7 +154,7 @@ Tensor residual_gelu_linear(const Tensor& r, const Tensor& h, const Tensor& w) {
   if (!g16) gelu_into(g, h.data, M * K);
   PhaseScope phase(Phase::matmul);
   Tensor y = new_output(r.shape, needs_grad(r, h, w));
-  std::memcpy(y.data, r.data, size_t(M * N) * sizeof(float));
+  copy_parallel(y.data, r.data, M * N);
   kernels::gemm(false, false, M, N, K, g, K, w.data, N, y.data, N, true, {g16, nullptr});
   if (y.requires_grad()) {
     record("residual_gelu_linear", y, [r, h, w, y, M, N, K] {
