@@ -165,7 +165,6 @@ inline void block_logits(float* s, const float* a, const float* bt, int64_t j0, 
   for (int64_t jt = 0; jt < nb; jt += kKeyTile) tile_abt(s + jt, kKeyBlock, a, Dp, bt + j0 + jt, Sp);
 }
 
-
 // Operand layouts of the products, as a policy the kernel is written once over.
 // F32: K for logits transposed [Dp, Sp] (kt), K and V as rows [Sp, Dp] for P·V and dS·K, query-side
 // tiles as rows [kRows, Dp]; the P and dS blocks are read as they are.
@@ -173,7 +172,7 @@ struct F32Tiles {
   static int64_t key_cols(int64_t Dp, int64_t Sp) { return Dp * Sp; }       // logits-side K/V, in floats
   static int64_t key_rows(int64_t Dp, int64_t Sp) { return Dp * Sp; }       // P·X-side K/V, in floats
   static int64_t row_tile(int64_t Dp) { return kRows * Dp; }                  // a query-side tile, in floats
-  static int64_t block(int64_t) { return 0; }                                 // converted P/dS block, in floats
+  static int64_t block() { return 0; }                                        // converted P/dS block, in floats
   static void gather_cols(float* dst, const Tensor& x, int64_t b, int64_t g, const Dims& d, int64_t Dp, int64_t Sp) {
     gather_padded(nullptr, dst, x, b, g, d, Dp, Sp);
   }
@@ -185,7 +184,6 @@ struct F32Tiles {
                           const Dims& d, int64_t Dp) {
     gather_query_rows(dst, base, x, b, i0, n, h, d, Dp);
   }
-  static void tile_pairs(float*, const float*, int64_t) {}
   static void logits(float* s, const float* a, const float* kt, int64_t j0, int64_t nb, int64_t Dp, int64_t Sp) {
     block_logits(s, a, kt, j0, nb, Dp, Sp);
   }
@@ -240,7 +238,7 @@ struct Bf16Tiles {
   // Rows as bf16 [kRows, Dp] (kRows·Dp/2 words), then pairs of rows [kRows/2, Dp] (kRows·Dp/2 words).
   static int64_t row_tile(int64_t Dp) { return kRows * Dp; }
   // A block as bf16 rows [kRows, kKeyBlock] or as pairs of rows [kRows/2, kKeyBlock].
-  static int64_t block(int64_t) { return kRows * kKeyBlock / 2; }
+  static int64_t block() { return kRows * kKeyBlock / 2; }
 
   // dst[ep, j] = (x[j, 2ep], x[j, 2ep + 1]), zero past D and S: each row converted (a pair of e is
   // one word of the row-major bf16 copy), then the words transposed in 16×16 blocks.
@@ -365,7 +363,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
   // Per thread: K for logits, V for P·V, the query tile and accumulator [kRows, Dp], a logits
   // block [kRows, kKeyBlock] and its converted copy, and m, l [kRows].
   const int64_t kc = Tiles::key_cols(Dp, Sp), kr = Tiles::key_rows(Dp, Sp), tile = Tiles::row_tile(Dp);
-  const int64_t per_thread = kc + kr + tile + kRows * Dp + kRows * kKeyBlock + Tiles::block(Dp) + 2 * kRows;
+  const int64_t per_thread = kc + kr + tile + kRows * Dp + kRows * kKeyBlock + Tiles::block() + 2 * kRows;
   float* scratch = current_arena().alloc_floats(nt * per_thread);
   float* head_max = current_arena().alloc_floats(d.B * d.H);
 
@@ -378,7 +376,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
       float* acc = qb + tile;
       float* s = acc + kRows * Dp;
       float* sb = s + kRows * kKeyBlock;
-      float* m = sb + Tiles::block(Dp);
+      float* m = sb + Tiles::block();
       float* l = m + kRows;
       Tiles::gather_cols(kt, k, b, g, d, Dp, Sp);
       Tiles::gather_rows(vr, v, b, g, d, Dp, Sp);
@@ -444,7 +442,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
   // [Sp, Dp], the q and dy tiles, the dq tile [kRows, Dp], the p and ds blocks [kRows, kKeyBlock]
   // and their converted copies.
   const int64_t bwd_per_thread = 2 * kc + kr + 2 * Sp * Dp + 2 * tile + kRows * Dp + 2 * kRows * kKeyBlock +
-                                 3 * Tiles::block(Dp);
+                                 3 * Tiles::block();
   float* bscratch = current_arena().alloc_floats(nt * bwd_per_thread);
   record("attention", y, [q, k, v, y, lse, bscratch, bwd_per_thread, d, Dp, Sp, kc, kr, tile, alpha, cap, causal] {
     // fwd: y_i = Σ_j p_ij v_j, p_ij = exp(s_ij − L_i), s = cap(α q·k)  =>
@@ -470,8 +468,8 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
         float* p = dq + kRows * Dp;
         float* ds = p + kRows * kKeyBlock;
         float* ds_rows = ds + kRows * kKeyBlock;
-        float* ds_cols = ds_rows + Tiles::block(Dp);
-        float* p_cols = ds_cols + Tiles::block(Dp);
+        float* ds_cols = ds_rows + Tiles::block();
+        float* p_cols = ds_cols + Tiles::block();
         Tiles::gather_cols(kt, k, b, g, d, Dp, Sp);
         Tiles::gather_cols(vt, v, b, g, d, Dp, Sp);
         Tiles::gather_rows(krows, k, b, g, d, Dp, Sp);
