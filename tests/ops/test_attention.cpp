@@ -47,6 +47,29 @@ testing::OpCase attention_case(const AttnShape& a, double scale, AttentionKernel
   };
   return c;
 }
+
+// Forward and backward of attention(q, k, v, o) on fresh leaves holding qv, kv, vv, with output
+// gradient r: the output, and the gradients of q, k and v concatenated.
+std::pair<Vec, Vec> run_attention(int64_t B, int64_t T, int64_t S, int64_t H, int64_t Hkv, int64_t D, const Vec& qv,
+                                  const Vec& kv, const Vec& vv, const Vec& r, const AttentionOptions& o) {
+  Arena arena;
+  Tape tape;
+  ArenaScope as(arena);
+  TapeScope ts(tape);
+  Tensor q = empty({B, T, H, D}, true), k = empty({B, S, Hkv, D}, true), v = empty({B, S, Hkv, D}, true);
+  for (int64_t i = 0; i < q.numel(); ++i) q.data[i] = float(qv[i]);
+  for (int64_t i = 0; i < k.numel(); ++i) {
+    k.data[i] = float(kv[i]);
+    v.data[i] = float(vv[i]);
+  }
+  Tensor y = attention(q, k, v, o);
+  std::vector<float> dy(r.begin(), r.end());
+  backward_from(y, dy.data());
+  Vec g(q.grad(), q.grad() + q.numel());
+  g.insert(g.end(), k.grad(), k.grad() + k.numel());
+  g.insert(g.end(), v.grad(), v.grad() + v.numel());
+  return {Vec(y.data, y.data + y.numel()), g};
+}
 }  // namespace
 
 TEST_CASE("attention (every kernel): gradients and fast path; causal, full, GQA, soft-cap", "[ops][grad]") {
@@ -161,27 +184,12 @@ TEST_CASE("attention: flash equals dense (outputs and gradients within 1e-5 rela
         vv = testing::randn(B * S * Hkv * D, 33), r = testing::randn(B * T * H * D, 34);
     std::vector<Vec> outs, grads;
     for (AttentionKernel kernel : {AttentionKernel::dense, AttentionKernel::flash}) {
-      Arena arena;
-      Tape tape;
-      ArenaScope as(arena);
-      TapeScope ts(tape);
-      Tensor q = empty({B, T, H, D}, true), k = empty({B, S, Hkv, D}, true), v = empty({B, S, Hkv, D}, true);
-      for (int64_t i = 0; i < q.numel(); ++i) q.data[i] = float(qv[i]);
-      for (int64_t i = 0; i < k.numel(); ++i) {
-        k.data[i] = float(kv[i]);
-        v.data[i] = float(vv[i]);
-      }
       AttentionOptions o(0.2f);
       o.softcap = cap;
       o.causal = causal;
       o.kernel = kernel;
-      Tensor y = attention(q, k, v, o);
-      std::vector<float> dy(r.begin(), r.end());
-      backward_from(y, dy.data());
-      outs.push_back(Vec(y.data, y.data + y.numel()));
-      Vec g(q.grad(), q.grad() + q.numel());
-      g.insert(g.end(), k.grad(), k.grad() + k.numel());
-      g.insert(g.end(), v.grad(), v.grad() + v.numel());
+      auto [y, g] = run_attention(B, T, S, H, Hkv, D, qv, kv, vv, r, o);
+      outs.push_back(y);
       grads.push_back(g);
     }
     CHECK(testing::rel_err(outs[0], outs[1]) <= 1e-5);
@@ -246,27 +254,12 @@ TEST_CASE("attention: flash with bf16 products agrees with f32 within bf16 round
     std::vector<Vec> outs, grads;
     for (auto precision : {kernels::MatmulPrecision::f32, kernels::MatmulPrecision::bf16}) {
       testing::PrecisionScope ps(precision);
-      Arena arena;
-      Tape tape;
-      ArenaScope as(arena);
-      TapeScope ts(tape);
-      Tensor q = empty({B, T, H, D}, true), k = empty({B, S, Hkv, D}, true), v = empty({B, S, Hkv, D}, true);
-      for (int64_t i = 0; i < q.numel(); ++i) q.data[i] = float(qv[i]);
-      for (int64_t i = 0; i < k.numel(); ++i) {
-        k.data[i] = float(kv[i]);
-        v.data[i] = float(vv[i]);
-      }
       AttentionOptions o(0.2f);
       o.softcap = cap;
       o.causal = causal;
       o.kernel = AttentionKernel::flash;
-      Tensor y = attention(q, k, v, o);
-      std::vector<float> dy(r.begin(), r.end());
-      backward_from(y, dy.data());
-      outs.push_back(Vec(y.data, y.data + y.numel()));
-      Vec g(q.grad(), q.grad() + q.numel());
-      g.insert(g.end(), k.grad(), k.grad() + k.numel());
-      g.insert(g.end(), v.grad(), v.grad() + v.numel());
+      auto [y, g] = run_attention(B, T, S, H, Hkv, D, qv, kv, vv, r, o);
+      outs.push_back(y);
       grads.push_back(g);
     }
     const double out_err = testing::rel_err(outs[0], outs[1]), grad_err = testing::rel_err(grads[0], grads[1]);
