@@ -1,12 +1,13 @@
 // Building-block speed: GFLOP/s of attnlab's linear (forward + both backward products) next to
 // raw oneDNN matmul primitives on the same shapes, and of the attention op forward + backward.
-//   build/bench_kernels [--reps N] [--threads N] [--attention-only] [--bf16]
+//   build/bench_kernels [--reps N] [--threads N] [--attention-only] [--bf16] [--shape B,H,T,D]
 // --bf16 runs the attention table with bf16 products (precision.matmul=bf16); the linear table
 // compares f32 products with f32 primitives either way.
 // Prints a Markdown table (docs/performance.md records one with the command that produced it).
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -125,23 +126,25 @@ double attention_seconds(int64_t B, int64_t T, int64_t H, int64_t D, int reps, A
   Tape tape;
   ArenaScope as(arena);
   TapeScope ts(tape);
-  std::vector<float> q(B * T * H * D), k(q.size()), v(q.size()), dy(q.size());
-  fill(q.data(), q.size(), 1);
-  fill(k.data(), k.size(), 2);
-  fill(v.data(), v.size(), 3);
-  fill(dy.data(), dy.size(), 4);
+  const int64_t n = B * T * H * D;
+  std::vector<float> q(n), k(n), v(n), dy(n), dq(n), dk(n), dv(n);
+  fill(q.data(), n, 1);
+  fill(k.data(), n, 2);
+  fill(v.data(), n, 3);
+  fill(dy.data(), n, 4);
+  // As in a training step, where q, k and v are the projections' outputs: their grads are
+  // written for the first time by the attention's backward (NOTE [grad buffers]).
+  GradBuffer qb{dq.data(), n}, kb{dk.data(), n}, vb{dv.data(), n};
+  const Tensor qt(q.data(), &qb, {B, T, H, D}), kt(k.data(), &kb, {B, T, H, D}), vt(v.data(), &vb, {B, T, H, D});
   const double t = time_median(reps, [&] {
     arena.reset();
-    Tensor qt = empty({B, T, H, D}, true), kt = empty({B, T, H, D}, true), vt = empty({B, T, H, D}, true);
-    std::memcpy(qt.data, q.data(), q.size() * 4);
-    std::memcpy(kt.data, k.data(), k.size() * 4);
-    std::memcpy(vt.data, v.data(), v.size() * 4);
+    qb.written = kb.written = vb.written = false;
     AttentionOptions o(1.f / 8.f);
     o.kernel = kernel;
     Tensor y = attention(qt, kt, vt, o);
     backward_from(y, dy.data());
   });
-  arena_mb = double(arena.high_water()) / (1 << 20);
+  arena_mb = double(arena.high_water() + 3 * size_t(n) * sizeof(float)) / (1 << 20);  // with q, k, v
   return t;
 }
 
@@ -150,13 +153,23 @@ double attention_seconds(int64_t B, int64_t T, int64_t H, int64_t D, int reps, A
 int main(int argc, char** argv) {
   int reps = 20, threads = omp_get_max_threads();
   bool linear_table = true, bf16_attention = false;
+  // Attention B, H, T, D: the default run's shape (batch 12, 4 heads of 32, context 64), 8192
+  // tokens at growing context, then one layer of the mid and baby-gpt benchmark presets.
+  std::vector<std::array<int64_t, 4>> attn_shapes = {{12, 4, 64, 32}, {128, 4, 64, 64}, {32, 4, 256, 64},
+                                                     {8, 4, 1024, 64}, {32, 8, 128, 32}, {64, 6, 256, 64}};
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--attention-only")) linear_table = false;
     else if (i + 1 < argc && !std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[++i]);
     else if (i + 1 < argc && !std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--bf16")) bf16_attention = true;
-    else {
-      std::fprintf(stderr, "usage: bench_kernels [--reps N] [--threads N] [--attention-only] [--bf16]\n");
+    else if (std::array<long long, 4> s; i + 1 < argc && !std::strcmp(argv[i], "--shape") &&
+             std::sscanf(argv[i + 1], "%lld,%lld,%lld,%lld", &s[0], &s[1], &s[2], &s[3]) == 4 && s[0] > 0 &&
+             s[1] > 0 && s[2] > 0 && s[3] > 0) {
+      attn_shapes = {{s[0], s[1], s[2], s[3]}};  // one attention shape only, no linear table
+      linear_table = false;
+      ++i;
+    } else {
+      std::fprintf(stderr, "usage: bench_kernels [--reps N] [--threads N] [--attention-only] [--bf16] [--shape B,H,T,D]\n");
       return 2;
     }
   }
@@ -176,10 +189,6 @@ int main(int argc, char** argv) {
   std::printf("%s| attention (causal%s) B×H, T, D | dense fwd+bwd ms | dense GFLOP/s | dense arena MB | flash fwd+bwd ms "
               "| flash GFLOP/s | flash arena MB |\n|---|---|---|---|---|---|---|\n", linear_table ? "\n" : "",
               bf16_attention ? ", flash with bf16 products" : "");
-  // The default run's shape (batch 12, 4 heads of 32, context 64), 8192 tokens at growing context,
-  // then one layer of the mid and baby-gpt benchmark presets.
-  const int64_t attn_shapes[][4] = {{12, 4, 64, 32}, {128, 4, 64, 64}, {32, 4, 256, 64}, {8, 4, 1024, 64},
-                                    {32, 8, 128, 32}, {64, 6, 256, 64}};
   if (bf16_attention) kernels::set_matmul_precision(kernels::MatmulPrecision::bf16);  // flash only: dense is f32
   for (auto [B, H, T, D] : attn_shapes) {
     double dense_mb = 0, flash_mb = 0;

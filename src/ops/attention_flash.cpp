@@ -105,6 +105,20 @@ inline void tile_atb_acc(float* __restrict o, const float* __restrict p, int64_t
   }
 }
 
+// max(s[0, n)), n >= 1, in 16 lanes (GCC leaves a max reduction scalar even under omp simd).
+inline float row_max(const float* __restrict s, int64_t n) {
+  float lanes[kLanes];
+  for (int e = 0; e < kLanes; ++e) lanes[e] = s[0];
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+#pragma omp simd
+    for (int e = 0; e < kLanes; ++e) lanes[e] = lanes[e] > s[j + e] ? lanes[e] : s[j + e];
+  float m = s[0];
+  for (int e = 0; e < kLanes; ++e) m = m > lanes[e] ? m : lanes[e];
+  for (; j < n; ++j) m = m > s[j] ? m : s[j];
+  return m;
+}
+
 // Asks for the cache lines of rows [i0, i0 + n) of head (b, h) of a strided [B, T, heads, D] tensor
 // (rows with x's strides, starting at base): the next query tile's rows, fetched while the
 // current tile computes (their stride defeats the hardware prefetcher).
@@ -404,8 +418,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
                 continue;
               }
               finish_logits(sr, n, alpha, cap);
-              float mb = sr[0];
-              for (int64_t j = 1; j < n; ++j) mb = std::max(mb, sr[j]);
+              const float mb = row_max(sr, n);
               const float m_new = std::max(m[r], mb);
               const float corr = kernels::fast_exp(m[r] - m_new);  // 0 when m was -inf
               float sum = 0.f;
