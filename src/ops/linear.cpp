@@ -28,6 +28,11 @@ const uint16_t* packed_output_grad(const float* dy, int64_t M, int64_t N) {
   thread_local kernels::Bf16Copy copy;
   return copy.pack(dy, M, N, N);
 }
+// dr += dy for y = r + f(...), after the op's last read of dy: r takes over dy's storage when it
+// can (its first gradient, a whole buffer), else dy is written through r's sink.
+void pass_residual_grad(const Tensor& r, const Tensor& y, const float* dy, int64_t n) {
+  if (r.requires_grad() && !r.take_grad_of(y)) write_grad(r.grad_out(), n, [dy](int64_t i) { return dy[i]; });
+}
 }  // namespace
 
 const uint16_t* pack_operand(const Tensor& x) {
@@ -89,7 +94,6 @@ Tensor residual_linear(const Tensor& r, const Tensor& x, const Tensor& w) {
     record("residual_linear", y, [r, x, w, y, M, N, K] {
       // fwd: y = r + x · w   =>   dr += dy,   dx += dy · wᵀ,   dw += xᵀ · dy
       const float* dy = y.grad_in();
-      if (r.requires_grad()) write_grad(r.grad_out(), M * N, [dy](int64_t i) { return dy[i]; });
       const uint16_t* dy16 = x.requires_grad() && w.requires_grad() ? packed_output_grad(dy, M, N) : nullptr;
       if (x.requires_grad()) {
         const GradSink dx = x.grad_out();
@@ -99,6 +103,7 @@ Tensor residual_linear(const Tensor& r, const Tensor& x, const Tensor& w) {
         const GradSink dw = w.grad_out();
         kernels::gemm(true, false, K, N, M, x.data, K, dy, N, dw.ptr, N, dw.accumulate, {nullptr, dy16});
       }
+      pass_residual_grad(r, y, dy, M * N);
     });
   }
   return y;
@@ -160,7 +165,6 @@ Tensor residual_gelu_linear(const Tensor& r, const Tensor& h, const Tensor& w) {
     record("residual_gelu_linear", y, [r, h, w, y, M, N, K] {
       // fwd: y = r + g · w, g = gelu(h)   =>   dr += dy,   dw += gᵀ · dy,   dh += (dy · wᵀ) ⊙ gelu'(h)
       const float* dy = y.grad_in();
-      if (r.requires_grad()) write_grad(r.grad_out(), M * N, [dy](int64_t i) { return dy[i]; });
       float* scratch = gelu_scratch(M * K);
       const uint16_t* dy16 = w.requires_grad() && h.requires_grad() ? packed_output_grad(dy, M, N) : nullptr;
       if (w.requires_grad()) {
@@ -175,6 +179,7 @@ Tensor residual_gelu_linear(const Tensor& r, const Tensor& h, const Tensor& w) {
         const float *dg = scratch, *hd = h.data;
         write_grad(h.grad_out(), M * K, [dg, hd](int64_t i) { return dg[i] * kernels::gelu_tanh_grad(hd[i]); });
       }
+      pass_residual_grad(r, y, dy, M * N);
     });
   }
   return y;

@@ -4,7 +4,8 @@
 // linear(x, w) = x · w, with weights stored [in, out] so that heads are column blocks of w.
 // residual_linear(r, x, w) = r + x · w: a residual branch's output projection added to the stream
 // in one product (r is copied into the output and the product accumulated onto it), so the
-// branch output is never stored; bit-identical to add(r, linear(x, w)).
+// branch output is never stored; bit-identical to add(r, linear(x, w)). In backward, r's gradient
+// takes over dy's storage when it is r's first (Tensor::take_grad_of), instead of a copy.
 // residual_gelu_linear(r, h, w) = r + gelu(h) · w: the GELU MLP's second product. gelu(h), the
 // widest activation (d_ff floats per token and layer), is not kept: forward writes it to a scratch
 // buffer that every call shares, and backward recomputes it there. Bit-identical to

@@ -220,6 +220,22 @@ float* Tensor::grad_accum() const {
   return s.ptr;
 }
 
+bool Tensor::take_grad_of(const Tensor& y) const {
+  GradBuffer *mine = gbuf, *theirs = y.gbuf;
+  if (!mine || !theirs || mine == theirs) return false;
+  const auto whole = [](const Tensor& t) { return t.grad_offset == 0 && t.numel() == t.gbuf->numel && t.is_contiguous(); };
+  if (!mine->pooled || mine->written || mine->ptr || mine->partial_views || !whole(*this)) return false;
+  if (!theirs->pooled || !theirs->written || !theirs->ptr || theirs->partial_views || !whole(y)) return false;
+  if (mine->numel != theirs->numel) return false;
+  // The storage changes owner: the tape returns it to the pool after this input's producer has
+  // run its backward, and finds none to return for y.
+  mine->ptr = theirs->ptr;
+  mine->written = true;
+  theirs->ptr = nullptr;
+  theirs->written = false;
+  return true;
+}
+
 GradPool::GradPool() { free_.reserve(256); }
 
 float* GradPool::acquire(int64_t n) {

@@ -106,6 +106,11 @@ struct Tensor {
   // Backward, for kernels that only accumulate (scatter-adds, attention): the grad pointer,
   // zero-filled first when this is the first write; nullptr when no gradient is wanted.
   float* grad_accum() const;
+  // Backward of an op whose output y passes its gradient to this input unchanged (the residual
+  // stream of y = r + f(...)): when this input's buffer is a whole, unwritten op-output buffer of
+  // y's size, it takes over dy's storage instead of copying it, and true is returned. Call after
+  // the op's last read of dy. False: nothing changed, write the contribution through grad_out().
+  bool take_grad_of(const Tensor& y) const;
 };
 
 // Storage for op-output gradients during one backward pass (NOTE [grad buffers]). Blocks are
