@@ -106,10 +106,9 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
     if (b.w3) {
       x = residual(x, swiglu(linear(h, b.w1->tensor(), h16), linear(h, b.w3->tensor(), h16)), *b.w2);
     } else {
-      const Tensor u = linear(h, b.w1->tensor(), h16);
-      // Without dropout between them, gelu and the output product fuse: gelu(u) is never stored.
-      x = s.dropout > 0.f && grad_enabled() ? residual(x, gelu(u), *b.w2)
-                                             : residual_gelu_linear(x, u, b.w2->tensor());
+      // Without dropout inside, the MLP is one op: gelu(h·w1) is never stored.
+      x = s.dropout > 0.f && grad_enabled() ? residual(x, gelu(linear(h, b.w1->tensor(), h16)), *b.w2)
+                                             : residual_gelu_mlp(x, h, b.w1->tensor(), b.w2->tensor(), h16);
     }
   }
   return norm(norm_f_, x);

@@ -144,40 +144,75 @@ const uint16_t* gelu_bf16(const float* __restrict h, int64_t n) {
   for (int64_t i = 0; i < n; ++i) g[i] = kernels::to_bf16(kernels::gelu_tanh(h[i]));
   return g;
 }
+
+// dh = dg ⊙ gelu'(h): with bf16 products written to bf16 only (returned; the operand both products
+// read), else over dg in place (null returned).
+const uint16_t* gelu_backward(float* __restrict dg, const float* __restrict h, int64_t n) {
+  PhaseScope phase(Phase::norm_act);
+  thread_local kernels::Bf16Copy copy;
+  uint16_t* __restrict dh16 = copy.reserve(n);
+  if (dh16) {
+#pragma omp parallel for simd if (n > kernels::kParallelMin)
+    for (int64_t i = 0; i < n; ++i) dh16[i] = kernels::to_bf16(dg[i] * kernels::gelu_tanh_grad(h[i]));
+  } else {
+#pragma omp parallel for simd if (n > kernels::kParallelMin)
+    for (int64_t i = 0; i < n; ++i) dg[i] = dg[i] * kernels::gelu_tanh_grad(h[i]);
+  }
+  return dh16;
+}
 }  // namespace
 
-Tensor residual_gelu_linear(const Tensor& r, const Tensor& h, const Tensor& w) {
-  ATTN_CHECK(h.is_contiguous() && r.is_contiguous(), "residual_gelu_linear: r ", r.shape, " and h ", h.shape,
+Tensor residual_gelu_mlp(const Tensor& r, const Tensor& x, const Tensor& w1, const Tensor& w2, const uint16_t* x16) {
+  ATTN_CHECK(x.is_contiguous() && r.is_contiguous(), "residual_gelu_mlp: r ", r.shape, " and x ", x.shape,
              " must be contiguous");
-  ATTN_CHECK(w.rank() == 2 && w.is_contiguous() && w.size(0) == h.cols(), "residual_gelu_linear: h ", h.shape,
-             " and w ", w.shape, " do not match");
-  ATTN_CHECK(r.rows() == h.rows() && r.cols() == w.size(1), "residual_gelu_linear: r ", r.shape,
-             " is not gelu(h)·w's shape [", h.rows(), ", ", w.size(1), "]");
-  const int64_t M = h.rows(), K = h.cols(), N = w.size(1);
-  float* g = gelu_scratch(M * K);
-  const uint16_t* g16 = gelu_bf16(h.data, M * K);
-  if (!g16) gelu_into(g, h.data, M * K);
+  ATTN_CHECK(w1.rank() == 2 && w1.is_contiguous() && w1.size(0) == x.cols(), "residual_gelu_mlp: x ", x.shape,
+             " and w1 ", w1.shape, " do not match");
+  ATTN_CHECK(w2.rank() == 2 && w2.is_contiguous() && w2.size(0) == w1.size(1), "residual_gelu_mlp: w1 ", w1.shape,
+             " and w2 ", w2.shape, " do not match");
+  ATTN_CHECK(r.rows() == x.rows() && r.cols() == w2.size(1), "residual_gelu_mlp: r ", r.shape,
+             " is not the output's shape [", x.rows(), ", ", w2.size(1), "]");
+  const int64_t M = x.rows(), C = x.cols(), F = w1.size(1), N = w2.size(1);
+  if (kernels::matmul_precision() != kernels::MatmulPrecision::bf16) x16 = nullptr;
+  Tensor h = empty({M, F});  // kept for backward; gelu(h) is not
+  {
+    PhaseScope phase(Phase::matmul);
+    kernels::gemm(false, false, M, F, C, x.data, C, w1.data, F, h.data, F, false, {x16, nullptr});
+  }
+  float* g = gelu_scratch(M * F);
+  const uint16_t* g16 = gelu_bf16(h.data, M * F);
+  if (!g16) gelu_into(g, h.data, M * F);
   PhaseScope phase(Phase::matmul);
-  Tensor y = new_output(r.shape, needs_grad(r, h, w));
+  Tensor y = new_output(r.shape, needs_grad(r, x, w1, w2));
   copy_parallel(y.data, r.data, M * N);
-  kernels::gemm(false, false, M, N, K, g, K, w.data, N, y.data, N, true, {g16, nullptr});
+  kernels::gemm(false, false, M, N, F, g, F, w2.data, N, y.data, N, true, {g16, nullptr});
   if (y.requires_grad()) {
-    record("residual_gelu_linear", y, [r, h, w, y, M, N, K] {
-      // fwd: y = r + g · w, g = gelu(h)   =>   dr += dy,   dw += gᵀ · dy,   dh += (dy · wᵀ) ⊙ gelu'(h)
+    record("residual_gelu_mlp", y, [r, x, w1, w2, x16, h, y, M, C, F, N] {
+      // fwd: y = r + g · w2, g = gelu(h), h = x · w1   =>   dr += dy,   dw2 += gᵀ · dy,
+      //   dh = (dy · w2ᵀ) ⊙ gelu'(h),   dx += dh · w1ᵀ,   dw1 += xᵀ · dh
       const float* dy = y.grad_in();
-      float* scratch = gelu_scratch(M * K);
-      const uint16_t* dy16 = w.requires_grad() && h.requires_grad() ? packed_output_grad(dy, M, N) : nullptr;
-      if (w.requires_grad()) {
-        const uint16_t* g16 = gelu_bf16(h.data, M * K);  // g again, for dw
-        if (!g16) gelu_into(scratch, h.data, M * K);
-        const GradSink dw = w.grad_out();
-        kernels::gemm(true, false, K, N, M, scratch, K, dy, N, dw.ptr, N, dw.accumulate, {g16, dy16});
+      const bool want_h = x.requires_grad() || w1.requires_grad();
+      float* scratch = gelu_scratch(M * F);
+      const uint16_t* dy16 = w2.requires_grad() && want_h ? packed_output_grad(dy, M, N) : nullptr;
+      if (w2.requires_grad()) {
+        const uint16_t* g16 = gelu_bf16(h.data, M * F);  // g again, for dw2
+        if (!g16) gelu_into(scratch, h.data, M * F);
+        const GradSink dw = w2.grad_out();
+        kernels::gemm(true, false, F, N, M, scratch, F, dy, N, dw.ptr, N, dw.accumulate, {g16, dy16});
       }
-      if (h.requires_grad()) {  // dg = dy · wᵀ, over g
-        kernels::gemm(false, true, M, K, N, dy, N, w.data, N, scratch, K, false, {dy16, nullptr});
-        PhaseScope act(Phase::norm_act);
-        const float *dg = scratch, *hd = h.data;
-        write_grad(h.grad_out(), M * K, [dg, hd](int64_t i) { return dg[i] * kernels::gelu_tanh_grad(hd[i]); });
+      if (want_h) {
+        kernels::gemm(false, true, M, F, N, dy, N, w2.data, N, scratch, F, false, {dy16, nullptr});  // dg, over g
+        // dh exists only as the products' operand: in bf16, converted as it is computed (the bytes
+        // a conversion of the f32 dh would give); in f32, over dg in the scratch buffer.
+        const uint16_t* dh16 = gelu_backward(scratch, h.data, M * F);
+        const float* dh = scratch;
+        if (x.requires_grad()) {
+          const GradSink dx = x.grad_out();
+          kernels::gemm(false, true, M, C, F, dh, F, w1.data, F, dx.ptr, C, dx.accumulate, {dh16, nullptr});
+        }
+        if (w1.requires_grad()) {
+          const GradSink dw = w1.grad_out();
+          kernels::gemm(true, false, C, F, M, x.data, C, dh, F, dw.ptr, F, dw.accumulate, {x16, dh16});
+        }
       }
       pass_residual_grad(r, y, dy, M * N);
     });

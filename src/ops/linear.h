@@ -6,10 +6,11 @@
 // in one product (r is copied into the output and the product accumulated onto it), so the
 // branch output is never stored; bit-identical to add(r, linear(x, w)). In backward, r's gradient
 // takes over dy's storage when it is r's first (Tensor::take_grad_of), instead of a copy.
-// residual_gelu_linear(r, h, w) = r + gelu(h) · w: the GELU MLP's second product. gelu(h), the
-// widest activation (d_ff floats per token and layer), is not kept: forward writes it to a scratch
-// buffer that every call shares, and backward recomputes it there. Bit-identical to
-// residual_linear(r, gelu(h), w).
+// residual_gelu_mlp(r, x, w1, w2) = r + gelu(x · w1) · w2: the GELU MLP with its residual add.
+// h = x · w1 is kept for backward; gelu(h), as wide, is not: forward writes it to a scratch buffer
+// that every call shares, and backward recomputes it there. h's gradient exists only as the
+// operand of the two products that read it (in bf16 when they run in bf16). Bit-identical to
+// residual_linear(r, gelu(linear(x, w1)), w2); x16 as for linear().
 #include "tensor/tensor.h"
 
 namespace attnlab {
@@ -25,7 +26,8 @@ inline Tensor linear(const Tensor& x, const Tensor& w, const uint16_t* x16 = nul
 // Null when products run in f32.
 const uint16_t* pack_operand(const Tensor& x);
 Tensor residual_linear(const Tensor& r, const Tensor& x, const Tensor& w);
-Tensor residual_gelu_linear(const Tensor& r, const Tensor& h, const Tensor& w);
+Tensor residual_gelu_mlp(const Tensor& r, const Tensor& x, const Tensor& w1, const Tensor& w2,
+                         const uint16_t* x16 = nullptr);
 
 namespace ref {
 // y[m,n] = Σ_k a[m,k] b[k,n]   (b[n,k] with trans_b)

@@ -18,7 +18,7 @@ PhaseScope*& PhaseScope::innermost() {
 }
 
 Phase phase_of(const char* op) {
-  for (const char* p : {"matmul", "residual_linear", "residual_gelu_linear"})
+  for (const char* p : {"matmul", "residual_linear", "residual_gelu_mlp"})
     if (!std::strcmp(op, p)) return Phase::matmul;
   if (!std::strcmp(op, "attention")) return Phase::attention;
   if (!std::strcmp(op, "cross_entropy")) return Phase::loss;

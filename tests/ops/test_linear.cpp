@@ -117,40 +117,82 @@ TEST_CASE("residual_linear: gradients and fast path; bit-identical to add(r, lin
                             [](const Tensor& r, const Tensor& x, const Tensor& w) { return add(r, linear(x, w)); });
 }
 
-TEST_CASE("residual_gelu_linear: gradients and fast path; bit-identical to residual_linear(r, gelu(h), w)",
-          "[ops][grad]") {
+TEST_CASE("residual_gelu_mlp: gradients and fast path", "[ops][grad]") {
   for (int64_t M : testing::odd_sizes())
-    for (auto [K, N] : {std::pair<int64_t, int64_t>{1, 3}, {17, 65}, {65, 17}}) {
-      INFO("M " << M << " K " << K << " N " << N);
+    for (auto [C, F, N] : {std::tuple<int64_t, int64_t, int64_t>{1, 3, 2}, {17, 65, 17}, {65, 17, 9}}) {
+      INFO("M " << M << " C " << C << " F " << F << " N " << N);
       testing::OpCase c;
-      c.name = "residual_gelu_linear";
-      c.shapes = {{M, N}, {M, K}, {K, N}};
-      c.seed = uint64_t(M * 1000 + K * 10 + N);
-      c.inputs = {testing::randn(M * N, c.seed), testing::randn(M * K, c.seed + 1), testing::randn(K * N, c.seed + 2)};
+      c.name = "residual_gelu_mlp";
+      c.shapes = {{M, N}, {M, C}, {C, F}, {F, N}};
+      c.seed = uint64_t(M * 1000 + C * 10 + N);
+      c.inputs = {testing::randn(M * N, c.seed), testing::randn(M * C, c.seed + 1), testing::randn(C * F, c.seed + 2),
+                  testing::randn(F * N, c.seed + 3)};
+      // h = x·w1, g = gelu(h), y = r + g·w2
+      auto hidden = [=](const std::vector<Vec>& in, Vec& h, Vec& g) {
+        h.assign(size_t(M * F), 0.);
+        ref::matmul_fwd(h.data(), in[1].data(), in[2].data(), M, C, F, false);
+        g.resize(h.size());
+        for (size_t i = 0; i < h.size(); ++i) g[i] = ref::gelu(h[i]);
+      };
       c.ref_fwd = [=](const std::vector<Vec>& in) {
-        Vec g(M * K), y(M * N);
-        for (int64_t i = 0; i < M * K; ++i) g[i] = ref::gelu(in[1][i]);
-        ref::matmul_fwd(y.data(), g.data(), in[2].data(), M, K, N, false);
+        Vec h, g, y(M * N);
+        hidden(in, h, g);
+        ref::matmul_fwd(y.data(), g.data(), in[3].data(), M, F, N, false);
         for (int64_t i = 0; i < M * N; ++i) y[i] += in[0][i];
         return y;
       };
       c.ref_bwd = [=](const std::vector<Vec>& in, const Vec& dy) {
-        Vec g(M * K), dg(M * K);
-        for (int64_t i = 0; i < M * K; ++i) g[i] = ref::gelu(in[1][i]);
-        std::vector<Vec> grads{dy, Vec(M * K), Vec(K * N)};
-        ref::matmul_bwd(dg.data(), grads[2].data(), dy.data(), g.data(), in[2].data(), M, K, N, false);
-        for (int64_t i = 0; i < M * K; ++i) grads[1][i] = dg[i] * ref::gelu_grad(in[1][i]);
+        Vec h, g, dh(M * F);
+        hidden(in, h, g);
+        std::vector<Vec> grads{dy, Vec(M * C), Vec(C * F), Vec(F * N)};
+        ref::matmul_bwd(dh.data(), grads[3].data(), dy.data(), g.data(), in[3].data(), M, F, N, false);
+        for (int64_t i = 0; i < M * F; ++i) dh[i] *= ref::gelu_grad(h[i]);
+        ref::matmul_bwd(grads[1].data(), grads[2].data(), dh.data(), in[1].data(), in[2].data(), M, C, F, false);
         return grads;
       };
-      c.fast = [](const std::vector<Tensor>& in) { return residual_gelu_linear(in[0], in[1], in[2]); };
+      c.fast = [](const std::vector<Tensor>& in) { return residual_gelu_mlp(in[0], in[1], in[2], in[3]); };
       testing::check_op(c);
     }
-  // Fused and composed forms compute the same floats, with or without a gradient for w (frozen).
-  // With bf16 products the fused op writes gelu(h) straight to bf16 and the composed one converts
-  // gelu's f32 output: the same bits either way.
-  check_fused_bit_identical(
-      [](const Tensor& r, const Tensor& h, const Tensor& w) { return residual_gelu_linear(r, h, w); },
-      [](const Tensor& r, const Tensor& h, const Tensor& w) { return residual_linear(r, gelu(h), w); });
+}
+
+TEST_CASE("residual_gelu_mlp: bit-identical to residual_linear(r, gelu(linear(x, w1)), w2)", "[ops]") {
+  // With bf16 products the fused op writes gelu(h) and dh straight to bf16, the composed one
+  // converts gelu's output and h's gradient: the same bits either way. Also with a frozen w1 or
+  // w2, with x frozen (no dx), and with a shared bf16 copy of x.
+  Arena arena;
+  Tape tape;
+  ArenaScope as(arena);
+  TapeScope ts(tape);
+  const int64_t M = 33, C = 24, F = 40, N = 24;
+  Vec rv = testing::randn(M * N, 1), xv = testing::randn(M * C, 2), w1v = testing::randn(C * F, 3),
+      w2v = testing::randn(F * N, 4), dv = testing::randn(M * N, 5);
+  for (auto precision : {kernels::MatmulPrecision::f32, kernels::MatmulPrecision::bf16})
+    for (int frozen = 0; frozen < 4; ++frozen)  // none, w1, w2, x
+      for (bool shared_x16 : {false, true}) {
+        testing::PrecisionScope ps(precision);
+        INFO("bf16 products: " << (precision == kernels::MatmulPrecision::bf16) << ", frozen " << frozen
+                               << ", shared x16: " << shared_x16);
+        std::vector<std::vector<float>> outs, grads;
+        for (bool fused : {true, false}) {
+          Tensor r = empty({M, N}, true), x = empty({M, C}, frozen != 3), w1 = empty({C, F}, frozen != 1),
+                 w2 = empty({F, N}, frozen != 2);
+          std::copy(rv.begin(), rv.end(), r.data);
+          std::copy(xv.begin(), xv.end(), x.data);
+          std::copy(w1v.begin(), w1v.end(), w1.data);
+          std::copy(w2v.begin(), w2v.end(), w2.data);
+          const uint16_t* x16 = shared_x16 ? pack_operand(x) : nullptr;
+          Tensor y = fused ? residual_gelu_mlp(r, x, w1, w2, x16) : residual_linear(r, gelu(linear(x, w1, x16)), w2);
+          const std::vector<float> dy(dv.begin(), dv.end());
+          backward_from(y, dy.data());
+          outs.emplace_back(y.data, y.data + y.numel());
+          std::vector<float> g(r.grad(), r.grad() + r.numel());
+          for (const Tensor* t : {&x, &w1, &w2})
+            if (t->requires_grad()) g.insert(g.end(), t->grad(), t->grad() + t->numel());
+          grads.push_back(g);
+        }
+        REQUIRE(outs[0] == outs[1]);
+        REQUIRE(grads[0] == grads[1]);
+      }
 }
 
 TEST_CASE("matmul: a shared pack_operand copy gives the same bits as converting per product", "[ops]") {
@@ -201,11 +243,11 @@ TEST_CASE("residual ops: the stream takes over dy's storage, with the same gradi
   using Fwd = std::function<Tensor(const Tensor& r, const Tensor& x, const Tensor& w)>;
   const Fwd fused_forms[] = {[](const Tensor& r, const Tensor& x, const Tensor& w) { return residual_linear(r, x, w); },
                              [](const Tensor& r, const Tensor& x, const Tensor& w) {
-                               return residual_gelu_linear(r, x, w);
+                               return residual_gelu_mlp(r, x, w, w);
                              }};
   const Fwd composed_forms[] = {[](const Tensor& r, const Tensor& x, const Tensor& w) { return add(r, linear(x, w)); },
                                 [](const Tensor& r, const Tensor& x, const Tensor& w) {
-                                  return add(r, linear(gelu(x), w));
+                                  return add(r, linear(gelu(linear(x, w)), w));
                                 }};
   for (int form = 0; form < 2; ++form)
     for (bool alias : {false, true}) {
