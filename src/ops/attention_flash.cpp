@@ -220,9 +220,14 @@ struct F32Tiles {
 // e, [Dp/2, Sp] in uint32; P·X and dS·K sum over keys, so X is pairs of keys, [Sp/2, Dp];
 // dK and dV sum over query rows, so the query-side tile and the P/dS block are pairs of rows.
 // The softmax, its statistics and every accumulator stay f32.
-inline __m512bh as_bh(__m512i x) { return reinterpret_cast<__m512bh&>(x); }
-inline __m512bh bcast_pair(const uint32_t* p) { return as_bh(_mm512_set1_epi32(int(*p))); }
+inline __m512bh as_bh(__m512i x) { return (__m512bh)x; }
 inline __m512bh load_pairs(const uint32_t* p) { return as_bh(_mm512_loadu_si512(p)); }
+// acc + x · (the pair at p, in every lane), the pair read by the product's embedded broadcast
+// (GCC 12 does not fold a broadcast into vdpbf16ps; a separate broadcast costs an instruction).
+inline __m512 dp_bcast(__m512 acc, __m512bh x, const uint32_t* p) {
+  asm("vdpbf16ps %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(x), "m"(*p));
+  return acc;
+}
 
 // x[0, 16) as bf16, reading only x[0, n) (zeros past n, none read when n <= 0).
 inline __m256i bf16x16(const float* x, int64_t n) {
@@ -303,9 +308,8 @@ struct Bf16Tiles {
         const uint32_t* kp = kt + ep * Sp + j0 + jt;
         const __m512bh b0 = load_pairs(kp), b1 = load_pairs(kp + 16);
         for (int r = 0; r < kRows; ++r) {
-          const __m512bh ar = bcast_pair(a + r * Dh + ep);
-          acc[r][0] = _mm512_dpbf16_ps(acc[r][0], ar, b0);
-          acc[r][1] = _mm512_dpbf16_ps(acc[r][1], ar, b1);
+          acc[r][0] = dp_bcast(acc[r][0], b0, a + r * Dh + ep);
+          acc[r][1] = dp_bcast(acc[r][1], b1, a + r * Dh + ep);
         }
       }
       for (int r = 0; r < kRows; ++r) {
@@ -344,7 +348,7 @@ struct Bf16Tiles {
       for (int r = 0; r < kRows; ++r) acc[r] = _mm512_loadu_ps(o + r * Dp + e0);
       for (int64_t jp = 0; jp < np; ++jp) {
         const __m512bh xv = load_pairs(x + jp * Dp + e0);
-        for (int r = 0; r < kRows; ++r) acc[r] = _mm512_dpbf16_ps(acc[r], bcast_pair(w + r * kKeyBlock / 2 + jp), xv);
+        for (int r = 0; r < kRows; ++r) acc[r] = dp_bcast(acc[r], xv, w + r * kKeyBlock / 2 + jp);
       }
       for (int r = 0; r < kRows; ++r) _mm512_storeu_ps(o + r * Dp + e0, acc[r]);
     }
@@ -358,7 +362,7 @@ struct Bf16Tiles {
       for (int rp = 0; rp < kRows / 2; ++rp) xr[rp] = load_pairs(x + rp * Dp + e0);
       for (int64_t j = 0; j < nb; ++j) {
         __m512 acc = _mm512_loadu_ps(o + j * Dp + e0);
-        for (int rp = 0; rp < kRows / 2; ++rp) acc = _mm512_dpbf16_ps(acc, bcast_pair(w + rp * kKeyBlock + j), xr[rp]);
+        for (int rp = 0; rp < kRows / 2; ++rp) acc = dp_bcast(acc, xr[rp], w + rp * kKeyBlock + j);
         _mm512_storeu_ps(o + j * Dp + e0, acc);
       }
     }
