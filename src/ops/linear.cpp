@@ -28,6 +28,20 @@ const uint16_t* packed_output_grad(const float* dy, int64_t M, int64_t N) {
   thread_local kernels::Bf16Copy copy;
   return copy.pack(dy, M, N, N);
 }
+// The backward products of y = x · w (x [M, K], w [K, N], dy [M, N]): dx += dy · wᵀ, dw += xᵀ · dy,
+// for whichever of x and w wants a gradient. dy16 and x16: bf16 copies of dy and x, or null.
+void linear_backward(const Tensor& x, const Tensor& w, const float* dy, const uint16_t* dy16, const uint16_t* x16,
+                     int64_t M, int64_t K, int64_t N) {
+  if (x.requires_grad()) {
+    const GradSink dx = x.grad_out();
+    kernels::gemm(false, true, M, K, N, dy, N, w.data, N, dx.ptr, K, dx.accumulate, {dy16, nullptr});
+  }
+  if (w.requires_grad()) {
+    const GradSink dw = w.grad_out();
+    kernels::gemm(true, false, K, N, M, x.data, K, dy, N, dw.ptr, N, dw.accumulate, {x16, dy16});
+  }
+}
+
 // dr += dy for y = r + f(...), after the op's last read of dy: r takes over dy's storage when it
 // can (its first gradient, a whole buffer), else dy is written through r's sink.
 void pass_residual_grad(const Tensor& r, const Tensor& y, const float* dy, int64_t n) {
@@ -95,14 +109,7 @@ Tensor residual_linear(const Tensor& r, const Tensor& x, const Tensor& w) {
       // fwd: y = r + x · w   =>   dr += dy,   dx += dy · wᵀ,   dw += xᵀ · dy
       const float* dy = y.grad_in();
       const uint16_t* dy16 = x.requires_grad() && w.requires_grad() ? packed_output_grad(dy, M, N) : nullptr;
-      if (x.requires_grad()) {
-        const GradSink dx = x.grad_out();
-        kernels::gemm(false, true, M, K, N, dy, N, w.data, N, dx.ptr, K, dx.accumulate, {dy16, nullptr});
-      }
-      if (w.requires_grad()) {
-        const GradSink dw = w.grad_out();
-        kernels::gemm(true, false, K, N, M, x.data, K, dy, N, dw.ptr, N, dw.accumulate, {nullptr, dy16});
-      }
+      linear_backward(x, w, dy, dy16, nullptr, M, K, N);
       pass_residual_grad(r, y, dy, M * N);
     });
   }
@@ -204,15 +211,7 @@ Tensor residual_gelu_mlp(const Tensor& r, const Tensor& x, const Tensor& w1, con
         // dh exists only as the products' operand: in bf16, converted as it is computed (the bytes
         // a conversion of the f32 dh would give); in f32, over dg in the scratch buffer.
         const uint16_t* dh16 = gelu_backward(scratch, h.data, M * F);
-        const float* dh = scratch;
-        if (x.requires_grad()) {
-          const GradSink dx = x.grad_out();
-          kernels::gemm(false, true, M, C, F, dh, F, w1.data, F, dx.ptr, C, dx.accumulate, {dh16, nullptr});
-        }
-        if (w1.requires_grad()) {
-          const GradSink dw = w1.grad_out();
-          kernels::gemm(true, false, C, F, M, x.data, C, dh, F, dw.ptr, F, dw.accumulate, {x16, dh16});
-        }
+        linear_backward(x, w1, scratch, dh16, x16, M, C, F);
       }
       pass_residual_grad(r, y, dy, M * N);
     });
