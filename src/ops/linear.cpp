@@ -117,7 +117,7 @@ Tensor residual_linear(const Tensor& r, const Tensor& x, const Tensor& w) {
 }
 
 namespace {
-// gelu(h) of the current residual_gelu_linear, forward or backward: one buffer for all layers, as
+// gelu(h) of the current residual_gelu_mlp, forward or backward: one buffer for all layers, as
 // each product consumes it before the next op runs. Grown to the largest size seen, then reused.
 float* gelu_scratch(int64_t n) {
   struct Buffer {
@@ -142,9 +142,12 @@ void gelu_into(float* __restrict g, const float* __restrict h, int64_t n) {
 
 // bf16 products: gelu(h) written straight to bf16, the operand the product reads (the same bytes
 // as gelu_into followed by conversion), so no f32 copy is written and read again. Null in f32.
-const uint16_t* gelu_bf16(const float* __restrict h, int64_t n) {
+uint16_t* gelu_bf16_buffer(int64_t n) {
   thread_local kernels::Bf16Copy copy;
-  uint16_t* __restrict g = copy.reserve(n);
+  return copy.reserve(n);
+}
+const uint16_t* gelu_bf16(const float* __restrict h, int64_t n) {
+  uint16_t* __restrict g = gelu_bf16_buffer(n);
   if (!g) return nullptr;
   PhaseScope phase(Phase::norm_act);
 #pragma omp parallel for simd if (n > kernels::kParallelMin)
@@ -152,20 +155,30 @@ const uint16_t* gelu_bf16(const float* __restrict h, int64_t n) {
   return g;
 }
 
-// dh = dg ⊙ gelu'(h): with bf16 products written to bf16 only (returned; the operand both products
-// read), else over dg in place (null returned).
-const uint16_t* gelu_backward(float* __restrict dg, const float* __restrict h, int64_t n) {
+// f32 products: dh = dg ⊙ gelu'(h), over dg in place.
+void gelu_backward(float* __restrict dg, const float* __restrict h, int64_t n) {
+  PhaseScope phase(Phase::norm_act);
+#pragma omp parallel for simd if (n > kernels::kParallelMin)
+  for (int64_t i = 0; i < n; ++i) dg[i] = dg[i] * kernels::gelu_tanh_grad(h[i]);
+}
+
+// bf16 products: one pass over h gives both of backward's bf16 operands, g = gelu(h) again (for
+// dw2) and dh = dg ⊙ gelu'(h) (for dx and dw1), each the bytes that converting its f32 value gives.
+struct GeluOperands {
+  const uint16_t* g16;
+  const uint16_t* dh16;
+};
+GeluOperands gelu_backward_bf16(const float* __restrict dg, const float* __restrict h, int64_t n) {
   PhaseScope phase(Phase::norm_act);
   thread_local kernels::Bf16Copy copy;
   uint16_t* __restrict dh16 = copy.reserve(n);
-  if (dh16) {
+  uint16_t* __restrict g16 = gelu_bf16_buffer(n);
 #pragma omp parallel for simd if (n > kernels::kParallelMin)
-    for (int64_t i = 0; i < n; ++i) dh16[i] = kernels::to_bf16(dg[i] * kernels::gelu_tanh_grad(h[i]));
-  } else {
-#pragma omp parallel for simd if (n > kernels::kParallelMin)
-    for (int64_t i = 0; i < n; ++i) dg[i] = dg[i] * kernels::gelu_tanh_grad(h[i]);
+  for (int64_t i = 0; i < n; ++i) {
+    g16[i] = kernels::to_bf16(kernels::gelu_tanh(h[i]));
+    dh16[i] = kernels::to_bf16(dg[i] * kernels::gelu_tanh_grad(h[i]));
   }
-  return dh16;
+  return {g16, dh16};
 }
 }  // namespace
 
@@ -200,18 +213,28 @@ Tensor residual_gelu_mlp(const Tensor& r, const Tensor& x, const Tensor& w1, con
       const bool want_h = x.requires_grad() || w1.requires_grad();
       float* scratch = gelu_scratch(M * F);
       const uint16_t* dy16 = w2.requires_grad() && want_h ? packed_output_grad(dy, M, N) : nullptr;
-      if (w2.requires_grad()) {
-        const uint16_t* g16 = gelu_bf16(h.data, M * F);  // g again, for dw2
-        if (!g16) gelu_into(scratch, h.data, M * F);
-        const GradSink dw = w2.grad_out();
-        kernels::gemm(true, false, F, N, M, scratch, F, dy, N, dw.ptr, N, dw.accumulate, {g16, dy16});
-      }
-      if (want_h) {
-        kernels::gemm(false, true, M, F, N, dy, N, w2.data, N, scratch, F, false, {dy16, nullptr});  // dg, over g
-        // dh exists only as the products' operand: in bf16, converted as it is computed (the bytes
-        // a conversion of the f32 dh would give); in f32, over dg in the scratch buffer.
-        const uint16_t* dh16 = gelu_backward(scratch, h.data, M * F);
-        linear_backward(x, w1, scratch, dh16, x16, M, C, F);
+      if (kernels::matmul_precision() == kernels::MatmulPrecision::bf16) {
+        // dg first, so that one pass over h gives both g (for dw2) and dh; dh exists only as the
+        // products' bf16 operand.
+        if (want_h) kernels::gemm(false, true, M, F, N, dy, N, w2.data, N, scratch, F, false, {dy16, nullptr});
+        const GeluOperands ops = want_h ? gelu_backward_bf16(scratch, h.data, M * F)
+                                        : GeluOperands{gelu_bf16(h.data, M * F), nullptr};
+        if (w2.requires_grad()) {
+          const GradSink dw = w2.grad_out();
+          kernels::gemm(true, false, F, N, M, nullptr, F, dy, N, dw.ptr, N, dw.accumulate, {ops.g16, dy16});  // g: g16 only
+        }
+        if (want_h) linear_backward(x, w1, scratch, ops.dh16, x16, M, C, F);
+      } else {
+        if (w2.requires_grad()) {  // g in the scratch buffer, then dg over it
+          gelu_into(scratch, h.data, M * F);
+          const GradSink dw = w2.grad_out();
+          kernels::gemm(true, false, F, N, M, scratch, F, dy, N, dw.ptr, N, dw.accumulate);
+        }
+        if (want_h) {
+          kernels::gemm(false, true, M, F, N, dy, N, w2.data, N, scratch, F, false);
+          gelu_backward(scratch, h.data, M * F);
+          linear_backward(x, w1, scratch, nullptr, nullptr, M, C, F);
+        }
       }
       pass_residual_grad(r, y, dy, M * N);
     });

@@ -8,8 +8,9 @@
 // takes over dy's storage when it is r's first (Tensor::take_grad_of), instead of a copy.
 // residual_gelu_mlp(r, x, w1, w2) = r + gelu(x · w1) · w2: the GELU MLP with its residual add.
 // h = x · w1 is kept for backward; gelu(h), as wide, is not: forward writes it to a scratch buffer
-// that every call shares, and backward recomputes it there. h's gradient exists only as the
-// operand of the two products that read it (in bf16 when they run in bf16). Bit-identical to
+// that every call shares, and backward recomputes it (with bf16 products, in the one pass over h
+// that also gives h's gradient). h's gradient exists only as the operand of the two products that
+// read it (in bf16 when they run in bf16). Bit-identical to
 // residual_linear(r, gelu(linear(x, w1)), w2); x16 as for linear().
 #include "tensor/tensor.h"
 

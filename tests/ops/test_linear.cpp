@@ -158,7 +158,7 @@ TEST_CASE("residual_gelu_mlp: gradients and fast path", "[ops][grad]") {
 TEST_CASE("residual_gelu_mlp: bit-identical to residual_linear(r, gelu(linear(x, w1)), w2)", "[ops]") {
   // With bf16 products the fused op writes gelu(h) and dh straight to bf16, the composed one
   // converts gelu's output and h's gradient: the same bits either way. Also with a frozen w1 or
-  // w2, with x frozen (no dx), and with a shared bf16 copy of x.
+  // w2, with x frozen (no dx), with x and w1 frozen (no dh), and with a shared bf16 copy of x.
   Arena arena;
   Tape tape;
   ArenaScope as(arena);
@@ -167,14 +167,15 @@ TEST_CASE("residual_gelu_mlp: bit-identical to residual_linear(r, gelu(linear(x,
   Vec rv = testing::randn(M * N, 1), xv = testing::randn(M * C, 2), w1v = testing::randn(C * F, 3),
       w2v = testing::randn(F * N, 4), dv = testing::randn(M * N, 5);
   for (auto precision : {kernels::MatmulPrecision::f32, kernels::MatmulPrecision::bf16})
-    for (int frozen = 0; frozen < 4; ++frozen)  // none, w1, w2, x
+    for (int frozen = 0; frozen < 5; ++frozen)  // none, w1, w2, x, x and w1
       for (bool shared_x16 : {false, true}) {
         testing::PrecisionScope ps(precision);
         INFO("bf16 products: " << (precision == kernels::MatmulPrecision::bf16) << ", frozen " << frozen
                                << ", shared x16: " << shared_x16);
         std::vector<std::vector<float>> outs, grads;
         for (bool fused : {true, false}) {
-          Tensor r = empty({M, N}, true), x = empty({M, C}, frozen != 3), w1 = empty({C, F}, frozen != 1),
+          Tensor r = empty({M, N}, true), x = empty({M, C}, frozen != 3 && frozen != 4),
+                 w1 = empty({C, F}, frozen != 1 && frozen != 4),
                  w2 = empty({F, N}, frozen != 2);
           std::copy(rv.begin(), rv.end(), r.data);
           std::copy(xv.begin(), xv.end(), x.data);
