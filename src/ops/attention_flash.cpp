@@ -59,14 +59,17 @@ inline void tile_abt(float* __restrict s, int64_t lds, const float* __restrict a
     for (int j = 0; j < kKeyTile; ++j) s[r * lds + j] = acc[r][j];
 }
 
-// o[r, :] += Σ_{j<n} p[r, j] · x[j, :] for r < kRows; o is [kRows, Dp], x is [n, Dp], p has row stride ldp.
-inline void tile_ab_acc(float* __restrict o, const float* __restrict p, int64_t ldp, const float* __restrict x,
-                        int64_t n, int64_t Dp) {
+// o[r, :] = c[r] · o[r, :] + Σ_{j<n} p[r, j] · x[j, :] for r < kRows (c null: 1); o is [kRows, Dp],
+// x is [n, Dp], p has row stride ldp.
+inline void tile_ab_acc(float* __restrict o, const float* __restrict c, const float* __restrict p, int64_t ldp,
+                        const float* __restrict x, int64_t n, int64_t Dp) {
   for (int64_t e0 = 0; e0 < Dp; e0 += kLanes) {
     float acc[kRows][kLanes];
-    for (int r = 0; r < kRows; ++r)
+    for (int r = 0; r < kRows; ++r) {
+      const float cr = c ? c[r] : 1.f;
 #pragma omp simd
-      for (int e = 0; e < kLanes; ++e) acc[r][e] = o[r * Dp + e0 + e];
+      for (int e = 0; e < kLanes; ++e) acc[r][e] = o[r * Dp + e0 + e] * cr;
+    }
     for (int64_t j = 0; j < n; ++j) {
       const float* xj = x + j * Dp + e0;
       for (int r = 0; r < kRows; ++r) {
@@ -117,6 +120,22 @@ inline float row_max(const float* __restrict s, int64_t n) {
   for (int e = 0; e < kLanes; ++e) m = m > lanes[e] ? m : lanes[e];
   for (; j < n; ++j) m = m > s[j] ? m : s[j];
   return m;
+}
+
+// s[j] = exp(s[j] − m) for j < n, 0 for n <= j < round_up(n, 16); returns Σ_{j<n} s[j], summed in
+// 16 lanes. (An omp simd sum kept its partial sums in memory and ran the remainder scalar.)
+inline float exp_shift_sum(float* __restrict s, int64_t n, float m) {
+  float lanes[kLanes] = {};
+  for (int64_t j0 = 0; j0 < n; j0 += kLanes)
+#pragma omp simd
+    for (int e = 0; e < kLanes; ++e) {
+      const float x = j0 + e < n ? kernels::fast_exp(s[j0 + e] - m) : 0.f;
+      s[j0 + e] = x;
+      lanes[e] += x;
+    }
+  float sum = 0.f;
+  for (int e = 0; e < kLanes; ++e) sum += lanes[e];
+  return sum;
 }
 
 // Asks for the cache lines of rows [i0, i0 + n) of head (b, h) of a strided [B, T, heads, D] tensor
@@ -204,9 +223,9 @@ struct F32Tiles {
   // A P or dS block [kRows, kKeyBlock] (f32) as the operand of P·X (rows) or Pᵀ·X (columns).
   static const float* block_rows(float*, const float* w, int64_t) { return w; }
   static const float* block_cols(float*, const float* w, int64_t) { return w; }
-  // o[kRows, Dp] += w[kRows, nb] · x rows [j0, j0 + nb)
-  static void ab_acc(float* o, const float* w, const float* x, int64_t j0, int64_t nb, int64_t Dp) {
-    tile_ab_acc(o, w, kKeyBlock, x + j0 * Dp, nb, Dp);
+  // o[kRows, Dp] = c ⊙ o + w[kRows, nb] · x rows [j0, j0 + nb); c: per-row factors, null for 1
+  static void ab_acc(float* o, const float* c, const float* w, const float* x, int64_t j0, int64_t nb, int64_t Dp) {
+    tile_ab_acc(o, c, w, kKeyBlock, x + j0 * Dp, nb, Dp);
   }
   // o[nb, Dp] += wᵀ · x, x the query-side tile (rows [kRows, Dp])
   static void atb_acc(float* o, const float* w, const float* x, int64_t nb, int64_t Dp) {
@@ -338,14 +357,17 @@ struct Bf16Tiles {
       to_bf16_pairs(out + rp * kKeyBlock, w + 2 * rp * kKeyBlock, w + (2 * rp + 1) * kKeyBlock, n, n);
     return buf;
   }
-  // o[kRows, Dp] += w[kRows, nb] · x, x = pairs of keys [Sp/2, Dp] from key j0 (even).
-  static void ab_acc(float* o, const float* wf, const float* xf, int64_t j0, int64_t nb, int64_t Dp) {
+  // o[kRows, Dp] = c ⊙ o + w[kRows, nb] · x, x = pairs of keys [Sp/2, Dp] from key j0 (even);
+  // c: per-row factors, null for 1.
+  static void ab_acc(float* o, const float* c, const float* wf, const float* xf, int64_t j0, int64_t nb,
+                     int64_t Dp) {
     const auto* w = reinterpret_cast<const uint32_t*>(wf);
     const auto* x = reinterpret_cast<const uint32_t*>(xf) + j0 / 2 * Dp;
     const int64_t np = (nb + 1) / 2;
     for (int64_t e0 = 0; e0 < Dp; e0 += kLanes) {
       __m512 acc[kRows];
-      for (int r = 0; r < kRows; ++r) acc[r] = _mm512_loadu_ps(o + r * Dp + e0);
+      for (int r = 0; r < kRows; ++r)
+        acc[r] = c ? _mm512_mul_ps(_mm512_loadu_ps(o + r * Dp + e0), _mm512_set1_ps(c[r])) : _mm512_loadu_ps(o + r * Dp + e0);
       for (int64_t jp = 0; jp < np; ++jp) {
         const __m512bh xv = load_pairs(x + jp * Dp + e0);
         for (int r = 0; r < kRows; ++r) acc[r] = dp_bcast(acc[r], xv, w + r * kKeyBlock / 2 + jp);
@@ -414,9 +436,11 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
             const int64_t nb = std::min(keys, j0 + kKeyBlock) - j0;
             const int64_t nb_tiles = std::min(round_up(nb, kKeyTile), kKeyBlock);  // what the tiles read
             Tiles::logits(s, qb, kt, j0, nb, Dp, Sp);
+            float corr[kRows];  // the rescaling of each row's accumulator, applied by ab_acc
             for (int64_t r = 0; r < kRows; ++r) {
               float* sr = s + r * kKeyBlock;
               const int64_t n = r < rows ? std::min(nb, last_key(i0 + r, d, causal) + 1 - j0) : 0;
+              corr[r] = 1.f;
               if (n <= 0) {  // no key of this block is visible to row r: it adds nothing
                 std::fill(sr, sr + nb_tiles, 0.f);
                 continue;
@@ -424,21 +448,13 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
               finish_logits(sr, n, alpha, cap);
               const float mb = row_max(sr, n);
               const float m_new = std::max(m[r], mb);
-              const float corr = kernels::fast_exp(m[r] - m_new);  // 0 when m was -inf
-              float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-              for (int64_t j = 0; j < n; ++j) {
-                sr[j] = kernels::fast_exp(sr[j] - m_new);
-                sum += sr[j];
-              }
-              std::fill(sr + n, sr + nb_tiles, 0.f);
-              l[r] = l[r] * corr + sum;
+              corr[r] = kernels::fast_exp(m[r] - m_new);  // about 0 when m was -inf (and acc is 0)
+              const float sum = exp_shift_sum(sr, n, m_new);
+              std::fill(sr + round_up(n, kLanes), sr + nb_tiles, 0.f);
+              l[r] = l[r] * corr[r] + sum;
               m[r] = m_new;
-              float* o = acc + r * Dp;
-#pragma omp simd
-              for (int64_t e = 0; e < Dp; ++e) o[e] *= corr;
             }
-            Tiles::ab_acc(acc, Tiles::block_rows(sb, s, nb), vr, j0, nb, Dp);
+            Tiles::ab_acc(acc, corr, Tiles::block_rows(sb, s, nb), vr, j0, nb, Dp);
           }
           for (int64_t r = 0; r < rows; ++r) {
             const int64_t i = i0 + r;
@@ -538,7 +554,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
                 std::fill(pr + n, pr + nb_tiles, 0.f);
                 std::fill(dsr + n, dsr + nb_tiles, 0.f);
               }
-              Tiles::ab_acc(dq, Tiles::block_rows(ds_rows, ds, nb), krows, j0, nb, Dp);  // dq_i += α Σ_j ds_ij k_j
+              Tiles::ab_acc(dq, nullptr, Tiles::block_rows(ds_rows, ds, nb), krows, j0, nb, Dp);  // dq_i += α Σ_j ds_ij k_j
               Tiles::atb_acc(dk + j0 * Dp, Tiles::block_cols(ds_cols, ds, nb), qb, nb, Dp);  // dk_j += α Σ_i ds_ij q_i
               Tiles::atb_acc(dv + j0 * Dp, Tiles::block_cols(p_cols, p, nb), dyb, nb, Dp);   // dv_j += Σ_i p_ij dy_i
             }
