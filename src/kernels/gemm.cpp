@@ -16,15 +16,19 @@
 namespace attnlab::kernels {
 namespace {
 
+// b_blocked (bf16 only): B is converted by a reorder into the layout the primitive's kernel reads
+// (the layout oneDNN picks for weights), instead of packed dense in its stored layout, from which
+// the kernel would copy it into that layout again for every block of rows of A it multiplies.
 struct Key {
   int64_t M, N, K, lda, ldb, ldc;
-  bool ta, tb, acc, bf16;
+  bool ta, tb, acc, bf16, b_blocked;
   bool operator==(const Key&) const = default;
 };
 struct KeyHash {
   size_t operator()(const Key& k) const {
     size_t h = 1469598103934665603ULL;
-    for (int64_t v : {k.M, k.N, k.K, k.lda, k.ldb, k.ldc, int64_t(k.ta) | int64_t(k.tb) << 1 | int64_t(k.acc) << 2 | int64_t(k.bf16) << 3})
+    for (int64_t v : {k.M, k.N, k.K, k.lda, k.ldb, k.ldc,
+                      int64_t(k.ta) | int64_t(k.tb) << 1 | int64_t(k.acc) << 2 | int64_t(k.bf16) << 3 | int64_t(k.b_blocked) << 4})
       h = (h ^ size_t(v)) * 1099511628211ULL;
     return h;
   }
@@ -37,6 +41,11 @@ struct Entry {
   // attnlab (oneDNN 2.6 itself still builds an argument map per call, see the no-alloc test).
   dnnl_exec_arg_t args[4];
   void* scratch_buf = nullptr;
+  // b_blocked: the reorder of f32 B (as stored) into the kernel's bf16 layout, of b_bytes.
+  dnnl::reorder b_reorder;
+  dnnl::memory b_f32;
+  dnnl_exec_arg_t reorder_args[2];
+  size_t b_bytes = 0;
   ~Entry() { aligned_free(scratch_buf); }
 };
 
@@ -81,9 +90,12 @@ Entry& lookup(const Key& k) {
   if (it != be.cache.end()) return *it->second;
   auto e = std::make_unique<Entry>();
   // bf16 operands are packed dense in their stored layout (a transposed operand stays
-  // transposed, so packing reads and writes contiguous rows).
+  // transposed, so packing reads and writes contiguous rows), except a B that gemm converts itself
+  // (b_blocked), which takes the layout oneDNN chooses.
   auto a_md = k.bf16 ? packed_desc(k.M, k.K, k.ta) : matrix_desc(k.M, k.K, k.lda, k.ta);
-  auto b_md = k.bf16 ? packed_desc(k.K, k.N, k.tb) : matrix_desc(k.K, k.N, k.ldb, k.tb);
+  auto b_md = k.b_blocked ? dnnl::memory::desc({k.K, k.N}, dt::bf16, dnnl::memory::format_tag::any)
+              : k.bf16    ? packed_desc(k.K, k.N, k.tb)
+                          : matrix_desc(k.K, k.N, k.ldb, k.tb);
   auto c_md = matrix_desc(k.M, k.N, k.ldc, false);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -95,7 +107,14 @@ Entry& lookup(const Key& k) {
   dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, be.eng);
   e->prim = dnnl::matmul(pd);
   e->a = dnnl::memory(a_md, be.eng, DNNL_MEMORY_NONE);
-  e->b = dnnl::memory(b_md, be.eng, DNNL_MEMORY_NONE);
+  e->b = dnnl::memory(pd.weights_desc(), be.eng, DNNL_MEMORY_NONE);
+  if (k.b_blocked) {
+    e->b_f32 = dnnl::memory(matrix_desc(k.K, k.N, k.ldb, k.tb), be.eng, DNNL_MEMORY_NONE);
+    e->b_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(e->b_f32, e->b));
+    e->reorder_args[0] = {DNNL_ARG_FROM, e->b_f32.get()};
+    e->reorder_args[1] = {DNNL_ARG_TO, e->b.get()};
+    e->b_bytes = pd.weights_desc().get_size();
+  }
   e->c = dnnl::memory(c_md, be.eng, DNNL_MEMORY_NONE);
   size_t sp = pd.scratchpad_desc().get_size();
   e->scratch_buf = sp ? aligned_alloc_bytes(sp) : nullptr;
@@ -161,21 +180,23 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
   }
   Backend& be = backend();
   const bool bf16 = be.precision == MatmulPrecision::bf16;
-  Entry& e = lookup({M, N, K, lda, ldb, ldc, trans_a, trans_b, accumulate, bf16});
+  Entry& e = lookup({M, N, K, lda, ldb, ldc, trans_a, trans_b, accumulate, bf16, bf16 && !packed.b});
   if (bf16) {
     // Stored shapes: A is [M, K] ([K, M] when transposed), B is [K, N] ([N, K] when transposed).
     const uint16_t* a = packed.a;
-    const uint16_t* b = packed.b;
     if (!a) {
       a = grow(be.pack_a, be.pack_a_size, M * K);
       pack_bf16(be.pack_a, A, trans_a ? K : M, trans_a ? M : K, lda);
     }
-    if (!b) {
-      b = grow(be.pack_b, be.pack_b_size, K * N);
-      pack_bf16(be.pack_b, B, trans_b ? N : K, trans_b ? K : N, ldb);
-    }
     e.a.set_data_handle(const_cast<uint16_t*>(a));
-    e.b.set_data_handle(const_cast<uint16_t*>(b));
+    if (packed.b) {
+      e.b.set_data_handle(const_cast<uint16_t*>(packed.b));
+    } else {  // converted into the kernel's layout (rounded to nearest even, as pack_bf16 does)
+      e.b.set_data_handle(grow(be.pack_b, be.pack_b_size, int64_t((e.b_bytes + 1) / sizeof(uint16_t))));
+      e.b_f32.set_data_handle(const_cast<float*>(B));
+      const dnnl_status_t st = dnnl_primitive_execute(e.b_reorder.get(), be.strm.get(), 2, e.reorder_args);
+      ATTN_CHECK(st == dnnl_success, "oneDNN reorder failed (status ", int(st), ") for B of M ", M, " N ", N, " K ", K);
+    }
   } else {
     e.a.set_data_handle(const_cast<float*>(A));
     e.b.set_data_handle(const_cast<float*>(B));

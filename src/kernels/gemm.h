@@ -24,7 +24,9 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
 // of a bf16 training step. An operand read by several products (an output gradient, read by the
 // dx and dW products) is converted once with Bf16Copy and passed here: `a` and `b`, when not null,
 // replace the conversion of A and B (the same bytes, so the product is bit-identical). In f32 the
-// copies are null and ignored.
+// copies are null and ignored. A B that gemm converts itself (a weight, typically) is reordered
+// straight into the layout oneDNN's kernel reads, which the kernel would otherwise build from a
+// dense copy again for every block of A's rows (a B passed here is dense and gets that copy).
 struct PackedOperands {
   const uint16_t* a = nullptr;
   const uint16_t* b = nullptr;
