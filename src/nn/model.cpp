@@ -59,9 +59,9 @@ Transformer::Transformer(const ModelSpec& spec, ParamStore& store) : spec_(spec)
   max_logits_.assign(size_t(s.n_layer) * s.n_head, 0.f);
 }
 
-Tensor Transformer::norm(const Norm& n, const Tensor& x) const {
-  if (n.b) return layer_norm(x, n.g->tensor(), n.b->tensor(), spec_.norm_eps);
-  return rms_norm(x, n.g->tensor(), spec_.norm_eps);
+Tensor Transformer::norm(const Norm& n, const Tensor& x, const uint16_t** y16) const {
+  if (n.b) return layer_norm(x, n.g->tensor(), n.b->tensor(), spec_.norm_eps, y16);
+  return rms_norm(x, n.g->tensor(), spec_.norm_eps, y16);
 }
 
 Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_seed, uint64_t step) {
@@ -85,8 +85,8 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
   std::fill(max_logits_.begin(), max_logits_.end(), -std::numeric_limits<float>::infinity());
   for (int l = 0; l < s.n_layer; ++l) {
     const Block& b = blocks_[l];
-    Tensor h = norm(b.norm1, x);
-    const uint16_t* h16 = pack_operand(h);  // bf16 products: h converted once for q, k and v
+    const uint16_t* h16 = nullptr;  // bf16 products: h converted once, by the norm, for q, k and v
+    Tensor h = norm(b.norm1, x, &h16);
     Tensor q = linear(h, b.wq->tensor(), h16).reshape({B, T, int64_t(s.n_head) * s.d_head}).split_last(s.n_head);
     Tensor k = linear(h, b.wk->tensor(), h16).reshape({B, T, int64_t(s.n_kv_head) * s.d_head}).split_last(s.n_kv_head);
     Tensor v = linear(h, b.wv->tensor(), h16).reshape({B, T, int64_t(s.n_kv_head) * s.d_head}).split_last(s.n_kv_head);
@@ -101,8 +101,7 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
     opt.max_logits = max_logits_.data() + size_t(l) * s.n_head;
     Tensor a = attention(q, k, v, opt).reshape({N, int64_t(s.n_head) * s.d_head});
     x = residual(x, a, *b.wo);
-    h = norm(b.norm2, x);
-    h16 = pack_operand(h);  // read forward and by the weight gradient (and by w3's products)
+    h = norm(b.norm2, x, &h16);  // h16 read forward and by the weight gradient (and by w3's products)
     if (b.w3) {
       x = residual(x, swiglu(linear(h, b.w1->tensor(), h16), linear(h, b.w3->tensor(), h16)), *b.w2);
     } else {

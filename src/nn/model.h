@@ -85,7 +85,8 @@ class Transformer {
     Param *wq, *wk, *wv, *wo;
     Param *w1, *w2, *w3 = nullptr;
   };
-  Tensor norm(const Norm& n, const Tensor& x) const;
+  // y16: as for layer_norm (the bf16 copy of the output for the products that read it).
+  Tensor norm(const Norm& n, const Tensor& x, const uint16_t** y16 = nullptr) const;
   Tensor hidden(const int32_t* ids, int B, int T, uint64_t dropout_seed, uint64_t step);
 
   ModelSpec spec_;

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "autograd/tape.h"
+#include "kernels/gemm.h"
 #include "util/check.h"
 #include "util/profile.h"
 
@@ -12,7 +13,7 @@ namespace attnlab {
 namespace {
 
 // One implementation for both norms: `centred` selects LayerNorm (mean subtracted, bias) or RMSNorm.
-Tensor norm_op(const char* op, const Tensor& x, const Tensor& g, const Tensor* b, float eps) {
+Tensor norm_op(const char* op, const Tensor& x, const Tensor& g, const Tensor* b, float eps, const uint16_t** y16) {
   PhaseScope phase(Phase::norm_act);
   ATTN_CHECK(x.is_contiguous(), op, ": x ", x.shape, " must be contiguous");
   ATTN_CHECK(g.numel() == x.cols(), op, ": g ", g.shape, " does not match x ", x.shape);
@@ -25,6 +26,12 @@ Tensor norm_op(const char* op, const Tensor& x, const Tensor& g, const Tensor* b
   float* rstd = current_arena().alloc_floats(N);
   const float *xd = x.data, *gd = g.data, *bd = bias.data;
   float* yd = y.data;
+  uint16_t* y16d = nullptr;
+  if (y16) {
+    if (kernels::matmul_precision() == kernels::MatmulPrecision::bf16)
+      y16d = static_cast<uint16_t*>(current_arena().alloc_bytes(size_t(N * C) * sizeof(uint16_t)));
+    *y16 = y16d;
+  }
 #pragma omp parallel for if (N * C > (1 << 14))
   for (int64_t n = 0; n < N; ++n) {
     const float* xr = xd + n * C;
@@ -46,6 +53,11 @@ Tensor norm_op(const char* op, const Tensor& x, const Tensor& g, const Tensor* b
     } else {
 #pragma omp simd
       for (int64_t c = 0; c < C; ++c) yr[c] = gd[c] * xr[c] * r;
+    }
+    if (y16d) {
+      uint16_t* y16r = y16d + n * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) y16r[c] = kernels::to_bf16(yr[c]);
     }
   }
   if (!y.requires_grad()) return y;
@@ -114,10 +126,12 @@ Tensor norm_op(const char* op, const Tensor& x, const Tensor& g, const Tensor* b
 
 }  // namespace
 
-Tensor layer_norm(const Tensor& x, const Tensor& g, const Tensor& b, float eps) {
-  return norm_op("layer_norm", x, g, &b, eps);
+Tensor layer_norm(const Tensor& x, const Tensor& g, const Tensor& b, float eps, const uint16_t** y16) {
+  return norm_op("layer_norm", x, g, &b, eps, y16);
 }
 
-Tensor rms_norm(const Tensor& x, const Tensor& g, float eps) { return norm_op("rms_norm", x, g, nullptr, eps); }
+Tensor rms_norm(const Tensor& x, const Tensor& g, float eps, const uint16_t** y16) {
+  return norm_op("rms_norm", x, g, nullptr, eps, y16);
+}
 
 }  // namespace attnlab

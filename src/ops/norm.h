@@ -9,8 +9,11 @@
 
 namespace attnlab {
 
-Tensor layer_norm(const Tensor& x, const Tensor& g, const Tensor& b, float eps);
-Tensor rms_norm(const Tensor& x, const Tensor& g, float eps);
+// y16, when given, receives with bf16 products the output's bf16 copy for the products that read
+// it, written in the same pass over the rows (the bytes of pack_operand(y), in the current arena),
+// and null with f32 products.
+Tensor layer_norm(const Tensor& x, const Tensor& g, const Tensor& b, float eps, const uint16_t** y16 = nullptr);
+Tensor rms_norm(const Tensor& x, const Tensor& g, float eps, const uint16_t** y16 = nullptr);
 
 namespace ref {
 // b == nullptr: RMS norm (no centring, no bias).

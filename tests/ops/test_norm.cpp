@@ -1,3 +1,4 @@
+#include "ops/linear.h"
 #include "ops/norm.h"
 #include "testing/gradcheck.h"
 
@@ -44,4 +45,32 @@ TEST_CASE("norms reject mismatched gains", "[ops]") {
   Tensor x = empty({4, 8}), g = empty({7}), b = empty({8});
   REQUIRE_THROWS_AS(layer_norm(x, g, b, 1e-5f), InternalError);
   REQUIRE_THROWS_AS(rms_norm(x, g, 1e-5f), InternalError);
+}
+
+TEST_CASE("norms: the bf16 copy written with the output is pack_operand's, and none in f32", "[ops]") {
+  Arena arena;
+  ArenaScope as(arena);
+  const int64_t N = 37, C = 65;
+  Vec xv = testing::randn(N * C, 7, 1.5), gv = testing::randn(C, 8), bv = testing::randn(C, 9);
+  Tensor x = empty({N, C}), g = empty({C}), b = empty({C});
+  std::copy(xv.begin(), xv.end(), x.data);
+  std::copy(gv.begin(), gv.end(), g.data);
+  std::copy(bv.begin(), bv.end(), b.data);
+  for (bool centred : {true, false}) {
+    INFO((centred ? "layer_norm" : "rms_norm"));
+    {
+      testing::PrecisionScope ps(kernels::MatmulPrecision::f32);
+      const uint16_t* y16 = reinterpret_cast<const uint16_t*>(&x);  // must be overwritten with null
+      centred ? layer_norm(x, g, b, 1e-5f, &y16) : rms_norm(x, g, 1e-5f, &y16);
+      CHECK(y16 == nullptr);
+    }
+    testing::PrecisionScope ps(kernels::MatmulPrecision::bf16);
+    const uint16_t* y16 = nullptr;
+    Tensor y = centred ? layer_norm(x, g, b, 1e-5f, &y16) : rms_norm(x, g, 1e-5f, &y16);
+    const Tensor plain = centred ? layer_norm(x, g, b, 1e-5f) : rms_norm(x, g, 1e-5f);
+    REQUIRE(y16 != nullptr);
+    const uint16_t* packed = pack_operand(y);
+    CHECK(std::equal(y16, y16 + N * C, packed));
+    CHECK(std::equal(y.data, y.data + N * C, plain.data));  // the f32 output is unchanged
+  }
 }
