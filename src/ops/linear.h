@@ -22,9 +22,9 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b = false, const uint
 inline Tensor linear(const Tensor& x, const Tensor& w, const uint16_t* x16 = nullptr) {
   return matmul(x, w, false, x16);
 }
-// A bf16 copy of x (contiguous) in the current arena, for several matmul() calls that read x (the
-// q, k and v projections of one normed input): x is converted once instead of twice per product.
-// Null when products run in f32.
+// A bf16 copy of x (contiguous) in the current arena, for several matmul() calls that read x: x is
+// converted once instead of twice per product. Null when products run in f32. (The norms write
+// this copy of their output themselves, in the same pass: see ops/norm.h.)
 const uint16_t* pack_operand(const Tensor& x);
 Tensor residual_linear(const Tensor& r, const Tensor& x, const Tensor& w);
 Tensor residual_gelu_mlp(const Tensor& r, const Tensor& x, const Tensor& w1, const Tensor& w2,
