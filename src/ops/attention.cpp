@@ -27,9 +27,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   ATTN_CHECK(q.rank() == 4 && k.rank() == 4 && v.rank() == 4, "attention: q ", q.shape, ", k ", k.shape, ", v ",
              v.shape, " must be [B, T, heads, D]");
   ATTN_CHECK(q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1, "attention: head dim must be dense");
-  ATTN_CHECK(k.shape == v.shape, "attention: k ", k.shape, " and v ", v.shape, " differ");
-  const Dims d{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3), 0};
+  const Dims d{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3), v.size(3), 0};
   ATTN_CHECK(k.size(0) == d.B && k.size(3) == d.D, "attention: q ", q.shape, " and k ", k.shape, " do not match");
+  ATTN_CHECK(v.size(0) == d.B && v.size(1) == d.S && v.size(2) == d.Hkv, "attention: k ", k.shape, " and v ", v.shape,
+             " differ in batch, positions or heads");
   ATTN_CHECK(d.Hkv > 0 && d.H % d.Hkv == 0, "attention: ", d.H, " query heads are not a multiple of ", d.Hkv,
              " kv heads");
   ATTN_CHECK(!opt.causal || d.S >= d.T, "attention: causal with fewer keys (", d.S, ") than queries (", d.T, ")");
@@ -40,12 +41,13 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   const float alpha = opt.logit_scale, cap = opt.softcap;
   const bool causal = opt.causal;
 
-  Tensor y = new_output(q.shape, needs_grad(q, k, v));
+  Tensor y = new_output({d.B, d.T, d.H, d.Dv}, needs_grad(q, k, v));
   const bool save = y.requires_grad();
   // p: [B, H, T, S] softmax probabilities kept for backward (this is the dense kernel).
   float* p = save ? current_arena().alloc_floats(d.B * d.H * d.T * d.S) : nullptr;
   const int nt = omp_get_max_threads();
-  const int64_t scratch_per_thread = 2 * d.D * d.S + 2 * d.S;
+  // Per thread: Kᵀ [D, S], Vᵀ [Dv, S], and two rows of S.
+  const int64_t scratch_per_thread = (d.D + d.Dv) * d.S + 2 * d.S;
   float* scratch = current_arena().alloc_floats(nt * scratch_per_thread);
   float* head_max = current_arena().alloc_floats(d.B * d.H);
 
@@ -53,17 +55,16 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   for (int64_t b = 0; b < d.B; ++b)
     for (int64_t g = 0; g < d.Hkv; ++g) {
       float* kt = scratch + omp_get_thread_num() * scratch_per_thread;
-      float* s = kt + 2 * d.D * d.S;
+      float* s = kt + (d.D + d.Dv) * d.S;
       gather_transposed(kt, k, b, g, dd);
       for (int64_t hh = 0; hh < dd.G; ++hh) {
         const int64_t h = g * dd.G + hh;
         float hmax = -std::numeric_limits<float>::infinity();
         for (int64_t i = 0; i < d.T; ++i) {
           const int64_t n = causal ? i + (d.S - d.T) + 1 : d.S;
-          logits_row(s, row(q, b, i, h), kt, n, dd, alpha, cap);
+          hmax = std::max(hmax, logits_row(s, row(q, b, i, h), kt, n, dd, alpha, cap));
           float m = -std::numeric_limits<float>::infinity();
           for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
-          hmax = std::max(hmax, m);
           float l = 0.f;
 #pragma omp simd reduction(+ : l)
           for (int64_t j = 0; j < n; ++j) {
@@ -71,13 +72,13 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
             l += s[j];
           }
           const float inv_l = 1.f / l;
-          float* yi = y.data + ((b * d.T + i) * d.H + h) * d.D;
-          std::fill(yi, yi + d.D, 0.f);
+          float* yi = y.data + ((b * d.T + i) * d.H + h) * d.Dv;
+          std::fill(yi, yi + d.Dv, 0.f);
           for (int64_t j = 0; j < n; ++j) {
             const float pj = s[j] * inv_l;
             const float* vj = row(v, b, j, g);
 #pragma omp simd
-            for (int64_t e = 0; e < d.D; ++e) yi[e] += pj * vj[e];
+            for (int64_t e = 0; e < d.Dv; ++e) yi[e] += pj * vj[e];
             s[j] = pj;
           }
           if (p) std::memcpy(p + ((b * d.H + h) * d.T + i) * d.S, s, n * sizeof(float));
@@ -100,7 +101,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
         for (int64_t g = 0; g < d.Hkv; ++g) {
           float* kt = scratch + omp_get_thread_num() * scratch_per_thread;
           float* vt = kt + d.D * d.S;
-          float* dp = vt + d.D * d.S;
+          float* dp = vt + d.Dv * d.S;
           float* s = dp + d.S;
           gather_transposed(kt, k, b, g, d);
           gather_transposed(vt, v, b, g, d);
@@ -109,9 +110,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
             for (int64_t i = 0; i < d.T; ++i) {
               const int64_t n = causal ? i + (d.S - d.T) + 1 : d.S;
               const float* pi = p + ((b * d.H + h) * d.T + i) * d.S;
-              const float* dyi = dy + ((b * d.T + i) * d.H + h) * d.D;
+              const float* dyi = dy + ((b * d.T + i) * d.H + h) * d.Dv;
               const float* qi = row(q, b, i, h);
-              dot_rows(dp, dyi, vt, n, d);  // dp_j = dy_i · v_j
+              dot_rows(dp, dyi, vt, n, d.Dv, d);  // dp_j = dy_i · v_j
               float rowdot = 0.f;
 #pragma omp simd reduction(+ : rowdot)
               for (int64_t j = 0; j < n; ++j) rowdot += pi[j] * dp[j];
@@ -138,7 +139,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
                 if (vg) {
                   float* dvj = grad_row(vg, v, b, j, g);
 #pragma omp simd
-                  for (int64_t e = 0; e < d.D; ++e) dvj[e] += pij * dyi[e];
+                  for (int64_t e = 0; e < d.Dv; ++e) dvj[e] += pij * dyi[e];
                 }
               }
             }

@@ -2,6 +2,7 @@
 // Internal to src/ops: pieces shared by the dense and flash attention kernels.
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 
 #include "kernels/transpose.h"
 #include "kernels/vmath.h"
@@ -9,8 +10,9 @@
 
 namespace attnlab::attn_detail {
 
+// D: the q/k head size, Dv: the v (and output) head size.
 struct Dims {
-  int64_t B, T, S, H, Hkv, D, G;
+  int64_t B, T, S, H, Hkv, D, Dv, G;
 };
 
 // Strided [B, T|S, heads, D] element row (b, t, h).
@@ -22,17 +24,18 @@ inline float* grad_row(float* grad, const Tensor& x, int64_t b, int64_t t, int64
   return grad + b * x.strides[0] + t * x.strides[1] + h * x.strides[2];
 }
 
-// Copies head (b, g) of a strided [B, S, Hkv, D] tensor into dst [D, S] (transposed), so that the
-// logits of one query against all keys are a loop vectorised over keys.
+// Copies head (b, g) of a strided [B, S, Hkv, D] tensor (D = the tensor's head size) into dst [D, S]
+// (transposed), so that the logits of one query against all keys are a loop vectorised over keys.
 inline void gather_transposed(float* dst, const Tensor& x, int64_t b, int64_t g, const Dims& d) {
-  kernels::transpose(dst, d.S, row(x, b, 0, g), x.strides[1], d.S, d.D);
+  kernels::transpose(dst, d.S, row(x, b, 0, g), x.strides[1], d.S, x.size(3));
 }
 
 // out[j] = x · col_j for j in [0, n), given the columns transposed: xt = [D, S] (row stride S).
-// Vectorised over j; the attention kernels use it for q·k (through Kᵀ) and dy·v (through Vᵀ).
-inline void dot_rows(float* out, const float* x, const float* xt, int64_t n, const Dims& d) {
+// Vectorised over j; the attention kernels use it for q·k (through Kᵀ, D = Dqk) and dy·v (through
+// Vᵀ, D = Dv).
+inline void dot_rows(float* out, const float* x, const float* xt, int64_t n, int64_t D, const Dims& d) {
   std::fill(out, out + n, 0.f);
-  for (int64_t e = 0; e < d.D; ++e) {
+  for (int64_t e = 0; e < D; ++e) {
     const float xe = x[e];
     const float* col = xt + e * d.S;
 #pragma omp simd
@@ -40,23 +43,48 @@ inline void dot_rows(float* out, const float* x, const float* xt, int64_t n, con
   }
 }
 
-// Raw dot products to logits on [0, n): s = cap(α s), the cap c·tanh(s/c) when softcap = c > 0.
-inline void finish_logits(float* s, int64_t n, float alpha, float softcap) {
+// Raw dot products to logits on [0, n), n >= 1: s = cap(α s), the cap c·tanh(s/c) when softcap = c > 0.
+// Returns max_j α s_j, the logit before the cap (QK-Clip's S_max), found in the same pass in 16
+// lanes (GCC leaves a max reduction scalar even under omp simd).
+inline float finish_logits(float* __restrict s, int64_t n, float alpha, float softcap) {
+  constexpr int kL = 16;
+  float lanes[kL];
+  for (int e = 0; e < kL; ++e) lanes[e] = -std::numeric_limits<float>::infinity();
+  const float inv = softcap > 0.f ? 1.f / softcap : 0.f;
+  int64_t j = 0;
   if (softcap > 0.f) {
-    const float inv = 1.f / softcap;
+    for (; j + kL <= n; j += kL)
 #pragma omp simd
-    for (int64_t j = 0; j < n; ++j) s[j] = softcap * kernels::fast_tanh(alpha * s[j] * inv);
+      for (int e = 0; e < kL; ++e) {
+        const float r = alpha * s[j + e];
+        lanes[e] = lanes[e] > r ? lanes[e] : r;
+        s[j + e] = softcap * kernels::fast_tanh(r * inv);
+      }
   } else {
+    for (; j + kL <= n; j += kL)
 #pragma omp simd
-    for (int64_t j = 0; j < n; ++j) s[j] *= alpha;
+      for (int e = 0; e < kL; ++e) {
+        const float r = alpha * s[j + e];
+        lanes[e] = lanes[e] > r ? lanes[e] : r;
+        s[j + e] = r;
+      }
   }
+  float m = lanes[0];
+  for (int e = 1; e < kL; ++e) m = m > lanes[e] ? m : lanes[e];
+  for (; j < n; ++j) {
+    const float r = alpha * s[j];
+    m = m > r ? m : r;
+    s[j] = softcap > 0.f ? softcap * kernels::fast_tanh(r * inv) : r;
+  }
+  return m;
 }
 
-// Logits of query row qi against keys [0, n): s[j] = cap(α q·k_j), given kt = Kᵀ [D, S].
-inline void logits_row(float* s, const float* qi, const float* kt, int64_t n, const Dims& d, float alpha,
-                       float softcap) {
-  dot_rows(s, qi, kt, n, d);
-  finish_logits(s, n, alpha, softcap);
+// Logits of query row qi against keys [0, n): s[j] = cap(α q·k_j), given kt = Kᵀ [D, S]; returns the
+// largest logit before the cap.
+inline float logits_row(float* s, const float* qi, const float* kt, int64_t n, const Dims& d, float alpha,
+                        float softcap) {
+  dot_rows(s, qi, kt, n, d.D, d);
+  return finish_logits(s, n, alpha, softcap);
 }
 
 // opt.max_logits[h] = max(itself, max over the batch of head_max[b, h]) when recording is asked for:

@@ -12,30 +12,33 @@ struct AttnShape {
   int64_t B, T, S, H, Hkv, D;
   bool causal;
   double softcap;
+  int64_t Dv = 0;  // 0: D
+  int64_t dv() const { return Dv ? Dv : D; }
 };
 
 testing::OpCase attention_case(const AttnShape& a, double scale, AttentionKernel kernel = AttentionKernel::dense) {
   testing::OpCase c;
   c.name = std::string("attention/") + kernel_name(kernel);
-  c.shapes = {{a.B, a.T, a.H, a.D}, {a.B, a.S, a.Hkv, a.D}, {a.B, a.S, a.Hkv, a.D}};
-  c.seed = uint64_t(a.T * 1000 + a.S * 100 + a.H * 10 + a.D);
+  const int64_t Dv = a.dv();
+  c.shapes = {{a.B, a.T, a.H, a.D}, {a.B, a.S, a.Hkv, a.D}, {a.B, a.S, a.Hkv, Dv}};
+  c.seed = uint64_t(a.T * 1000 + a.S * 100 + a.H * 10 + a.D + Dv * 7);
   c.inputs = {testing::randn(a.B * a.T * a.H * a.D, c.seed), testing::randn(a.B * a.S * a.Hkv * a.D, c.seed + 1),
-              testing::randn(a.B * a.S * a.Hkv * a.D, c.seed + 2)};
+              testing::randn(a.B * a.S * a.Hkv * Dv, c.seed + 2)};
   c.max_coords = 120;
   // One key: y = v whatever q and k are, so their true gradient is exactly 0. The flash kernel
   // forms ds = p·(dy·v − dy·y) from two float dot products and returns their rounding difference
   // (about 1e-7 per element here): judge it against a floor (grads are O(1) in these cases).
   if (a.S == 1) c.grad_floor = 1e-2;
   c.ref_fwd = [=](const std::vector<Vec>& in) {
-    Vec y(a.B * a.T * a.H * a.D);
-    ref::attention_fwd(y.data(), in[0].data(), in[1].data(), in[2].data(), a.B, a.T, a.S, a.H, a.Hkv, a.D, scale,
+    Vec y(a.B * a.T * a.H * Dv);
+    ref::attention_fwd(y.data(), in[0].data(), in[1].data(), in[2].data(), a.B, a.T, a.S, a.H, a.Hkv, a.D, Dv, scale,
                        a.softcap, a.causal, (double*)nullptr);
     return y;
   };
   c.ref_bwd = [=](const std::vector<Vec>& in, const Vec& dy) {
     std::vector<Vec> g{Vec(in[0].size()), Vec(in[1].size()), Vec(in[2].size())};
     ref::attention_bwd(g[0].data(), g[1].data(), g[2].data(), dy.data(), in[0].data(), in[1].data(), in[2].data(), a.B,
-                       a.T, a.S, a.H, a.Hkv, a.D, scale, a.softcap, a.causal);
+                       a.T, a.S, a.H, a.Hkv, a.D, Dv, scale, a.softcap, a.causal);
     return g;
   };
   c.fast = [=](const std::vector<Tensor>& in) {
@@ -51,17 +54,17 @@ testing::OpCase attention_case(const AttnShape& a, double scale, AttentionKernel
 // Forward and backward of attention(q, k, v, o) on fresh leaves holding qv, kv, vv, with output
 // gradient r: the output, and the gradients of q, k and v concatenated.
 std::pair<Vec, Vec> run_attention(int64_t B, int64_t T, int64_t S, int64_t H, int64_t Hkv, int64_t D, const Vec& qv,
-                                  const Vec& kv, const Vec& vv, const Vec& r, const AttentionOptions& o) {
+                                  const Vec& kv, const Vec& vv, const Vec& r, const AttentionOptions& o,
+                                  int64_t Dv = 0) {
+  if (!Dv) Dv = D;
   Arena arena;
   Tape tape;
   ArenaScope as(arena);
   TapeScope ts(tape);
-  Tensor q = empty({B, T, H, D}, true), k = empty({B, S, Hkv, D}, true), v = empty({B, S, Hkv, D}, true);
+  Tensor q = empty({B, T, H, D}, true), k = empty({B, S, Hkv, D}, true), v = empty({B, S, Hkv, Dv}, true);
   for (int64_t i = 0; i < q.numel(); ++i) q.data[i] = float(qv[i]);
-  for (int64_t i = 0; i < k.numel(); ++i) {
-    k.data[i] = float(kv[i]);
-    v.data[i] = float(vv[i]);
-  }
+  for (int64_t i = 0; i < k.numel(); ++i) k.data[i] = float(kv[i]);
+  for (int64_t i = 0; i < v.numel(); ++i) v.data[i] = float(vv[i]);
   Tensor y = attention(q, k, v, o);
   std::vector<float> dy(r.begin(), r.end());
   backward_from(y, dy.data());
@@ -92,6 +95,23 @@ TEST_CASE("attention (every kernel): gradients and fast path; causal, full, GQA,
     // Several query and key blocks, ragged ends.
     testing::check_fast_vs_ref(attention_case({1, 300, 300, 2, 1, 16, true, 0.0}, 0.25, kernel));
     testing::check_fast_vs_ref(attention_case({1, 130, 261, 2, 2, 8, false, 4.0}, 0.25, kernel));
+  }
+}
+
+// MLA's shapes: the q/k head size differs from the v head size, either way round, with GQA, the cap
+// and ragged tiles (q/k 48 and v 32 is DeepSeek's proportion).
+TEST_CASE("attention (every kernel): q/k head size different from v head size", "[ops][grad]") {
+  for (AttentionKernel kernel : kAllAttentionKernels)
+    for (auto [D, Dv] : {std::pair<int64_t, int64_t>{12, 8}, {6, 10}, {3, 17}})
+      for (bool causal : {true, false}) {
+        AttnShape a{2, 9, causal ? 9 : 11, 4, 2, D, causal, causal ? 0.0 : 3.0, Dv};
+        INFO(kernel_name(kernel) << " D " << D << " Dv " << Dv << " causal " << causal);
+        if (kernel == AttentionKernel::dense) testing::check_grad(attention_case(a, 0.3, kernel));
+        testing::check_fast_vs_ref(attention_case(a, 0.3, kernel));
+      }
+  for (AttentionKernel kernel : kAllAttentionKernels) {
+    testing::check_fast_vs_ref(attention_case({1, 300, 300, 2, 1, 48, true, 0.0, 32}, 0.144, kernel));
+    testing::check_fast_vs_ref(attention_case({2, 70, 140, 3, 3, 24, false, 2.0, 40}, 0.2, kernel));
   }
 }
 
@@ -141,7 +161,7 @@ TEST_CASE("attention: strided q/k/v views of a fused qkv buffer equal dense inpu
       }
 }
 
-TEST_CASE("attention: max-logit recording is the max after cap and mask, per head", "[ops]") {
+TEST_CASE("attention: max-logit recording is the max before the cap, after the mask, per head", "[ops]") {
   Arena arena;
   ArenaScope as(arena);
   const int64_t B = 3, T = 17, H = 4, D = 8;
@@ -158,7 +178,14 @@ TEST_CASE("attention: max-logit recording is the max after cap and mask, per hea
     }
     Vec ref_max(H, -std::numeric_limits<double>::infinity()), y(q.numel());
     Vec qf(q.data, q.data + q.numel()), kf(k.data, k.data + k.numel()), vf(v.data, v.data + v.numel());
-    ref::attention_fwd(y.data(), qf.data(), kf.data(), vf.data(), B, T, T, H, H, D, 0.5, cap, true, ref_max.data());
+    ref::attention_fwd(y.data(), qf.data(), kf.data(), vf.data(), B, T, T, H, H, D, D, 0.5, cap, true, ref_max.data());
+    // The recorded value is the raw α·q·k: the reference without a cap records the same maxima.
+    Vec uncapped_max(H, -std::numeric_limits<double>::infinity());
+    ref::attention_fwd(y.data(), qf.data(), kf.data(), vf.data(), B, T, T, H, H, D, D, 0.5, 0.0, true,
+                       uncapped_max.data());
+    for (int64_t h = 0; h < H; ++h) REQUIRE(ref_max[h] == uncapped_max[h]);
+    // Large enough that the cap bites: the pre-cap max must exceed the cap.
+    if (cap > 0) REQUIRE(*std::max_element(ref_max.begin(), ref_max.end()) > 2 * cap);
     for (AttentionKernel kernel : kAllAttentionKernels) {
       INFO("kernel " << kernel_name(kernel));
       std::vector<float> got(H, -std::numeric_limits<float>::infinity());
@@ -167,28 +194,27 @@ TEST_CASE("attention: max-logit recording is the max after cap and mask, per hea
       o.max_logits = got.data();
       o.kernel = kernel;
       attention(q, k, v, o);
-      for (int64_t h = 0; h < H; ++h) {
-        REQUIRE(got[h] == Approx(ref_max[h]).epsilon(1e-5));
-        if (cap > 0) REQUIRE(got[h] <= cap);
-      }
+      for (int64_t h = 0; h < H; ++h) REQUIRE(got[h] == Approx(ref_max[h]).epsilon(1e-5));
     }
   }
 }
 
 TEST_CASE("attention: flash equals dense (outputs and gradients within 1e-5 relative)", "[ops][flash]") {
-  for (auto [T, S, causal, cap] : {std::tuple<int64_t, int64_t, bool, float>{257, 257, true, 0.f}, {64, 64, true, 3.f},
-                                  {100, 333, false, 0.f}, {1, 1, true, 0.f}, {200, 300, true, 2.f}}) {
-    INFO("T " << T << " S " << S << " causal " << causal << " cap " << cap);
+  for (auto [T, S, causal, cap, Dv] :
+       {std::tuple<int64_t, int64_t, bool, float, int64_t>{257, 257, true, 0.f, 32}, {64, 64, true, 3.f, 32},
+        {100, 333, false, 0.f, 32}, {1, 1, true, 0.f, 32}, {200, 300, true, 2.f, 32}, {150, 150, true, 0.f, 20},
+        {70, 90, false, 3.f, 48}}) {
+    INFO("T " << T << " S " << S << " causal " << causal << " cap " << cap << " Dv " << Dv);
     const int64_t B = 2, H = 4, Hkv = 2, D = 32;
     Vec qv = testing::randn(B * T * H * D, 31, 1.5), kv = testing::randn(B * S * Hkv * D, 32, 1.5),
-        vv = testing::randn(B * S * Hkv * D, 33), r = testing::randn(B * T * H * D, 34);
+        vv = testing::randn(B * S * Hkv * Dv, 33), r = testing::randn(B * T * H * Dv, 34);
     std::vector<Vec> outs, grads;
     for (AttentionKernel kernel : {AttentionKernel::dense, AttentionKernel::flash}) {
       AttentionOptions o(0.2f);
       o.softcap = cap;
       o.causal = causal;
       o.kernel = kernel;
-      auto [y, g] = run_attention(B, T, S, H, Hkv, D, qv, kv, vv, r, o);
+      auto [y, g] = run_attention(B, T, S, H, Hkv, D, qv, kv, vv, r, o, Dv);
       outs.push_back(y);
       grads.push_back(g);
     }
@@ -233,7 +259,7 @@ TEST_CASE("attention (every kernel): gradients add up when inputs are shared or 
 
     Vec gq(xv.size()), gk(xv.size()), gv(xv.size()), ref_sum(xv.size());
     ref::attention_bwd(gq.data(), gk.data(), gv.data(), r.data(), xv.data(), xv.data(), xv.data(), B, T, T, H, H, D,
-                       scale, 0.0, true);
+                       D, scale, 0.0, true);
     for (size_t i = 0; i < xv.size(); ++i) ref_sum[i] = gq[i] + gk[i] + gv[i];
     CHECK(testing::rel_err(run(1, true), ref_sum) <= 1e-5);
   }
@@ -243,14 +269,16 @@ TEST_CASE("attention (every kernel): gradients add up when inputs are shared or 
 // f32 accumulation) while the softmax and its statistics stay f32: outputs and gradients agree with
 // the f32 kernel to bf16 rounding. On a build without AVX-512 BF16 both runs are the f32 kernel.
 TEST_CASE("attention: flash with bf16 products agrees with f32 within bf16 rounding", "[ops][flash]") {
-  for (auto [T, S, H, Hkv, D, causal, cap] :
-       {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, bool, float>{257, 257, 4, 2, 32, true, 0.f},
-        {64, 64, 2, 2, 64, true, 3.f}, {100, 333, 3, 1, 16, false, 0.f}, {1, 1, 2, 1, 8, true, 0.f},
-        {131, 131, 2, 2, 65, true, 0.f}, {200, 300, 4, 4, 24, true, 2.f}, {9, 9, 2, 1, 2, false, 0.f}}) {
-    INFO("T " << T << " S " << S << " H " << H << " Hkv " << Hkv << " D " << D << " causal " << causal << " cap " << cap);
+  for (auto [T, S, H, Hkv, D, causal, cap, Dv] :
+       {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, bool, float, int64_t>{257, 257, 4, 2, 32, true, 0.f, 32},
+        {64, 64, 2, 2, 64, true, 3.f, 64}, {100, 333, 3, 1, 16, false, 0.f, 16}, {1, 1, 2, 1, 8, true, 0.f, 8},
+        {131, 131, 2, 2, 65, true, 0.f, 65}, {200, 300, 4, 4, 24, true, 2.f, 24}, {9, 9, 2, 1, 2, false, 0.f, 2},
+        {190, 190, 4, 4, 48, true, 0.f, 32}, {77, 101, 2, 1, 24, false, 2.f, 40}}) {
+    INFO("T " << T << " S " << S << " H " << H << " Hkv " << Hkv << " D " << D << " Dv " << Dv << " causal " << causal
+              << " cap " << cap);
     const int64_t B = 2;
     Vec qv = testing::randn(B * T * H * D, 51, 1.5), kv = testing::randn(B * S * Hkv * D, 52, 1.5),
-        vv = testing::randn(B * S * Hkv * D, 53), r = testing::randn(B * T * H * D, 54);
+        vv = testing::randn(B * S * Hkv * Dv, 53), r = testing::randn(B * T * H * Dv, 54);
     std::vector<Vec> outs, grads;
     for (auto precision : {kernels::MatmulPrecision::f32, kernels::MatmulPrecision::bf16}) {
       testing::PrecisionScope ps(precision);
@@ -258,7 +286,7 @@ TEST_CASE("attention: flash with bf16 products agrees with f32 within bf16 round
       o.softcap = cap;
       o.causal = causal;
       o.kernel = AttentionKernel::flash;
-      auto [y, g] = run_attention(B, T, S, H, Hkv, D, qv, kv, vv, r, o);
+      auto [y, g] = run_attention(B, T, S, H, Hkv, D, qv, kv, vv, r, o, Dv);
       outs.push_back(y);
       grads.push_back(g);
     }

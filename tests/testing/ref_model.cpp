@@ -57,7 +57,7 @@ double ref_model_loss(const ModelSpec& s, const ParamValues& p, const std::vecto
     }
     for (auto& e : q) e *= double(plan.query);
     V a(N * H * D);
-    ref::attention_fwd(a.data(), q.data(), k.data(), v.data(), B, T, T, H, Hkv, D, double(plan.logits),
+    ref::attention_fwd(a.data(), q.data(), k.data(), v.data(), B, T, T, H, Hkv, D, D, double(plan.logits),
                        double(s.softcap), true, (double*)nullptr);
     V o = mm(a, P(blk + ".attn.wo"), N, H * D, C);
     for (int64_t i = 0; i < N * C; ++i) x[i] += o[i];
