@@ -13,7 +13,7 @@ void Tape::backward() {
     GradBuffer& out = *r.out;
     if (out.written) {  // else dy = 0: nothing to propagate
       if (timed) {
-        PhaseScope p(phase_of(r.op));
+        PhaseScope p(r.phase);
         r.run(r.closure);
       } else {
         r.run(r.closure);

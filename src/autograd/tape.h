@@ -22,6 +22,7 @@
 
 #include "kernels/parallel.h"
 #include "tensor/tensor.h"
+#include "util/profile.h"
 
 namespace attnlab {
 
@@ -29,6 +30,7 @@ class Tape {
  public:
   struct Record {
     const char* op;
+    Phase phase;      // the phase the op's forward ran in: its backward is timed under it
     GradBuffer* out;  // the op's output grad: dy
     void (*run)(void* closure);
     void* closure;
@@ -39,7 +41,7 @@ class Tape {
     static_assert(std::is_trivially_destructible_v<F>, "backward closures capture handles and scalars only");
     void* mem = current_arena().alloc_bytes(sizeof(F));
     void* c = new (mem) F(f);
-    records_.push_back({op, out.gbuf, [](void* p) { (*static_cast<F*>(p))(); }, c});
+    records_.push_back({op, current_phase(), out.gbuf, [](void* p) { (*static_cast<F*>(p))(); }, c});
   }
   // Adds dy (contiguous, y's shape) into y's gradient: the seed of a backward pass. Several
   // outputs may be seeded before one backward().

@@ -1,7 +1,5 @@
 #include "util/profile.h"
 
-#include <cstring>
-
 namespace attnlab {
 namespace {
 bool g_on = false;
@@ -17,15 +15,10 @@ PhaseScope*& PhaseScope::innermost() {
   return scope;
 }
 
-Phase phase_of(const char* op) {
-  for (const char* p : {"matmul", "residual_linear", "residual_gelu_mlp"})
-    if (!std::strcmp(op, p)) return Phase::matmul;
-  if (!std::strcmp(op, "attention")) return Phase::attention;
-  if (!std::strcmp(op, "cross_entropy")) return Phase::loss;
-  for (const char* p : {"layer_norm", "rms_norm", "gelu", "silu", "swiglu", "rope", "add", "scale", "mul", "dropout",
-                        "embedding"})
-    if (!std::strcmp(op, p)) return Phase::norm_act;
-  return Phase::other;
+Phase& PhaseScope::current() {
+  static Phase phase = Phase::other;
+  return phase;
 }
+Phase current_phase() { return PhaseScope::current(); }
 
 }  // namespace attnlab
