@@ -45,12 +45,20 @@ struct AttentionScale {
 };
 
 struct AttentionSection {
+  std::string type;           // mha | mla (sizes in MlaSection)
   std::string kernel;         // flash
   std::string query_scaling;  // init | query | logits | none | both: where the scale is applied
   AttentionScale scale;
   int n_kv_heads{};           // 0: n_head (use resolved_n_kv_heads)
   double softcap{};           // 0: off
   bool operator==(const AttentionSection&) const = default;
+};
+
+// MLA's sizes (used when attention.type is mla; src/nn/attention.h, docs/mla.md).
+struct MlaSection {
+  int q_lora_rank{};          // 0: q = h·wq
+  int kv_lora_rank{}, qk_nope_head_dim{}, qk_rope_head_dim{}, v_head_dim{};
+  bool operator==(const MlaSection&) const = default;
 };
 
 struct OptimizerSection {
@@ -107,6 +115,7 @@ struct RunConfig {
   DataSection data;
   ModelSection model;
   AttentionSection attention;
+  MlaSection mla;
   OptimizerSection optimizer;
   AdafactorSection adafactor;
   ScheduleSection schedule;
@@ -136,10 +145,17 @@ LoadedConfig config_from_yaml_text(const std::string& yaml_text, const std::stri
 // Header comment, then every section and key with its default and a "# help [allowed]"
 // comment: the content of configs/base.yaml.
 std::string schema_reference_yaml();
+// The allowed words of a key that takes one of a list ("attention.type": mha, mla); empty for
+// other keys. Lets tests check that every choice maps to something.
+std::vector<std::string> config_choices(const std::string& key);
+// Every key that takes one of a list.
+std::vector<std::string> choice_keys();
 
 // Derived values: the "0 means ..." rules in one place.
-double attention_scale_value(const RunConfig&);  // rsqrt_dhead: 1/sqrt(d_head), inv_dhead: 1/d_head
+// rsqrt_dhead: 1/sqrt(d), inv_dhead: 1/d, d = resolved_qk_head_dim
+double attention_scale_value(const RunConfig&);
 int resolved_d_head(const RunConfig&);           // model.d_head, or d_model / n_head when 0
+int resolved_qk_head_dim(const RunConfig&);      // the q·k size: d_head, or MLA's qk_nope + qk_rope
 int resolved_d_ff(const RunConfig&);             // model.d_ff, or 4 * d_model when 0
 int resolved_n_kv_heads(const RunConfig&);       // attention.n_kv_heads, or n_head when 0
 int resolved_threads(const RunConfig&);          // runtime.threads, or all hardware threads when 0

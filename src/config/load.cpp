@@ -213,12 +213,29 @@ struct Loader {
       throw ConfigError(latest_of(keys) + ": " + msg);
     };
     const ModelSection& m = cfg.model;
-    if (m.d_head == 0 && m.d_model % m.n_head != 0)
+    const bool mla = cfg.attention.type == "mla";
+    if (mla) {
+      if (cfg.attention.n_kv_heads != 0)
+        fail({"attention.n_kv_heads", "attention.type"},
+             "attention.n_kv_heads (" + std::to_string(cfg.attention.n_kv_heads) +
+                 ") is for mha (GQA); mla shares one latent across heads: set attention.n_kv_heads: 0");
+      if (m.d_head != 0)
+        fail({"model.d_head", "attention.type"}, "model.d_head (" + std::to_string(m.d_head) +
+                                                     ") is for mha; mla's head sizes are the mla section's "
+                                                     "qk_nope_head_dim, qk_rope_head_dim and v_head_dim: set model.d_head: 0");
+    } else {
+      const RunConfig defaults;
+      for (const auto& k : config::schema())
+        if (k.section == "mla" && k.emit(cfg) != k.emit(defaults))
+          fail({k.path.c_str(), "attention.type"}, k.path + " is set (" + k.emit(cfg) +
+                                                       ") but attention.type is mha; set attention.type: mla, or drop the mla keys");
+    }
+    if (!mla && m.d_head == 0 && m.d_model % m.n_head != 0)
       fail({"model.d_model", "model.n_head", "model.d_head"},
            "model.d_model (" + std::to_string(m.d_model) + ") must be divisible by model.n_head (" +
                std::to_string(m.n_head) + ") when model.d_head is 0");
     int kv = resolved_n_kv_heads(cfg);
-    if (m.n_head % kv != 0)
+    if (!mla && m.n_head % kv != 0)
       fail({"attention.n_kv_heads", "model.n_head"}, "attention.n_kv_heads (" + std::to_string(kv) +
                                                         ") must divide model.n_head (" + std::to_string(m.n_head) + ")");
     if (cfg.schedule.min_lr > cfg.optimizer.lr)
@@ -229,7 +246,7 @@ struct Loader {
                                                          std::to_string(cfg.schedule.warmup_steps) +
                                                          ") must be <= train.steps (" + std::to_string(cfg.train.steps) + ")");
     int d_head = resolved_d_head(cfg);
-    if (m.positions == "rope" && d_head % 2 != 0)
+    if (!mla && m.positions == "rope" && d_head % 2 != 0)
       fail({"model.positions", "model.d_head", "model.d_model", "model.n_head"},
            "model.positions rope needs an even head size, got " + std::to_string(d_head) +
                (m.d_head ? " (model.d_head)" : " (model.d_model " + std::to_string(m.d_model) + " / model.n_head " +
@@ -273,9 +290,21 @@ std::string schema_reference_yaml() {
          config::emit_yaml(RunConfig{}, true);
 }
 
+std::vector<std::string> config_choices(const std::string& key) {
+  const config::KeyDef* k = config::find_key(key);
+  return k ? k->choices : std::vector<std::string>{};
+}
+
+std::vector<std::string> choice_keys() {
+  std::vector<std::string> out;
+  for (const auto& k : config::schema())
+    if (!k.choices.empty()) out.push_back(k.path);
+  return out;
+}
+
 double attention_scale_value(const RunConfig& c) {
   const AttentionScale& s = c.attention.scale;
-  double d = resolved_d_head(c);
+  double d = resolved_qk_head_dim(c);
   if (s.name.empty()) return s.value;
   if (s.name == "rsqrt_dhead") return 1.0 / std::sqrt(d);
   if (s.name == "inv_dhead") return 1.0 / d;
@@ -284,6 +313,9 @@ double attention_scale_value(const RunConfig& c) {
 }
 
 int resolved_d_head(const RunConfig& c) { return c.model.d_head ? c.model.d_head : c.model.d_model / c.model.n_head; }
+int resolved_qk_head_dim(const RunConfig& c) {
+  return c.attention.type == "mla" ? c.mla.qk_nope_head_dim + c.mla.qk_rope_head_dim : resolved_d_head(c);
+}
 int resolved_d_ff(const RunConfig& c) { return c.model.d_ff ? c.model.d_ff : 4 * c.model.d_model; }
 int resolved_n_kv_heads(const RunConfig& c) { return c.attention.n_kv_heads ? c.attention.n_kv_heads : c.model.n_head; }
 int resolved_threads(const RunConfig& c) {

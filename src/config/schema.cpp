@@ -157,12 +157,16 @@ template <class T>
 struct Rule {
   std::string expected;
   std::function<bool(const T&)> ok;
+  std::vector<std::string> choices = {};  // one_of's words
 };
 
 Rule<int> int_at_least(int lo) { return {"an integer >= " + std::to_string(lo), [lo](int v) { return v >= lo; }}; }
 Rule<int> int_in(int lo, int hi) {
   return {"an integer in " + std::to_string(lo) + ".." + std::to_string(hi),
           [lo, hi](int v) { return v >= lo && v <= hi; }};
+}
+Rule<int> even_at_least(int lo) {
+  return {"an even integer >= " + std::to_string(lo), [lo](int v) { return v >= lo && v % 2 == 0; }};
 }
 Rule<double> positive() { return {"a positive number", [](double v) { return v > 0; }}; }
 Rule<double> non_negative() { return {"a number >= 0", [](double v) { return v >= 0; }}; }
@@ -173,9 +177,9 @@ Rule<std::string> any_text() { return {"a string", [](const std::string&) { retu
 Rule<std::string> one_of(std::vector<std::string> choices) {
   std::string desc = "one of ";
   for (size_t i = 0; i < choices.size(); ++i) desc += (i ? ", " : "") + choices[i];
-  return {desc, [choices](const std::string& v) {
-            return std::find(choices.begin(), choices.end(), v) != choices.end();
-          }};
+  return {desc,
+          [choices](const std::string& v) { return std::find(choices.begin(), choices.end(), v) != choices.end(); },
+          choices};
 }
 // Run names become directory names, so no '/', spaces or shell-special characters.
 Rule<std::string> file_name() {
@@ -218,6 +222,7 @@ struct Rows {
     k.section = p.substr(0, p.find('.'));
     k.expected = rule.expected;
     k.help = help;
+    k.choices = rule.choices;
     k.assign = [field, ok = rule.ok](RunConfig& c, const YAML::Node& n) {
       T v{};
       if (!parse_value(n, v) || !ok(v)) return false;
@@ -254,6 +259,8 @@ std::vector<KeyDef> build_schema() {
   key(KEY(model, dropout), 0.0, unit_from_zero(), "dropout probability; 0 = off");
   key(KEY(model, init_std), 0.02, positive(), "std of the normal init of weight matrices");
 
+  key(KEY(attention, type), "mha", one_of({"mha", "mla"}),
+      "mha: multi-head (GQA with n_kv_heads < n_head); mla: multi-head latent attention, sizes in the mla section");
   key(KEY(attention, kernel), "flash", one_of({"dense", "flash"}),
       "flash: tiled online softmax, memory linear in context (the faster); dense: probabilities kept for backward");
   key(KEY(attention, query_scaling), "logits", one_of({"init", "query", "logits", "none", "both"}),
@@ -263,6 +270,14 @@ std::vector<KeyDef> build_schema() {
       "rsqrt_dhead = 1/sqrt(d_head), inv_dhead = 1/d_head, or the number itself");
   key(KEY(attention, n_kv_heads), 0, int_at_least(0), "key/value heads; 0 means n_head (MHA), fewer = GQA");
   key(KEY(attention, softcap), 0.0, non_negative(), "tanh soft-cap of the attention logits; 0 = off");
+
+  key(KEY(mla, q_lora_rank), 0, int_at_least(0),
+      "query low rank: 0 = q from one matrix wq; > 0 = wq_a, RMSNorm, wq_b through this rank");
+  key(KEY(mla, kv_lora_rank), 64, int_at_least(1), "width of the latent c_kv shared by every head's k^C and v");
+  key(KEY(mla, qk_nope_head_dim), 32, int_at_least(1), "per-head q/k features without position (q^C, k^C)");
+  key(KEY(mla, qk_rope_head_dim), 16, even_at_least(2),
+      "per-head rotary q^R, and the one rotary key k^R all heads share");
+  key(KEY(mla, v_head_dim), 32, int_at_least(1), "per-head value (and attention output) size");
 
   key(KEY(optimizer, name), "adamw", one_of({"adamw", "adafactor"}),
       "adamw, or adafactor (its own knobs are in the adafactor section)");

@@ -17,6 +17,7 @@ struct KeyDef {
   std::string section;   // "model"
   std::string expected;  // "an integer in 1..1024": errors say "expected <this>, got ..."
   std::string help;      // one line, shown in base.yaml
+  std::vector<std::string> choices;  // the allowed words, for keys that take one of a list
   // Parses `node` and stores it if allowed; false (cfg untouched) when not.
   std::function<bool(RunConfig&, const YAML::Node&)> assign;
   std::function<std::string(const RunConfig&)> emit;  // the value as YAML flow text

@@ -10,27 +10,13 @@
 
 namespace attnlab {
 
-ScalePlan plan_attention_scale(QueryScaling where, float s) {
-  switch (where) {
-    case QueryScaling::init: return {s, 1.f, 1.f};
-    case QueryScaling::query: return {1.f, s, 1.f};
-    case QueryScaling::logits: return {1.f, 1.f, s};
-    case QueryScaling::none: return {1.f, 1.f, 1.f};
-    case QueryScaling::both: return {s, s, 1.f};  // the doubly-scaled proposal: logits scaled by s²
-  }
-  return {};
-}
-
 Transformer::Transformer(const ModelSpec& spec, ParamStore& store) : spec_(spec) {
   const auto& s = spec;
   ATTN_CHECK(s.vocab > 0 && s.context > 0 && s.n_layer > 0 && s.n_head > 0 && s.d_model > 0 && s.d_head > 0 &&
                  s.d_ff > 0,
              "Transformer: every size must be positive");
-  ATTN_CHECK(s.n_kv_head > 0 && s.n_head % s.n_kv_head == 0, "Transformer: n_kv_head ", s.n_kv_head,
-             " must divide n_head ", s.n_head);
-  ATTN_CHECK(s.positions != Positions::rope || s.d_head % 2 == 0, "Transformer: rope needs an even d_head");
   plan_ = plan_attention_scale(s.query_scaling, s.attn_scale);
-  const int64_t C = s.d_model, HD = int64_t(s.n_head) * s.d_head, KD = int64_t(s.n_kv_head) * s.d_head;
+  const int64_t C = s.d_model;
   const float std = s.init_std, resid_std = s.init_std / std::sqrt(2.f * float(s.n_layer));
   const Init normal{Init::normal, std}, resid{Init::normal, resid_std};
   auto add_norm = [&](const std::string& prefix) {
@@ -39,21 +25,32 @@ Transformer::Transformer(const ModelSpec& spec, ParamStore& store) : spec_(spec)
     if (s.norm == NormKind::layernorm) n.b = store.add(name(prefix, "b"), {C}, Role::bias, {Init::zeros});
     return n;
   };
+  AttentionSpec as;
+  as.type = s.attention;
+  as.d_model = s.d_model;
+  as.n_head = s.n_head;
+  as.n_kv_head = s.n_kv_head;
+  as.d_head = s.d_head;
+  as.mla = s.mla;
+  as.rope = s.positions == Positions::rope;
+  as.rope_base = s.rope_base;
+  as.norm_eps = s.norm_eps;
+  as.init_std = std;
+  as.out_init_std = resid_std;
+  as.plan = plan_;
+  as.softcap = s.softcap;
+  as.kernel = s.kernel;
   tok_emb_ = store.add("tok_emb", {s.vocab, C}, Role::embedding, normal);
   if (s.positions == Positions::learned) pos_emb_ = store.add("pos_emb", {s.context, C}, Role::embedding, normal);
   for (int l = 0; l < s.n_layer; ++l) {
     Block b;
     b.norm1 = add_norm(name("blocks", l, "norm1"));
     b.norm2 = add_norm(name("blocks", l, "norm2"));
-    b.wq = store.add(name("blocks", l, "attn.wq"), {C, HD}, Role::matrix, {Init::normal, std * plan_.wq_init},
-                     {s.n_head, s.d_head, 1});
-    b.wk = store.add(name("blocks", l, "attn.wk"), {C, KD}, Role::matrix, normal, {s.n_kv_head, s.d_head, 1});
-    b.wv = store.add(name("blocks", l, "attn.wv"), {C, KD}, Role::matrix, normal, {s.n_kv_head, s.d_head, 1});
-    b.wo = store.add(name("blocks", l, "attn.wo"), {HD, C}, Role::matrix, resid, {s.n_head, s.d_head, 0});
+    b.attn = make_attention(as, name("blocks", l, "attn"), store);
     b.w1 = store.add(name("blocks", l, "mlp.w1"), {C, s.d_ff}, Role::matrix, normal);
     if (s.mlp == MlpKind::swiglu) b.w3 = store.add(name("blocks", l, "mlp.w3"), {C, s.d_ff}, Role::matrix, normal);
     b.w2 = store.add(name("blocks", l, "mlp.w2"), {s.d_ff, C}, Role::matrix, resid);
-    blocks_.push_back(b);
+    blocks_.push_back(std::move(b));
   }
   norm_f_ = add_norm("norm_f");
   max_logits_.assign(size_t(s.n_layer) * s.n_head, 0.f);
@@ -85,22 +82,10 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
   std::fill(max_logits_.begin(), max_logits_.end(), -std::numeric_limits<float>::infinity());
   for (int l = 0; l < s.n_layer; ++l) {
     const Block& b = blocks_[l];
-    const uint16_t* h16 = nullptr;  // bf16 products: h converted once, by the norm, for q, k and v
+    const uint16_t* h16 = nullptr;  // bf16 products: h converted once, by the norm, for the projections
     Tensor h = norm(b.norm1, x, &h16);
-    Tensor q = linear(h, b.wq->tensor(), h16).reshape({B, T, int64_t(s.n_head) * s.d_head}).split_last(s.n_head);
-    Tensor k = linear(h, b.wk->tensor(), h16).reshape({B, T, int64_t(s.n_kv_head) * s.d_head}).split_last(s.n_kv_head);
-    Tensor v = linear(h, b.wv->tensor(), h16).reshape({B, T, int64_t(s.n_kv_head) * s.d_head}).split_last(s.n_kv_head);
-    if (s.positions == Positions::rope) {
-      q = rope(q, s.rope_base);
-      k = rope(k, s.rope_base);
-    }
-    if (plan_.query != 1.f) q = scale(q, plan_.query);
-    AttentionOptions opt(plan_.logits);
-    opt.softcap = s.softcap;
-    opt.kernel = s.kernel;
-    opt.max_logits = max_logits_.data() + size_t(l) * s.n_head;
-    Tensor a = attention(q, k, v, opt).reshape({N, int64_t(s.n_head) * s.d_head});
-    x = residual(x, a, *b.wo);
+    Tensor a = b.attn->forward(h, h16, B, T, max_logits_.data() + size_t(l) * s.n_head);
+    x = residual(x, a, b.attn->wo());
     h = norm(b.norm2, x, &h16);  // h16 read forward and by the weight gradient (and by w3's products)
     if (b.w3) {
       x = residual(x, swiglu(linear(h, b.w1->tensor(), h16), linear(h, b.w3->tensor(), h16)), *b.w2);

@@ -8,14 +8,16 @@
 // Parameter names (NOTE [param layout] in nn/param.h):
 //   tok_emb [V, C]   pos_emb [context, C]   norm_f.{g,b}
 //   blocks.{l}.norm1.{g,b}   blocks.{l}.norm2.{g,b}            (b only for layernorm)
-//   blocks.{l}.attn.wq [C, H·D]   .wk, .wv [C, Hkv·D]   .wo [H·D, C]
+//   blocks.{l}.attn.*  the attention module's (nn/attention.h): MHA wq, wk, wv, wo; MLA wq (or
+//                      wq_a, q_norm.g, wq_b), wkv_a, kv_norm.g, wkv_b, wo
 //   blocks.{l}.mlp.w1 [C, F]   .w2 [F, C]   (.w3 [C, F], the up projection, for swiglu)
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "nn/attention.h"
 #include "nn/param.h"
-#include "ops/attention.h"
 #include "tensor/tensor.h"
 
 namespace attnlab {
@@ -23,18 +25,6 @@ namespace attnlab {
 enum class NormKind { layernorm, rmsnorm };
 enum class MlpKind { gelu, swiglu };
 enum class Positions { learned, rope };
-// Where the attention scale is applied (NOTE [attention scale] in ops/attention.h).
-enum class QueryScaling { init, query, logits, none, both };
-
-// The placement of the attention scale s for each query_scaling mode: a multiplier on W_q's
-// initial values, on q in the forward pass, and on the logits. This function is the only place
-// that maps a mode to multipliers.
-struct ScalePlan {
-  float wq_init = 1.f;
-  float query = 1.f;
-  float logits = 1.f;
-};
-ScalePlan plan_attention_scale(QueryScaling where, float scale);
 
 struct ModelSpec {
   int vocab = 0;
@@ -44,6 +34,8 @@ struct ModelSpec {
   int n_kv_head = 4;
   int d_model = 128;
   int d_head = 32;
+  AttentionType attention = AttentionType::mha;
+  MlaSizes mla;  // attention = mla
   int d_ff = 512;
   NormKind norm = NormKind::layernorm;
   float norm_eps = 1e-5f;
@@ -53,7 +45,7 @@ struct ModelSpec {
   float dropout = 0.f;
   float init_std = 0.02f;
   QueryScaling query_scaling = QueryScaling::logits;
-  float attn_scale = 0.f;  // the value s (e.g. 1/√d_head)
+  float attn_scale = 0.f;  // the value s (e.g. 1/√d_head; MLA: 1/√(qk_nope + qk_rope))
   float softcap = 0.f;
   AttentionKernel kernel = AttentionKernel::dense;
 };
@@ -70,11 +62,13 @@ class Transformer {
   // Logits [B·T, V].
   Tensor logits(const int32_t* ids, int B, int T, uint64_t dropout_seed = 0, uint64_t step = 0);
 
-  // Per layer and head, the max attention logit (after cap and mask) of the last forward pass,
-  // over batch and positions: [n_layer · n_head], layer-major.
+  // Per layer and head, the max attention logit (before the cap, after the mask) of the last forward
+  // pass, over batch and positions: [n_layer · n_head], layer-major.
   const std::vector<float>& max_logits() const { return max_logits_; }
   const ModelSpec& spec() const { return spec_; }
   const ScalePlan& scale_plan() const { return plan_; }
+  // Layer l's attention module (its QK-Clip targets, its spec).
+  const Attention& attention(int l) const { return *blocks_[l].attn; }
 
  private:
   struct Norm {
@@ -82,7 +76,7 @@ class Transformer {
   };
   struct Block {
     Norm norm1, norm2;
-    Param *wq, *wk, *wv, *wo;
+    std::unique_ptr<Attention> attn;
     Param *w1, *w2, *w3 = nullptr;
   };
   // y16: as for layer_norm (the bf16 copy of the output for the products that read it).

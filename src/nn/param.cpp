@@ -38,6 +38,20 @@ MatrixView Param::head(int h) const {
   return {data + int64_t(h) * heads.dim * shape[1], heads.dim, shape[1], shape[1]};
 }
 
+const HeadPart& Param::part(std::string_view part) const {
+  for (const HeadPart& hp : heads.parts)
+    if (hp.name == part) return hp;
+  ATTN_CHECK(false, "parameter ", name, " has no head part ", std::string(part));
+  return heads.parts.front();
+}
+
+MatrixView Param::head_part(int h, std::string_view part_name) const {
+  const HeadPart& hp = part(part_name);
+  MatrixView v = head(h);
+  if (heads.axis == 1) return {v.data + hp.offset, v.rows, hp.size, v.row_stride};
+  return {v.data + int64_t(hp.offset) * v.row_stride, hp.size, v.cols, v.row_stride};
+}
+
 ParamStore::~ParamStore() {
   for (Param* p : sorted_) delete p;
   aligned_free(data_);
@@ -53,6 +67,14 @@ Param* ParamStore::add(std::string name, const Shape& shape, Role role, Init ini
                    int64_t(heads.n) * heads.dim == shape[heads.axis],
                "parameter ", name, ": ", heads.n, " heads of ", heads.dim, " do not tile axis ", heads.axis, " of ",
                shape);
+    int next = 0;
+    for (const HeadPart& hp : heads.parts) {
+      ATTN_CHECK(hp.offset == next && hp.size > 0, "parameter ", name, ": head part ", hp.name, " at ", hp.offset,
+                 " does not follow the previous part (ends at ", next, ")");
+      next += hp.size;
+    }
+    ATTN_CHECK(heads.parts.empty() || next == heads.dim, "parameter ", name, ": head parts cover ", next, " of ",
+               heads.dim);
   }
   auto* p = new Param{std::move(name), shape, role, heads, init};
   sorted_.push_back(p);

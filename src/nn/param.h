@@ -20,12 +20,21 @@ namespace attnlab {
 enum class Role { matrix, embedding, gain, bias };
 const char* role_name(Role r);
 
+// A named range inside every head: head h's part covers columns (axis 1) or rows (axis 0)
+// [h·dim + offset, h·dim + offset + size). MLA's query head is [q_nope | q_rope] (docs/mla.md).
+struct HeadPart {
+  std::string name;
+  int offset = 0;
+  int size = 0;
+};
+
 // Head structure of a projection: head h owns the `dim` columns (axis 1) or rows (axis 0)
-// [h·dim, (h+1)·dim) of the matrix.
+// [h·dim, (h+1)·dim) of the matrix; `parts`, when given, tile each head in order.
 struct Heads {
   int n = 0;
   int dim = 0;
   int axis = 1;
+  std::vector<HeadPart> parts;
 };
 
 struct Init {
@@ -59,6 +68,9 @@ struct Param {
   Tensor tensor() { return Tensor(data, frozen ? nullptr : &grad_buffer, shape); }
   // Head h's block: columns (axis 1) or rows (axis 0) [h·dim, (h+1)·dim).
   MatrixView head(int h) const;
+  // The named part of head h (InternalError naming the parameter and part when there is none).
+  MatrixView head_part(int h, std::string_view part) const;
+  const HeadPart& part(std::string_view part) const;
 };
 
 class ParamStore {

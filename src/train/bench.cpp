@@ -33,7 +33,12 @@ BenchResult bench(const LoadedConfig& cfg_in, int steps, int warmup) {
   r.params = 0;
   for (const Param* p : s.store.params()) r.params += p->numel();
   r.tokens_per_step = int64_t(c.train.batch_size) * c.model.context * c.train.grad_accum;
-  r.flops_per_token = 6.0 * double(n) + 12.0 * c.model.n_layer * c.model.context * c.model.d_model;
+  // Model FLOPs per token, counted as the PyTorch peer counts them: 6 per parameter but the position
+  // table, and the attention products 6·layers·context·heads·(d_qk + d_v) (12·layers·context·d_model
+  // for MHA with d_head = d_model / n_head).
+  const int d_v = c.attention.type == "mla" ? c.mla.v_head_dim : resolved_d_head(c);
+  r.flops_per_token = 6.0 * double(n) + 6.0 * c.model.n_layer * c.model.context * c.model.n_head *
+                                            double(resolved_qk_head_dim(c) + d_v);
 
   Stepper stepper(s);
   for (int i = 0; i < warmup; ++i) stepper.step();

@@ -1,10 +1,26 @@
 #include "train/setup.h"
 
+#include <string_view>
+#include <utility>
+
 #include "kernels/gemm.h"
 #include "optim/adafactor.h"
 #include "util/check.h"
 
 namespace attnlab {
+namespace {
+
+// One table per config choice. A word the schema allows but no table maps (a choice added to the
+// schema and not here) is an InternalError naming the key, never a silent default.
+template <class E>
+E choice(const char* key, const std::string& word, std::initializer_list<std::pair<std::string_view, E>> table) {
+  for (const auto& [w, e] : table)
+    if (w == word) return e;
+  ATTN_CHECK(false, "config key ", key, ": the schema allows \"", word, "\" but setup maps no value to it");
+  return table.begin()->second;
+}
+
+}  // namespace
 
 ModelSpec model_spec(const RunConfig& cfg, int vocab_size) {
   const auto& m = cfg.model;
@@ -18,22 +34,28 @@ ModelSpec model_spec(const RunConfig& cfg, int vocab_size) {
   s.d_model = m.d_model;
   s.d_head = resolved_d_head(cfg);
   s.d_ff = resolved_d_ff(cfg);
-  s.norm = m.norm == "rmsnorm" ? NormKind::rmsnorm : NormKind::layernorm;
+  s.norm = choice<NormKind>("model.norm", m.norm, {{"layernorm", NormKind::layernorm}, {"rmsnorm", NormKind::rmsnorm}});
   s.norm_eps = float(m.norm_eps);
-  s.mlp = m.mlp == "swiglu" ? MlpKind::swiglu : MlpKind::gelu;
-  s.positions = m.positions == "rope" ? Positions::rope : Positions::learned;
+  s.mlp = choice<MlpKind>("model.mlp", m.mlp, {{"gelu", MlpKind::gelu}, {"swiglu", MlpKind::swiglu}});
+  s.positions = choice<Positions>("model.positions", m.positions, {{"learned", Positions::learned}, {"rope", Positions::rope}});
   s.rope_base = float(m.rope_base);
   s.dropout = float(m.dropout);
   s.init_std = float(m.init_std);
-  const std::string& q = a.query_scaling;
-  s.query_scaling = q == "init"    ? QueryScaling::init
-                    : q == "query" ? QueryScaling::query
-                    : q == "none"  ? QueryScaling::none
-                    : q == "both"  ? QueryScaling::both
-                                   : QueryScaling::logits;
+  s.query_scaling = choice<QueryScaling>("attention.query_scaling", a.query_scaling,
+                           {{"init", QueryScaling::init},
+                            {"query", QueryScaling::query},
+                            {"logits", QueryScaling::logits},
+                            {"none", QueryScaling::none},
+                            {"both", QueryScaling::both}});
   s.attn_scale = float(attention_scale_value(cfg));
   s.softcap = float(a.softcap);
-  s.kernel = a.kernel == "flash" ? AttentionKernel::flash : AttentionKernel::dense;
+  s.kernel = choice<AttentionKernel>("attention.kernel", a.kernel, {{"dense", AttentionKernel::dense}, {"flash", AttentionKernel::flash}});
+  s.attention = choice<AttentionType>("attention.type", a.type, {{"mha", AttentionType::mha}, {"mla", AttentionType::mla}});
+  s.mla.q_lora_rank = cfg.mla.q_lora_rank;
+  s.mla.kv_lora_rank = cfg.mla.kv_lora_rank;
+  s.mla.qk_nope_head_dim = cfg.mla.qk_nope_head_dim;
+  s.mla.qk_rope_head_dim = cfg.mla.qk_rope_head_dim;
+  s.mla.v_head_dim = cfg.mla.v_head_dim;
   return s;
 }
 
@@ -54,7 +76,8 @@ std::unique_ptr<Optimizer> make_optimizer(const RunConfig& cfg, ParamStore& stor
     c.no_decay = o.no_decay;
     return std::make_unique<Adafactor>(store, c);
   }
-  ATTN_CHECK(o.name == "adamw", "unknown optimizer ", o.name);
+  ATTN_CHECK(o.name == "adamw", "config key optimizer.name: the schema allows \"", o.name,
+             "\" but setup maps no optimizer to it");
   AdamWConfig c;
   c.beta1 = float(o.beta1);
   c.beta2 = float(o.beta2);
@@ -67,7 +90,8 @@ std::unique_ptr<Optimizer> make_optimizer(const RunConfig& cfg, ParamStore& stor
 Schedule make_schedule(const RunConfig& cfg) {
   Schedule s;
   const auto& k = cfg.schedule.kind;
-  s.kind = k == "linear" ? ScheduleKind::linear : k == "constant" ? ScheduleKind::constant : ScheduleKind::cosine;
+  s.kind = choice<ScheduleKind>("schedule.kind", k,
+                  {{"cosine", ScheduleKind::cosine}, {"linear", ScheduleKind::linear}, {"constant", ScheduleKind::constant}});
   s.lr = cfg.optimizer.lr;
   s.min_lr = cfg.schedule.min_lr;
   s.warmup = cfg.schedule.warmup_steps;
@@ -78,8 +102,8 @@ Schedule make_schedule(const RunConfig& cfg) {
 int apply_runtime(const RunConfig& cfg) {
   const int n = resolved_threads(cfg);
   kernels::set_num_threads(n);
-  kernels::set_matmul_precision(cfg.precision.matmul == "bf16" ? kernels::MatmulPrecision::bf16
-                                                               : kernels::MatmulPrecision::f32);
+  kernels::set_matmul_precision(choice<kernels::MatmulPrecision>("precision.matmul", cfg.precision.matmul,
+                                       {{"f32", kernels::MatmulPrecision::f32}, {"bf16", kernels::MatmulPrecision::bf16}}));
   return n;
 }
 

@@ -1,0 +1,146 @@
+#include "nn/attention.h"
+
+#include <cmath>
+
+#include "ops/ops.h"
+#include "util/check.h"
+
+namespace attnlab {
+
+ScalePlan plan_attention_scale(QueryScaling where, float s) {
+  switch (where) {
+    case QueryScaling::init: return {s, 1.f, 1.f};
+    case QueryScaling::query: return {1.f, s, 1.f};
+    case QueryScaling::logits: return {1.f, 1.f, s};
+    case QueryScaling::none: return {1.f, 1.f, 1.f};
+    case QueryScaling::both: return {s, s, 1.f};  // the doubly-scaled proposal: logits scaled by s²
+  }
+  return {};
+}
+
+AttentionOptions Attention::options(float* max_logits) const {
+  AttentionOptions opt(spec_.plan.logits);
+  opt.softcap = spec_.softcap;
+  opt.kernel = spec_.kernel;
+  opt.max_logits = max_logits;
+  return opt;
+}
+
+namespace {
+
+// MHA, and GQA when n_kv_head < n_head: query head h reads kv head h / (n_head / n_kv_head).
+class MultiHeadAttention final : public Attention {
+ public:
+  MultiHeadAttention(const AttentionSpec& s, const std::string& prefix, ParamStore& store) : Attention(s) {
+    ATTN_CHECK(s.n_kv_head > 0 && s.n_head % s.n_kv_head == 0, "attention: n_kv_head ", s.n_kv_head,
+               " must divide n_head ", s.n_head);
+    ATTN_CHECK(!s.rope || s.d_head % 2 == 0, "attention: rope needs an even d_head");
+    const int64_t C = s.d_model, D = s.d_head;
+    const Init normal{Init::normal, s.init_std};
+    wq_ = store.add(name(prefix, "wq"), {C, s.n_head * D}, Role::matrix, {Init::normal, s.init_std * s.plan.wq_init},
+                    {s.n_head, s.d_head, 1, {{"q", 0, s.d_head}}});
+    wk_ = store.add(name(prefix, "wk"), {C, s.n_kv_head * D}, Role::matrix, normal,
+                    {s.n_kv_head, s.d_head, 1, {{"k", 0, s.d_head}}});
+    wv_ = store.add(name(prefix, "wv"), {C, s.n_kv_head * D}, Role::matrix, normal, {s.n_kv_head, s.d_head, 1, {}});
+    wo_ = store.add(name(prefix, "wo"), {s.n_head * D, C}, Role::matrix, {Init::normal, s.out_init_std},
+                    {s.n_head, s.d_head, 0, {}});
+    for (int h = 0; h < s.n_head; ++h) targets_.push_back({wq_, QkClipTarget::query, h, "q"});
+    for (int g = 0; g < s.n_kv_head; ++g) targets_.push_back({wk_, QkClipTarget::key, g, "k"});
+  }
+
+  Tensor forward(const Tensor& h, const uint16_t* h16, int B, int T, float* max_logits) override {
+    const AttentionSpec& s = spec_;
+    const int64_t HD = int64_t(s.n_head) * s.d_head, KD = int64_t(s.n_kv_head) * s.d_head;
+    Tensor q = linear(h, wq_->tensor(), h16).reshape({B, T, HD}).split_last(s.n_head);
+    Tensor k = linear(h, wk_->tensor(), h16).reshape({B, T, KD}).split_last(s.n_kv_head);
+    Tensor v = linear(h, wv_->tensor(), h16).reshape({B, T, KD}).split_last(s.n_kv_head);
+    if (s.rope) {
+      q = rope(q, s.rope_base);
+      k = rope(k, s.rope_base);
+    }
+    if (s.plan.query != 1.f) q = scale(q, s.plan.query);
+    return attention(q, k, v, options(max_logits)).reshape({int64_t(B) * T, HD});
+  }
+
+ private:
+  Param *wq_, *wk_, *wv_;
+};
+
+// Multi-head latent attention [DeepSeek-V2, 2024, section 2.1], training form (no absorption).
+class LatentAttention final : public Attention {
+ public:
+  LatentAttention(const AttentionSpec& s, const std::string& prefix, ParamStore& store) : Attention(s) {
+    const MlaSizes& m = s.mla;
+    ATTN_CHECK(m.kv_lora_rank > 0 && m.q_lora_rank >= 0 && m.qk_nope_head_dim > 0 && m.v_head_dim > 0 &&
+                   m.qk_rope_head_dim > 0 && m.qk_rope_head_dim % 2 == 0,
+               "attention: MLA sizes must be positive (q_lora_rank >= 0) with an even qk_rope_head_dim");
+    const int64_t C = s.d_model, H = s.n_head, dn = m.qk_nope_head_dim, dr = m.qk_rope_head_dim, dv = m.v_head_dim,
+                  r = m.kv_lora_rank;
+    const Init normal{Init::normal, s.init_std}, query_init{Init::normal, s.init_std * s.plan.wq_init};
+    const Heads query_heads{s.n_head, int(dn + dr), 1, {{"q_nope", 0, int(dn)}, {"q_rope", int(dn), int(dr)}}};
+    if (m.q_lora_rank > 0) {
+      wq_a_ = store.add(name(prefix, "wq_a"), {C, m.q_lora_rank}, Role::matrix, normal);
+      q_norm_ = store.add(name(prefix, "q_norm.g"), {m.q_lora_rank}, Role::gain, {Init::ones});
+      wq_ = store.add(name(prefix, "wq_b"), {m.q_lora_rank, H * (dn + dr)}, Role::matrix, query_init, query_heads);
+    } else {
+      wq_ = store.add(name(prefix, "wq"), {C, H * (dn + dr)}, Role::matrix, query_init, query_heads);
+    }
+    wkv_a_ = store.add(name(prefix, "wkv_a"), {C, r + dr}, Role::matrix, normal,
+                       {1, int(r + dr), 1, {{"c_kv", 0, int(r)}, {"k_rope", int(r), int(dr)}}});
+    kv_norm_ = store.add(name(prefix, "kv_norm.g"), {r}, Role::gain, {Init::ones});
+    wkv_b_ = store.add(name(prefix, "wkv_b"), {r, H * (dn + dv)}, Role::matrix, normal,
+                       {s.n_head, int(dn + dv), 1, {{"k_nope", 0, int(dn)}, {"v", int(dn), int(dv)}}});
+    wo_ = store.add(name(prefix, "wo"), {H * dv, C}, Role::matrix, {Init::normal, s.out_init_std},
+                    {s.n_head, int(dv), 0, {}});
+    for (int h = 0; h < s.n_head; ++h) {
+      targets_.push_back({wq_, QkClipTarget::query, h, "q_nope"});
+      targets_.push_back({wq_, QkClipTarget::query_full, h, "q_rope"});  // k^R is shared: never rescaled
+      targets_.push_back({wkv_b_, QkClipTarget::key, h, "k_nope"});
+    }
+  }
+
+  Tensor forward(const Tensor& h, const uint16_t* h16, int B, int T, float* max_logits) override {
+    const AttentionSpec& s = spec_;
+    const MlaSizes& m = s.mla;
+    const int64_t H = s.n_head, dn = m.qk_nope_head_dim, dr = m.qk_rope_head_dim, dv = m.v_head_dim,
+                  r = m.kv_lora_rank;
+    Tensor q;
+    if (wq_a_) {
+      const uint16_t* a16 = nullptr;
+      Tensor qa = rms_norm(linear(h, wq_a_->tensor(), h16), q_norm_->tensor(), s.norm_eps, &a16);
+      q = linear(qa, wq_->tensor(), a16);
+    } else {
+      q = linear(h, wq_->tensor(), h16);
+    }
+    Tensor qh = q.reshape({B, T, H * (dn + dr)}).split_last(H);
+    qh = rope_concat(qh.slice(3, 0, dn), qh.slice(3, dn, dr), s.rope_base);  // [q^C; RoPE(q^R)]
+    Tensor kva = linear(h, wkv_a_->tensor(), h16);                          // [c | k^R]
+    const uint16_t* c16 = nullptr;
+    Tensor c = rms_norm(contiguous(kva.slice(1, 0, r)), kv_norm_->tensor(), s.norm_eps, &c16);
+    Tensor kv = linear(c, wkv_b_->tensor(), c16).reshape({B, T, H * (dn + dv)}).split_last(H);
+    Tensor k_rope = kva.reshape({B, T, r + dr}).slice(2, r, dr).split_last(1);  // [B, T, 1, dr]
+    Tensor k = rope_concat(kv.slice(3, 0, dn), k_rope, s.rope_base);           // [k^C; RoPE(k^R)]
+    Tensor v = kv.slice(3, dn, dv);
+    if (s.plan.query != 1.f) qh = scale(qh, s.plan.query);
+    return attention(qh, k, v, options(max_logits)).reshape({int64_t(B) * T, H * dv});
+  }
+
+ private:
+  Param* wq_ = nullptr;  // wq, or wq_b with a query low rank: the projection whose columns are heads
+  Param* wq_a_ = nullptr;
+  Param* q_norm_ = nullptr;
+  Param *wkv_a_ = nullptr, *kv_norm_ = nullptr, *wkv_b_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Attention> make_attention(const AttentionSpec& spec, const std::string& prefix, ParamStore& store) {
+  switch (spec.type) {
+    case AttentionType::mha: return std::make_unique<MultiHeadAttention>(spec, prefix, store);
+    case AttentionType::mla: return std::make_unique<LatentAttention>(spec, prefix, store);
+  }
+  ATTN_CHECK(false, "make_attention: unknown attention type ", int(spec.type));
+  return nullptr;
+}
+
+}  // namespace attnlab
