@@ -11,7 +11,11 @@ using namespace attnlab;
 
 namespace {
 
-ModelSpec spec_for(QueryScaling qs, float scale, AttentionKernel kernel) {
+// The attention modules: MHA with GQA, and MLA without and with a query low rank.
+enum class Variant { gqa, mla, mla_q_lora };
+const char* variant_name(Variant v) { return v == Variant::gqa ? "gqa" : v == Variant::mla ? "mla" : "mla_q_lora"; }
+
+ModelSpec spec_for(QueryScaling qs, float scale, AttentionKernel kernel, Variant variant = Variant::gqa) {
   ModelSpec s;
   s.vocab = 13;
   s.context = 16;
@@ -25,6 +29,10 @@ ModelSpec spec_for(QueryScaling qs, float scale, AttentionKernel kernel) {
   s.query_scaling = qs;
   s.attn_scale = scale;
   s.kernel = kernel;
+  if (variant != Variant::gqa) {
+    s.attention = AttentionType::mla;
+    s.mla = {variant == Variant::mla_q_lora ? 12 : 0, 16, 6, 4, 10};
+  }
   return s;
 }
 
@@ -48,9 +56,13 @@ Out forward(const ModelSpec& spec, Edit edit) {
   return {std::vector<float>(z.data, z.data + z.numel()), model.max_logits()};
 }
 
+// Scales the query projection (wq, or MLA's wq_b after the query norm), so that q scales by k.
 void scale_wq(ParamStore& s, float k) {
+  auto ends_with = [](const std::string& n, const std::string& e) {
+    return n.size() >= e.size() && n.compare(n.size() - e.size(), e.size(), e) == 0;
+  };
   for (Param* p : s.params())
-    if (p->name.find("attn.wq") != std::string::npos)
+    if (ends_with(p->name, ".attn.wq") || ends_with(p->name, ".attn.wq_b"))
       for (int64_t i = 0; i < p->numel(); ++i) p->data[i] *= k;
 }
 
@@ -73,12 +85,14 @@ TEST_CASE("attention scale: the ScalePlan puts the scale in exactly one place pe
   CHECK(eq(plan_attention_scale(QueryScaling::both, s), {s, s, 1}));
 }
 
-TEST_CASE("attention scale: every kernel x placement gives identical logits for equivalent weights",
+TEST_CASE("attention scale: every kernel x placement x attention type gives identical logits for equivalent weights",
           "[attention][scale]") {
+  for (Variant variant : {Variant::gqa, Variant::mla, Variant::mla_q_lora})
   for (AttentionKernel kernel : kAllAttentionKernels)
     for (float s : {1.f / std::sqrt(8.f), 1.f / 8.f, 0.37f}) {
-      INFO("kernel " << kernel_name(kernel) << " scale " << s);
+      INFO("attention " << variant_name(variant) << " kernel " << kernel_name(kernel) << " scale " << s);
       auto none = [](ParamStore&) {};
+      auto spec_for = [variant](QueryScaling qs, float sc, AttentionKernel k) { return ::spec_for(qs, sc, k, variant); };
       // The reference: the scale on the logits, weights as drawn.
       Out ref = forward(spec_for(QueryScaling::logits, s, kernel), none);
       // query: q scaled instead of the logits, same weights.

@@ -110,6 +110,81 @@ TEST_CASE("model: every parameter's gradient against finite differences (rmsnorm
   }
 }
 
+ModelSpec tiny_mla_spec(int q_lora_rank) {
+  ModelSpec s = tiny_spec();
+  s.attention = AttentionType::mla;
+  s.n_head = 3;
+  s.mla = {q_lora_rank, 6, 4, 2, 5};  // q_lora_rank, kv_lora_rank, qk_nope, qk_rope, v: q/k 6 != v 5
+  s.attn_scale = 1.f / std::sqrt(6.f);
+  return s;
+}
+
+TEST_CASE("model (MLA): every parameter's gradient against finite differences", "[model][grad]") {
+  for (int q_lora_rank : {0, 5})
+    for (Positions pos : {Positions::learned, Positions::rope})
+      for (float cap : {0.f, 2.f}) {
+        ModelSpec s = tiny_mla_spec(q_lora_rank);
+        s.positions = pos;
+        s.softcap = cap;
+        INFO("q_lora_rank " << q_lora_rank << " positions " << int(pos) << " softcap " << cap);
+        check_model_grads(s);
+      }
+  // Every query_scaling placement, the dense kernel and rmsnorm/swiglu around it.
+  for (QueryScaling qs : {QueryScaling::init, QueryScaling::query, QueryScaling::both}) {
+    ModelSpec s = tiny_mla_spec(5);
+    s.query_scaling = qs;
+    s.kernel = AttentionKernel::dense;
+    s.norm = NormKind::rmsnorm;
+    s.mlp = MlpKind::swiglu;
+    INFO("query_scaling " << int(qs));
+    check_model_grads(s);
+  }
+}
+
+TEST_CASE("model (MLA): parameter names, shapes, head parts and QK-Clip targets", "[model]") {
+  for (int q_lora_rank : {0, 5}) {
+    ModelSpec s = tiny_mla_spec(q_lora_rank);
+    ParamStore store;
+    Transformer model(s, store);
+    store.finalize(1);
+    const std::string a = "blocks.1.attn.";
+    const Param& wq = store.at(a + (q_lora_rank ? "wq_b" : "wq"));
+    REQUIRE(wq.shape == Shape{q_lora_rank ? 5 : 16, 3 * 6});
+    if (q_lora_rank) {
+      REQUIRE(store.at(a + "wq_a").shape == Shape{16, 5});
+      REQUIRE(store.at(a + "q_norm.g").role == Role::gain);
+      REQUIRE(store.find(a + "wq") == nullptr);
+    } else {
+      REQUIRE(store.find(a + "wq_a") == nullptr);
+    }
+    REQUIRE(store.at(a + "wkv_a").shape == Shape{16, 6 + 2});
+    REQUIRE(store.at(a + "kv_norm.g").shape == Shape{6});
+    REQUIRE(store.at(a + "wkv_b").shape == Shape{6, 3 * (4 + 5)});
+    REQUIRE(store.at(a + "wo").shape == Shape{3 * 5, 16});
+    REQUIRE(store.find(a + "wk") == nullptr);
+    // Head 2's parts: q = [q_nope (4) | q_rope (2)] at columns 12.., k^C and v in wkv_b at 18.. and 22..
+    REQUIRE(wq.head_part(2, "q_nope").data == wq.data + 12);
+    REQUIRE(wq.head_part(2, "q_nope").cols == 4);
+    REQUIRE(wq.head_part(2, "q_rope").data == wq.data + 16);
+    REQUIRE(wq.head_part(2, "q_rope").cols == 2);
+    const Param& wkv_b = store.at(a + "wkv_b");
+    REQUIRE(wkv_b.head_part(2, "k_nope").data == wkv_b.data + 18);
+    REQUIRE(wkv_b.head_part(2, "v").data == wkv_b.data + 22);
+    REQUIRE(wkv_b.head_part(2, "v").cols == 5);
+    REQUIRE(store.at(a + "wkv_a").head_part(0, "k_rope").data == store.at(a + "wkv_a").data + 6);
+    REQUIRE_THROWS_WITH(wq.head_part(0, "k_rope"), Catch::Contains("has no head part k_rope"));
+    // QK-Clip: per head q^C (γ^α), q^R (all of γ: k^R is shared), k^C (γ^(1−α)); never v or k^R.
+    const auto& targets = model.attention(1).qk_clip_targets();
+    REQUIRE(targets.size() == 9);
+    for (const QkClipTarget& t : targets) {
+      if (t.part == "q_rope") REQUIRE(t.share == QkClipTarget::query_full);
+      else if (t.part == "q_nope") REQUIRE(t.share == QkClipTarget::query);
+      else REQUIRE((t.part == "k_nope" && t.share == QkClipTarget::key && t.param == &wkv_b));
+      if (t.part != "k_nope") REQUIRE(t.param == &wq);
+    }
+  }
+}
+
 TEST_CASE("model: parameter names, shapes, roles and head views", "[model]") {
   ModelSpec s = tiny_spec();
   s.mlp = MlpKind::swiglu;

@@ -46,20 +46,58 @@ double ref_model_loss(const ModelSpec& s, const ParamValues& p, const std::vecto
   for (int l = 0; l < s.n_layer; ++l) {
     const std::string blk = "blocks." + std::to_string(l);
     V h = norm(blk + ".norm1", x);
-    V q = mm(h, P(blk + ".attn.wq"), N, C, H * D), k = mm(h, P(blk + ".attn.wk"), N, C, Hkv * D),
-      v = mm(h, P(blk + ".attn.wv"), N, C, Hkv * D);
-    if (s.positions == Positions::rope) {
-      V q2(q.size()), k2(k.size());
-      ref::rope_apply(q2.data(), q.data(), B, T, H, D, double(s.rope_base), 0, false);
-      ref::rope_apply(k2.data(), k.data(), B, T, Hkv, D, double(s.rope_base), 0, false);
-      q = q2;
-      k = k2;
+    V a, o;
+    if (s.attention == AttentionType::mla) {
+      const MlaSizes& m = s.mla;
+      const int64_t dn = m.qk_nope_head_dim, dr = m.qk_rope_head_dim, dv = m.v_head_dim, r = m.kv_lora_rank,
+                    rq = m.q_lora_rank, Dq = dn + dr;
+      const double eps = double(s.norm_eps), base = double(s.rope_base);
+      auto rms = [&](const V& in, const std::string& gain, int64_t width) {
+        V y(in.size());
+        ref::norm_fwd(y.data(), in.data(), P(gain).data(), (const double*)nullptr, N, width, eps);
+        return y;
+      };
+      // columns [c0, c0 + w) of each of the `heads` groups of `stride` columns of x [N, heads·stride]
+      auto cols = [&](const V& x, int64_t heads, int64_t stride, int64_t c0, int64_t w) {
+        V y(N * heads * w);
+        for (int64_t n = 0; n < N * heads; ++n)
+          for (int64_t e = 0; e < w; ++e) y[n * w + e] = x[n * stride + c0 + e];
+        return y;
+      };
+      V q = rq > 0 ? mm(rms(mm(h, P(blk + ".attn.wq_a"), N, C, rq), blk + ".attn.q_norm.g", rq),
+                        P(blk + ".attn.wq_b"), N, rq, H * Dq)
+                   : mm(h, P(blk + ".attn.wq"), N, C, H * Dq);
+      V qf(N * H * Dq);
+      ref::rope_concat_fwd(qf.data(), cols(q, H, Dq, 0, dn).data(), cols(q, H, Dq, dn, dr).data(), B, T, H, H, dn,
+                           dr, base);
+      V kva = mm(h, P(blk + ".attn.wkv_a"), N, C, r + dr);
+      V kv = mm(rms(cols(kva, 1, r + dr, 0, r), blk + ".attn.kv_norm.g", r), P(blk + ".attn.wkv_b"), N, r,
+                H * (dn + dv));
+      V k(N * H * Dq);
+      ref::rope_concat_fwd(k.data(), cols(kv, H, dn + dv, 0, dn).data(), cols(kva, 1, r + dr, r, dr).data(), B, T, H,
+                           1, dn, dr, base);
+      V v = cols(kv, H, dn + dv, dn, dv);
+      for (auto& e : qf) e *= double(plan.query);
+      a.assign(N * H * dv, 0.0);
+      ref::attention_fwd(a.data(), qf.data(), k.data(), v.data(), B, T, T, H, H, Dq, dv, double(plan.logits),
+                         double(s.softcap), true, (double*)nullptr);
+      o = mm(a, P(blk + ".attn.wo"), N, H * dv, C);
+    } else {
+      V q = mm(h, P(blk + ".attn.wq"), N, C, H * D), k = mm(h, P(blk + ".attn.wk"), N, C, Hkv * D),
+        v = mm(h, P(blk + ".attn.wv"), N, C, Hkv * D);
+      if (s.positions == Positions::rope) {
+        V q2(q.size()), k2(k.size());
+        ref::rope_apply(q2.data(), q.data(), B, T, H, D, double(s.rope_base), 0, false);
+        ref::rope_apply(k2.data(), k.data(), B, T, Hkv, D, double(s.rope_base), 0, false);
+        q = q2;
+        k = k2;
+      }
+      for (auto& e : q) e *= double(plan.query);
+      a.assign(N * H * D, 0.0);
+      ref::attention_fwd(a.data(), q.data(), k.data(), v.data(), B, T, T, H, Hkv, D, D, double(plan.logits),
+                         double(s.softcap), true, (double*)nullptr);
+      o = mm(a, P(blk + ".attn.wo"), N, H * D, C);
     }
-    for (auto& e : q) e *= double(plan.query);
-    V a(N * H * D);
-    ref::attention_fwd(a.data(), q.data(), k.data(), v.data(), B, T, T, H, Hkv, D, D, double(plan.logits),
-                       double(s.softcap), true, (double*)nullptr);
-    V o = mm(a, P(blk + ".attn.wo"), N, H * D, C);
     for (int64_t i = 0; i < N * C; ++i) x[i] += o[i];
     h = norm(blk + ".norm2", x);
     V u = mm(h, P(blk + ".mlp.w1"), N, C, F);
