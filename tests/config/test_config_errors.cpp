@@ -2,6 +2,8 @@
 // or the override), the key, what is allowed and what was found.
 #include <catch2/catch.hpp>
 
+#include <cmath>
+
 #include "config/config.h"
 #include "config_testing.h"
 
@@ -145,4 +147,42 @@ TEST_CASE("config errors: malformed overrides", "[config][errors]") {
   // Overrides are checked after the file, so a bad file value is reported first.
   CHECK(file_error("model:\n  n_layer: x\n", {"model.n_layer=2"}) ==
         "x.yaml:2:12: model.n_layer: expected an integer in 1..1024, got \"x\"");
+}
+
+TEST_CASE("config errors: inconsistent MLA sizes stop with one line naming file, line and key", "[config][errors]") {
+  CHECK(file_error("attention:\n  type: mla\nmla:\n  qk_rope_head_dim: 15\n") ==
+        "x.yaml:4:21: mla.qk_rope_head_dim: expected an even integer >= 2, got \"15\"");
+  CHECK(file_error("attention:\n  type: mla\nmla:\n  kv_lora_rank: 0\n") ==
+        "x.yaml:4:17: mla.kv_lora_rank: expected an integer >= 1, got \"0\"");
+  CHECK(file_error("attention:\n  type: mla\nmla:\n  q_lora_rank: -1\n") ==
+        "x.yaml:4:16: mla.q_lora_rank: expected an integer >= 0, got \"-1\"");
+  CHECK(file_error("attention:\n  type: latent\n") ==
+        "x.yaml:2:9: attention.type: expected one of mha, mla, got \"latent\"");
+  // MLA keys with type mha (the default): the mla key is named where it was written.
+  CHECK(file_error("mla:\n  kv_lora_rank: 32\n") ==
+        "x.yaml:2:17: mla.kv_lora_rank is set (32) but attention.type is mha; set attention.type: mla, or drop the "
+        "mla keys");
+  // MLA with n_kv_heads, and with model.d_head: both are MHA's.
+  CHECK(file_error("attention:\n  type: mla\n  n_kv_heads: 2\n") ==
+        "x.yaml:3:15: attention.n_kv_heads (2) is for mha (GQA); mla shares one latent across heads: set "
+        "attention.n_kv_heads: 0");
+  CHECK(file_error("model:\n  d_head: 16\nattention:\n  type: mla\n") ==
+        "x.yaml:4:9: model.d_head (16) is for mha; mla's head sizes are the mla section's qk_nope_head_dim, "
+        "qk_rope_head_dim and v_head_dim: set model.d_head: 0");
+  // An override that makes a file's MLA keys inconsistent is named as the override.
+  CHECK(config_error([] { config_from_yaml_text("attention:\n  type: mla\nmla:\n  kv_lora_rank: 32\n", "t",
+                                                {"attention.type=mha"}); }) ==
+        "override attention.type=mha: mla.kv_lora_rank is set (32) but attention.type is mha; set attention.type: "
+        "mla, or drop the mla keys");
+}
+
+TEST_CASE("config: MLA's scale rule uses the q/k head size, qk_nope + qk_rope", "[config]") {
+  RunConfig c;
+  c.attention.type = "mla";
+  c.mla.qk_nope_head_dim = 32;
+  c.mla.qk_rope_head_dim = 16;
+  CHECK(resolved_qk_head_dim(c) == 48);
+  CHECK(attention_scale_value(c) == Approx(1.0 / std::sqrt(48.0)));
+  c.attention.type = "mha";
+  CHECK(attention_scale_value(c) == Approx(1.0 / std::sqrt(32.0)));
 }

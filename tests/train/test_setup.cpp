@@ -1,0 +1,35 @@
+// From config to engine objects: every word the schema allows for a choice key maps to a value in
+// setup's tables (a choice added to the schema without a table row fails here, not silently).
+#include <catch2/catch.hpp>
+
+#include "config/config.h"
+#include "kernels/gemm.h"
+#include "train/setup.h"
+
+using namespace attnlab;
+
+TEST_CASE("setup: every allowed word of every choice key builds the model, optimizer and schedule", "[setup]") {
+  const auto precision = kernels::matmul_precision();
+  const int threads = resolved_threads(RunConfig{});
+  const std::vector<std::string> keys = choice_keys();
+  REQUIRE(keys.size() >= 9);
+  for (const std::string& key : keys)
+    for (const std::string& word : config_choices(key)) {
+      INFO(key << "=" << word);
+      const RunConfig cfg = config_from_yaml_text("", "t", {key + "=" + word}).cfg;
+      const ModelSpec spec = model_spec(cfg, 11);
+      ParamStore store;
+      Transformer model(spec, store);
+      store.finalize(1);
+      CHECK(make_optimizer(cfg, store) != nullptr);
+      CHECK(make_schedule(cfg).lr == cfg.optimizer.lr);
+      CHECK(apply_runtime(cfg) == threads);
+    }
+  kernels::set_matmul_precision(precision);
+  // The words reach the spec: a few spot checks of the tables' rows.
+  CHECK(model_spec(config_from_yaml_text("", "t", {"attention.type=mla"}).cfg, 11).attention == AttentionType::mla);
+  CHECK(model_spec(config_from_yaml_text("", "t", {"attention.kernel=dense"}).cfg, 11).kernel == AttentionKernel::dense);
+  CHECK(model_spec(config_from_yaml_text("", "t", {"attention.query_scaling=both"}).cfg, 11).query_scaling ==
+        QueryScaling::both);
+  CHECK(model_spec(config_from_yaml_text("", "t", {"model.norm=rmsnorm"}).cfg, 11).norm == NormKind::rmsnorm);
+}
