@@ -255,7 +255,7 @@ std::vector<KeyDef> build_schema() {
   key(KEY(model, norm_eps), 1e-5, positive(), "epsilon inside the norms' square root");
   key(KEY(model, mlp), "gelu", one_of({"gelu", "swiglu"}), "MLP kind (swiglu: gated, three matrices)");
   key(KEY(model, positions), "learned", one_of({"learned", "rope"}), "learned position embedding or rotary (RoPE)");
-  key(KEY(model, rope_base), 10000.0, positive(), "RoPE frequency base (used when positions is rope)");
+  key(KEY(model, rope_base), 10000.0, positive(), "RoPE frequency base (positions: rope, and MLA's rotary part always)");
   key(KEY(model, dropout), 0.0, unit_from_zero(), "dropout probability; 0 = off");
   key(KEY(model, init_std), 0.02, positive(), "std of the normal init of weight matrices");
 
