@@ -62,10 +62,18 @@ struct MlaSection {
 };
 
 struct OptimizerSection {
-  std::string name;     // adamw | adafactor
+  std::string name;     // adamw | adafactor | muon
   double lr{}, beta1{}, beta2{}, eps{}, weight_decay{};
-  std::vector<std::string> no_decay;  // glob patterns (* ?) of parameter names
+  std::vector<std::string> decay_roles;  // parameter roles weight decay applies to (matrix, ...)
   bool operator==(const OptimizerSection&) const = default;
+};
+
+// Muon's knobs (used when optimizer.name is muon; src/optim/muon.h).
+struct MuonSection {
+  double lr{}, momentum{};
+  bool nesterov{};
+  int ns_steps{};
+  bool operator==(const MuonSection&) const = default;
 };
 
 // Adafactor's knobs (used when optimizer.name is adafactor; src/optim/adafactor.h).
@@ -118,6 +126,7 @@ struct RunConfig {
   MlaSection mla;
   OptimizerSection optimizer;
   AdafactorSection adafactor;
+  MuonSection muon;
   ScheduleSection schedule;
   TrainSection train;
   EvalSection eval;

@@ -196,6 +196,17 @@ Rule<std::vector<std::string>> globs() {
             return std::none_of(v.begin(), v.end(), [](const std::string& p) { return p.empty(); });
           }};
 }
+// Parameter roles (nn/param.h), each at most once.
+Rule<std::vector<std::string>> roles() {
+  return {"a list of parameter roles from matrix, embedding, gain, bias", [](const std::vector<std::string>& v) {
+            static const std::vector<std::string> known = {"matrix", "embedding", "gain", "bias"};
+            for (size_t i = 0; i < v.size(); ++i) {
+              if (std::find(known.begin(), known.end(), v[i]) == known.end()) return false;
+              if (std::find(v.begin(), v.begin() + i, v[i]) != v.begin() + i) return false;
+            }
+            return true;
+          }};
+}
 Rule<AttentionScale> scale_rule() {
   return {"rsqrt_dhead, inv_dhead or a positive number",
           [](const AttentionScale& s) { return !s.name.empty() || s.value > 0; }};
@@ -279,16 +290,17 @@ std::vector<KeyDef> build_schema() {
       "per-head rotary q^R, and the one rotary key k^R all heads share");
   key(KEY(mla, v_head_dim), 32, int_at_least(1), "per-head value (and attention output) size");
 
-  key(KEY(optimizer, name), "adamw", one_of({"adamw", "adafactor"}),
-      "adamw, or adafactor (its own knobs are in the adafactor section)");
-  key(KEY(optimizer, lr), 1e-3, positive(), "peak learning rate");
+  key(KEY(optimizer, name), "adamw", one_of({"adamw", "adafactor", "muon"}),
+      "adamw; adafactor (knobs in the adafactor section); muon: Muon on the blocks' matrices, AdamW on the rest "
+      "(knobs in the muon section)");
+  key(KEY(optimizer, lr), 1e-3, positive(), "peak learning rate (with muon: of the AdamW parameters)");
   key(KEY(optimizer, beta1), 0.9, unit_from_zero(), "AdamW first-moment decay");
   key(KEY(optimizer, beta2), 0.99, unit_from_zero(), "AdamW second-moment decay");
   key(KEY(optimizer, eps), 1e-8, positive(), "AdamW: added to the second-moment root");
   key(KEY(optimizer, weight_decay), 0.1, non_negative(),
-      "decoupled weight decay: theta *= 1 - lr * weight_decay before the update (both optimizers)");
-  key(KEY(optimizer, no_decay), {"*norm*", "*.b", "*emb*"}, globs(),
-      "parameter names that get no weight decay");
+      "decoupled weight decay: theta *= 1 - lr * weight_decay before the update (every optimizer)");
+  key(KEY(optimizer, decay_roles), {"matrix"}, roles(),
+      "parameter roles weight decay applies to (embeddings, norm gains and biases are not matrices)");
 
   key(KEY(adafactor, decay_rate), 0.8, positive(), "second-moment decay beta2_t = 1 - t^(-decay_rate)");
   key(KEY(adafactor, eps1), 1e-30, positive(), "added to g^2 before the second-moment statistics");
@@ -301,6 +313,12 @@ std::vector<KeyDef> build_schema() {
   key(KEY(adafactor, min_dim_size_to_factor), 128, int_at_least(1),
       "factor the second moment of a matrix when both of its last two dims are >= this");
   key(KEY(adafactor, beta1), 0.0, unit_from_zero(), "momentum on the scaled updates; 0 = none");
+
+  key(KEY(muon, lr), 0.02, positive(),
+      "Muon's peak learning rate; the schedule scales it as it scales optimizer.lr");
+  key(KEY(muon, momentum), 0.95, unit_from_zero(), "momentum of the gradient buffer");
+  key(KEY(muon, nesterov), true, boolean(), "orthogonalise g + momentum * buffer (Nesterov) instead of the buffer");
+  key(KEY(muon, ns_steps), 5, int_in(0, 100), "Newton-Schulz iterations");
 
   key(KEY(schedule, kind), "cosine", one_of({"cosine", "linear", "constant"}), "LR decay after the warmup");
   key(KEY(schedule, warmup_steps), 100, int_at_least(0), "steps of linear warmup from 0 to optimizer.lr");

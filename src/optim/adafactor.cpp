@@ -12,7 +12,7 @@ bool Adafactor::factored(const Param& p) const {
   return p.shape.rank == 2 && p.shape[0] >= cfg_.min_dim_size_to_factor && p.shape[1] >= cfg_.min_dim_size_to_factor;
 }
 
-Adafactor::Adafactor(ParamStore& store, AdafactorConfig cfg) : Optimizer(store, cfg.no_decay), cfg_(std::move(cfg)) {
+Adafactor::Adafactor(ParamStore& store, AdafactorConfig cfg) : Optimizer(store, cfg.decay_roles), cfg_(std::move(cfg)) {
   int64_t total = 0, largest = 1;
   auto sizes = [&](const Param& p) {
     const int64_t stats = factored(p) ? p.shape[0] + p.shape[1] : p.numel();

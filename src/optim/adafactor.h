@@ -12,7 +12,7 @@
 //   otherwise:  v ← β2ₜ v + (1 − β2ₜ) G;   u = g / √v
 //   u ← u / max(1, RMS(u) / clipping_threshold)
 //   u ← αₜ u;   with beta1 > 0:  m ← β1 m + (1 − β1) u;  u = m
-//   θ ← θ (1 − ρₜ λ) − u                    (λ = optimizer.weight_decay; 0 for no-decay names)
+//   θ ← θ (1 − ρₜ λ) − u                    (λ = optimizer.weight_decay; 0 unless the role decays)
 // Weight decay is decoupled and proportional to θ, so scaling θ by k scales every term by k
 // (docs/query_scaling.md explains why that matters).
 #include "optim/optimizer.h"
@@ -29,7 +29,7 @@ struct AdafactorConfig {
   int min_dim_size_to_factor = 128;
   float beta1 = 0.f;
   float weight_decay = 0.f;
-  std::vector<std::string> no_decay;
+  std::vector<Role> decay_roles{Role::matrix};
 };
 
 class Adafactor final : public Optimizer {

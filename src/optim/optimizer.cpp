@@ -10,18 +10,16 @@
 
 namespace attnlab {
 
-Optimizer::Optimizer(ParamStore& store, std::vector<std::string> no_decay)
-    : store_(store), no_decay_(std::move(no_decay)) {
+Optimizer::Optimizer(ParamStore& store, std::vector<Role> decay_roles)
+    : store_(store), decay_roles_(std::move(decay_roles)) {
   ATTN_CHECK(store.finalized(), "optimizer: the ParamStore must be finalized first");
 }
 
 bool Optimizer::decays(const Param& p) const {
-  for (const auto& pat : no_decay_)
-    if (glob_match(pat, p.name)) return false;
-  return true;
+  return std::find(decay_roles_.begin(), decay_roles_.end(), p.role) != decay_roles_.end();
 }
 
-AdamW::AdamW(ParamStore& store, AdamWConfig cfg) : Optimizer(store, cfg.no_decay), cfg_(std::move(cfg)) {
+AdamW::AdamW(ParamStore& store, AdamWConfig cfg) : Optimizer(store, cfg.decay_roles), cfg_(std::move(cfg)) {
   const size_t bytes = std::max<int64_t>(store.total(), 1) * sizeof(float);
   m_ = static_cast<float*>(aligned_alloc_bytes(bytes));
   v_ = static_cast<float*>(aligned_alloc_bytes(bytes));
@@ -63,15 +61,8 @@ void AdamW::step(float lr) {
       const Param* p = ps[pi];
       const int64_t a = std::max(lo, p->offset), b = std::min(hi, p->offset + p->numel());
       if (p->frozen || a >= b) continue;
-      const float decay = decays_[pi] ? decayed : 1.f;
-      float *w = w0, *g = g0, *m = m_, *v = v_;
-#pragma omp simd
-      for (int64_t i = a; i < b; ++i) {
-        const float gi = g[i];
-        m[i] = b1 * m[i] + (1.f - b1) * gi;
-        v[i] = b2 * v[i] + (1.f - b2) * gi * gi;
-        w[i] = w[i] * decay - step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
-      }
+      adamw_update(w0 + a, g0 + a, m_ + a, v_ + a, b - a, b1, b2, eps, step_size, bc2_sqrt,
+                   decays_[pi] ? decayed : 1.f);
     }
   }
 }

@@ -5,6 +5,7 @@
 
 #include "kernels/gemm.h"
 #include "optim/adafactor.h"
+#include "optim/muon.h"
 #include "util/check.h"
 
 namespace attnlab {
@@ -61,6 +62,26 @@ ModelSpec model_spec(const RunConfig& cfg, int vocab_size) {
 
 std::unique_ptr<Optimizer> make_optimizer(const RunConfig& cfg, ParamStore& store) {
   const auto& o = cfg.optimizer;
+  std::vector<Role> decay_roles;
+  for (const std::string& r : o.decay_roles)
+    decay_roles.push_back(choice<Role>("optimizer.decay_roles", r,
+                                       {{"matrix", Role::matrix},
+                                        {"embedding", Role::embedding},
+                                        {"gain", Role::gain},
+                                        {"bias", Role::bias}}));
+  if (o.name == "muon") {
+    MuonConfig c;
+    c.lr_ratio = float(cfg.muon.lr / o.lr);
+    c.momentum = float(cfg.muon.momentum);
+    c.nesterov = cfg.muon.nesterov;
+    c.ns_steps = cfg.muon.ns_steps;
+    c.weight_decay = float(o.weight_decay);
+    c.beta1 = float(o.beta1);
+    c.beta2 = float(o.beta2);
+    c.eps = float(o.eps);
+    c.decay_roles = decay_roles;
+    return std::make_unique<Muon>(store, c);
+  }
   if (o.name == "adafactor") {
     const auto& a = cfg.adafactor;
     AdafactorConfig c;
@@ -73,7 +94,7 @@ std::unique_ptr<Optimizer> make_optimizer(const RunConfig& cfg, ParamStore& stor
     c.min_dim_size_to_factor = a.min_dim_size_to_factor;
     c.beta1 = float(a.beta1);
     c.weight_decay = float(o.weight_decay);
-    c.no_decay = o.no_decay;
+    c.decay_roles = decay_roles;
     return std::make_unique<Adafactor>(store, c);
   }
   ATTN_CHECK(o.name == "adamw", "config key optimizer.name: the schema allows \"", o.name,
@@ -83,7 +104,7 @@ std::unique_ptr<Optimizer> make_optimizer(const RunConfig& cfg, ParamStore& stor
   c.beta2 = float(o.beta2);
   c.eps = float(o.eps);
   c.weight_decay = float(o.weight_decay);
-  c.no_decay = o.no_decay;
+  c.decay_roles = decay_roles;
   return std::make_unique<AdamW>(store, c);
 }
 

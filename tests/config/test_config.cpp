@@ -56,7 +56,7 @@ TEST_CASE("config: defaults are the documented ones", "[config]") {
   CHECK(c.optimizer.beta2 == 0.99);
   CHECK(c.optimizer.eps == 1e-8);
   CHECK(c.optimizer.weight_decay == 0.1);
-  CHECK(c.optimizer.no_decay == std::vector<std::string>{"*norm*", "*.b", "*emb*"});
+  CHECK(c.optimizer.decay_roles == std::vector<std::string>{"matrix"});
   CHECK(c.schedule.kind == "cosine");
   CHECK(c.schedule.warmup_steps == 100);
   CHECK(c.schedule.min_lr == 1e-4);
@@ -181,7 +181,7 @@ TEST_CASE("config: resolved YAML round-trips exactly", "[config]") {
       "attention.n_kv_heads=3",
       "attention.softcap=30",
       "optimizer.lr=3e-4",
-      "optimizer.no_decay=[\"*\", \"?x\", \"a b\", \"-y\"]",
+      "optimizer.decay_roles=[matrix, gain]",
       "optimizer.beta2=0.95",
       "schedule.min_lr=0",
       "train.resume=runs/a/ckpt.h5",

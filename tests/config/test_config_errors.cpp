@@ -40,8 +40,11 @@ TEST_CASE("config errors: a wrong value names line, column, key, allowed and fou
         "x.yaml:2:9: run.name: expected a non-empty name of letters, digits, '_', '.', '-', got \"my/run\"");
   CHECK(file_error("data:\n  val_fraction: 1\n") == "x.yaml:2:17: data.val_fraction: expected a number in (0, 1), got \"1\"");
   CHECK(file_error("optimizer:\n  beta2: 1.0\n") == "x.yaml:2:10: optimizer.beta2: expected a number in [0, 1), got \"1.0\"");
-  CHECK(file_error("optimizer:\n  no_decay: [a, '']\n") ==
-        "x.yaml:2:13: optimizer.no_decay: expected a list of non-empty glob patterns (* and ?), got a list");
+  CHECK(file_error("train:\n  freeze: [a, '']\n") ==
+        "x.yaml:2:11: train.freeze: expected a list of non-empty glob patterns (* and ?), got a list");
+  CHECK(file_error("optimizer:\n  decay_roles: [matrix, norm]\n") ==
+        "x.yaml:2:16: optimizer.decay_roles: expected a list of parameter roles from matrix, embedding, gain, bias, "
+        "got a list");
   // An empty value is pointed at by its key's position.
   CHECK(file_error("optimizer:\n  lr:\n") == "x.yaml:2:3: optimizer.lr: expected a positive number, got an empty value");
 }
@@ -139,8 +142,8 @@ TEST_CASE("config errors: malformed overrides", "[config][errors]") {
   CHECK(override_error("model.n_layer") == "override model.n_layer: expected KEY=VALUE, e.g. optimizer.lr=3e-4");
   CHECK(override_error("=5") == "override =5: empty key; expected KEY=VALUE, e.g. optimizer.lr=3e-4");
   CHECK(override_error("base_config=a.yaml") == "override base_config=a.yaml: base_config can only be set in a config file");
-  CHECK_THAT(override_error("optimizer.no_decay=[*norm*]"),
-             Contains("override optimizer.no_decay=[*norm*]: optimizer.no_decay: cannot parse the value as YAML ("));
+  CHECK_THAT(override_error("train.freeze=[*norm*]"),
+             Contains("override train.freeze=[*norm*]: train.freeze: cannot parse the value as YAML ("));
   CHECK(override_error("model.norm=") == "override model.norm=: model.norm: expected one of layernorm, rmsnorm, got an empty value");
   CHECK(override_error("run.name=a: b") == "override run.name=a: b: run.name: expected a non-empty name of letters, "
                                            "digits, '_', '.', '-', got a mapping");

@@ -19,7 +19,7 @@ TEST_CASE("config: a file sets its keys, the rest keep their defaults", "[config
                                "  positions: rope\n"
                                "optimizer:\n"
                                "  lr: 3e-4\n"
-                               "  no_decay: ['*norm*']\n"
+                               "  decay_roles: [matrix, bias]\n"
                                "train:\n"
                                "  freeze: blocks.0.*   # one pattern without brackets\n"
                                "  resume:\n"
@@ -30,7 +30,7 @@ TEST_CASE("config: a file sets its keys, the rest keep their defaults", "[config
   want.model.norm = "rmsnorm";
   want.model.positions = "rope";
   want.optimizer.lr = 3e-4;
-  want.optimizer.no_decay = {"*norm*"};
+  want.optimizer.decay_roles = {"matrix", "bias"};
   want.train.freeze = {"blocks.0.*"};
   CHECK(l.cfg == want);
   CHECK(l.sources == std::vector<std::string>{path});
@@ -81,7 +81,7 @@ TEST_CASE("config: overrides parse YAML values", "[config]") {
   CHECK(with({"train.freeze=[blocks.0.*, blocks.1.attn.*]"}).train.freeze ==
         std::vector<std::string>{"blocks.0.*", "blocks.1.attn.*"});
   CHECK(with({"train.freeze=[]"}).train.freeze.empty());
-  CHECK(with({"optimizer.no_decay=[\"*norm*\"]"}).optimizer.no_decay == std::vector<std::string>{"*norm*"});
+  CHECK(with({"optimizer.decay_roles=[]"}).optimizer.decay_roles.empty());
   CHECK(with({"train.resume=runs/x/ckpt.h5", "train.resume="}).train.resume.empty());
   CHECK(with({" model.n_layer =7"}).model.n_layer == 7);  // spaces around the key are ignored
   CHECK(with({"optimizer.lr=1e-2"}).optimizer.lr == 1e-2);

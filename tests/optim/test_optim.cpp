@@ -34,7 +34,7 @@ TEST_CASE("adamw: matches an independent scalar implementation over several step
   cfg.beta2 = 0.95f;
   cfg.eps = 1e-6f;
   cfg.weight_decay = 0.3f;
-  cfg.no_decay = {"*norm*", "*emb*"};
+  // decay_roles stays {matrix}: the gain and the embedding get no decay.
   AdamW opt(s, cfg);
   // The oracle: plain double loops, straight from the paper's algorithm with PyTorch's placement.
   std::vector<double> w(s.data(), s.data() + s.total()), m(s.total()), v(s.total());
@@ -66,6 +66,13 @@ TEST_CASE("adamw: matches an independent scalar implementation over several step
   for (int i = 0; i < 4; ++i) REQUIRE(s.at("frozen.w").data[i] == frozen_before[i]);
   REQUIRE(opt.decays(s.at("blocks.0.attn.wq")));
   REQUIRE_FALSE(opt.decays(s.at("tok_emb")));
+  // Decay follows the role, whatever the name says.
+  AdamWConfig by_role;
+  by_role.decay_roles = {Role::gain, Role::embedding};
+  AdamW other(s, by_role);
+  REQUIRE_FALSE(other.decays(s.at("blocks.0.attn.wq")));
+  REQUIRE(other.decays(s.at("blocks.0.norm1.g")));
+  REQUIRE(other.decays(s.at("tok_emb")));
 }
 
 TEST_CASE("global norm clipping: as clip_grad_norm_, frozen params excluded", "[optim]") {

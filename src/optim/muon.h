@@ -1,0 +1,54 @@
+#pragma once
+// Muon [Jordan et al. 2024, "Muon: An optimizer for hidden layers in neural networks"] with
+// Moonlight's update-RMS matching [Liu et al. 2025, "Muon is Scalable for LLM Training"], as Kimi
+// K2 trains with it. The blocks' matrices (Role::matrix) take Muon steps; every other parameter
+// (embeddings, gains, biases) takes AdamW steps (optimizer.beta1/beta2/eps) at the scheduled lr.
+// Per matrix W [R, C] with grad g, t = step count from 1, η = lr · muon.lr / optimizer.lr (the
+// schedule applied to Muon's own peak learning rate):
+//   b ← μ·b + g                         (momentum buffer, μ = muon.momentum)
+//   u = g + μ·b   (nesterov)  or  u = b
+//   o = NS5(u)                          (≈ U Vᵀ of u = U Σ Vᵀ: every singular value sent near 1)
+//   W ← W·(1 − η·λ) − η · 0.2·√max(R, C) · o       (λ = optimizer.weight_decay, if the role decays)
+// NS5 (Newton–Schulz, quintic): X = u / (‖u‖_F + 1e-7), transposed so that rows ≤ cols; ns_steps
+// times A = X·Xᵀ, X ← a·X + (b·A + c·A·A)·X with (a, b, c) = (3.4445, −4.7750, 2.0315); transposed
+// back. The products are oneDNN matmuls (bf16 operands under precision.matmul: bf16).
+#include "optim/optimizer.h"
+
+namespace attnlab {
+
+struct MuonConfig {
+  float lr_ratio = 20.f;  // muon.lr / optimizer.lr: Muon's learning rate relative to the schedule's
+  float momentum = 0.95f;
+  bool nesterov = true;
+  int ns_steps = 5;
+  float weight_decay = 0.1f;
+  // AdamW for the parameters Muon does not take.
+  float beta1 = 0.9f, beta2 = 0.99f, eps = 1e-8f;
+  std::vector<Role> decay_roles{Role::matrix};
+};
+
+// o = NS5(u) for u [rows, cols] (row stride cols) into o (same layout); scratch holds
+// ns_scratch_floats(rows, cols) floats. The result depends only on u (and the matmul precision).
+int64_t ns_scratch_floats(int64_t rows, int64_t cols);
+void newton_schulz5(float* o, const float* u, int64_t rows, int64_t cols, int steps, float* scratch);
+
+class Muon final : public Optimizer {
+ public:
+  Muon(ParamStore& store, MuonConfig cfg);
+  ~Muon() override;
+  const char* name() const override { return "muon"; }
+  void step(float lr) override;
+  // "momentum" for Muon's matrices; "m" and "v" for the AdamW parameters.
+  std::vector<Slot> slots() override;
+  // Whether p takes Muon steps (a trainable matrix of rank 2).
+  static bool takes_muon(const Param& p) { return p.role == Role::matrix && p.shape.rank == 2; }
+
+ private:
+  MuonConfig cfg_;
+  float* block_ = nullptr;    // per parameter: momentum (Muon) or m, v (AdamW), in store order
+  float* scratch_ = nullptr;  // u, o and the NS5 scratch of the largest matrix
+  std::vector<int64_t> state_;  // offset of each parameter's state in block_
+  std::vector<bool> decays_;
+};
+
+}  // namespace attnlab
