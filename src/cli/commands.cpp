@@ -124,6 +124,12 @@ Command add_inspect(CLI::App& app, const Globals&) {
             std::printf("train loss  last %s  best %s\n", opt(r.last_train_loss).c_str(), opt(r.best_train_loss).c_str());
             std::printf("val loss    last %s  best %s", opt(r.last_val_loss).c_str(), opt(r.best_val_loss).c_str());
             if (r.best_val_step >= 0) std::printf(" (step %lld)", (long long)r.best_val_step);
+            if (r.max_logit_step >= 0) {
+              std::printf("\nmax logit   step %lld, per layer (largest head):", (long long)r.max_logit_step);
+              for (float v : r.last_max_logit_per_layer) std::printf(" %.4g", v);
+              std::printf("\n            peak over the log %.4g; QK-Clip clipped heads at %lld logged steps",
+                          r.peak_max_logit, (long long)r.clipped_steps);
+            }
             std::printf("\n--- config ---\n%s\n", r.config.c_str());
             return kExitOk;
           }};

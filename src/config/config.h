@@ -93,6 +93,14 @@ struct ScheduleSection {
   bool operator==(const ScheduleSection&) const = default;
 };
 
+// QK-Clip after each optimizer step (src/train/qk_clip.h, docs/qk_clip.md).
+struct QkClipSection {
+  bool enabled{};
+  double tau{}, alpha{};
+  int until_step{};  // 0: every step; else only steps 1..until_step
+  bool operator==(const QkClipSection&) const = default;
+};
+
 struct TrainSection {
   int steps{}, batch_size{}, grad_accum{};
   double grad_clip{};   // 0: off
@@ -100,6 +108,7 @@ struct TrainSection {
   int log_interval{};
   int checkpoint_interval{};  // 0: only at the end
   std::vector<std::string> freeze;  // glob patterns of parameter names not trained
+  QkClipSection qk_clip;
   bool operator==(const TrainSection&) const = default;
 };
 

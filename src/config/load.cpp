@@ -155,21 +155,43 @@ struct Loader {
         throw ConfigError(at(origin, value_mark(kv.first, body)) + ": " + section + ": expected a mapping of " +
                           section + " keys, got " + describe_node(body));
       std::map<std::string, YAML::Mark> seen_keys;
-      for (const auto& entry : body) {
-        const YAML::Node& key = entry.first;
-        if (!key.IsScalar())
-          throw ConfigError(at(origin, key.Mark()) + ": " + section + ": expected a key name, got " +
-                            describe_node(key));
-        std::string path = section + "." + key.Scalar();
-        if (auto it = seen_keys.find(path); it != seen_keys.end())
-          throw ConfigError(at(origin, key.Mark()) + ": duplicate key " + path + " (first at line " +
-                            std::to_string(it->second.line + 1) + ")");
-        seen_keys[path] = key.Mark();
-        const KeyDef* def = config::find_key(path);
-        if (!def) throw ConfigError(at(origin, key.Mark()) + ": unknown key " + path + suggestion(path, all_paths()));
-        set(*def, entry.second, at(origin, value_mark(key, entry.second)));
-      }
+      apply_keys(body, section, origin, seen_keys);
     }
+  }
+
+  // The keys of a section's mapping (prefix "train"), or of a group inside it (prefix
+  // "train.qk_clip", whose keys may also be written flat as `qk_clip.tau:`).
+  void apply_keys(const YAML::Node& body, const std::string& prefix, const std::string& origin,
+                  std::map<std::string, YAML::Mark>& seen_keys) {
+    for (const auto& entry : body) {
+      const YAML::Node& key = entry.first;
+      if (!key.IsScalar())
+        throw ConfigError(at(origin, key.Mark()) + ": " + prefix + ": expected a key name, got " + describe_node(key));
+      std::string path = prefix + "." + key.Scalar();
+      if (auto it = seen_keys.find(path); it != seen_keys.end())
+        throw ConfigError(at(origin, key.Mark()) + ": duplicate key " + path + " (first at line " +
+                          std::to_string(it->second.line + 1) + ")");
+      seen_keys[path] = key.Mark();
+      const KeyDef* def = config::find_key(path);
+      if (!def && is_group(path)) {
+        if (entry.second.IsNull()) continue;  // `qk_clip:` alone sets nothing
+        if (!entry.second.IsMap())
+          throw ConfigError(at(origin, value_mark(key, entry.second)) + ": " + path + ": expected a mapping of " +
+                            path + " keys, got " + describe_node(entry.second));
+        apply_keys(entry.second, path, origin, seen_keys);
+        continue;
+      }
+      if (!def) throw ConfigError(at(origin, key.Mark()) + ": unknown key " + path + suggestion(path, all_paths()));
+      set(*def, entry.second, at(origin, value_mark(key, entry.second)));
+    }
+  }
+
+  // A group of keys inside a section: some key's path starts with "<path>.".
+  static bool is_group(const std::string& path) {
+    for (const auto& k : config::schema())
+      if (k.path.size() > path.size() && k.path.compare(0, path.size(), path) == 0 && k.path[path.size()] == '.')
+        return true;
+    return false;
   }
 
   void apply_override(const std::string& text) {

@@ -171,6 +171,7 @@ Rule<int> even_at_least(int lo) {
 Rule<double> positive() { return {"a positive number", [](double v) { return v > 0; }}; }
 Rule<double> non_negative() { return {"a number >= 0", [](double v) { return v >= 0; }}; }
 Rule<double> open_unit() { return {"a number in (0, 1)", [](double v) { return v > 0 && v < 1; }}; }
+Rule<double> unit_interval() { return {"a number in [0, 1]", [](double v) { return v >= 0 && v <= 1; }}; }
 Rule<double> unit_from_zero() { return {"a number in [0, 1)", [](double v) { return v >= 0 && v < 1; }}; }
 Rule<bool> boolean() { return {"true or false", [](bool) { return true; }}; }
 Rule<std::string> any_text() { return {"a string", [](const std::string&) { return true; }}; }
@@ -332,6 +333,12 @@ std::vector<KeyDef> build_schema() {
   key(KEY(train, log_interval), 10, int_at_least(1), "steps between log lines");
   key(KEY(train, checkpoint_interval), 500, int_at_least(0), "steps between checkpoints; 0 = only at the end");
   key(KEY(train, freeze), {}, globs(), "parameter names not trained");
+  key(KEY(train, qk_clip.enabled), false, boolean(),
+      "QK-Clip after each optimizer step: rescale W_q/W_k heads whose max logit exceeded tau");
+  key(KEY(train, qk_clip.tau), 100.0, positive(), "QK-Clip threshold on each head's pre-cap max attention logit");
+  key(KEY(train, qk_clip.alpha), 0.5, unit_interval(),
+      "QK-Clip: the query's share of the rescaling (gamma^alpha on W_q, gamma^(1-alpha) on W_k)");
+  key(KEY(train, qk_clip.until_step), 0, int_at_least(0), "QK-Clip only through this step; 0 = every step");
 
   key(KEY(eval, interval), 250, int_at_least(1), "steps between validation-loss evaluations");
   key(KEY(eval, iters), 20, int_at_least(1), "batches per evaluation");
@@ -367,13 +374,20 @@ std::vector<std::string> section_names() {
 
 std::string emit_yaml(const RunConfig& cfg, bool with_help) {
   const size_t comment_col = 34;  // aligns the help comments of base.yaml
-  std::string out, section;
+  std::string out, section, group;
   for (const auto& k : schema()) {
     if (k.section != section) {
       out += (section.empty() ? "" : "\n") + k.section + ":\n";
       section = k.section;
+      group.clear();
     }
-    std::string line = "  " + k.path.substr(k.section.size() + 1) + ": " + k.emit(cfg);
+    // A key with a group (train.qk_clip.tau) is written nested under the group's name.
+    const std::string rel = k.path.substr(k.section.size() + 1);
+    const size_t dot = rel.find('.');
+    const std::string key_group = dot == std::string::npos ? "" : rel.substr(0, dot);
+    if (key_group != group && !key_group.empty()) out += "  " + key_group + ":\n";
+    group = key_group;
+    std::string line = (group.empty() ? "  " + rel : "    " + rel.substr(dot + 1)) + ": " + k.emit(cfg);
     if (with_help) {
       line.resize(std::max(line.size() + 1, comment_col), ' ');
       line += "# " + k.help;

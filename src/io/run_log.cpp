@@ -24,6 +24,8 @@ struct LoadedLog {
   std::vector<EvalPoint> eval;
   std::vector<int64_t> attn_step;
   std::vector<float> attn_values;
+  std::vector<int64_t> attn_clipped;  // per attention point; zeros in a log written before QK-Clip
+  std::vector<float> attn_deficit;
 };
 
 int attr_int(const h5::File& f, const std::string& key) {
@@ -75,6 +77,13 @@ LoadedLog load(const std::string& path) {
   const std::array<int64_t, 3> shape = {static_cast<int64_t>(l.attn_step.size()), l.meta.n_layer, l.meta.n_head};
   l.attn_values.resize(l.attn_step.size() * static_cast<size_t>(l.meta.n_layer * l.meta.n_head));
   f.read("attention/max_logits", h5::Dtype::f32, shape, l.attn_values.data());
+  l.attn_clipped.assign(l.attn_step.size(), 0);
+  l.attn_deficit.assign(l.attn_step.size(), 0.f);
+  if (f.exists("attention/clipped_heads")) {  // logs from before QK-Clip have neither
+    const std::array<int64_t, 1> n = {static_cast<int64_t>(l.attn_step.size())};
+    f.read("attention/clipped_heads", h5::Dtype::i64, n, l.attn_clipped.data());
+    f.read("attention/gamma_deficit", h5::Dtype::f32, n, l.attn_deficit.data());
+  }
   return l;
 }
 
@@ -111,6 +120,8 @@ RunLog RunLog::resume(std::string path, RunLogMeta meta, int64_t up_to_step) {
     log.attn_step_.push_back(l.attn_step[i]);
     log.attn_values_.insert(log.attn_values_.end(), l.attn_values.begin() + i * per,
                             l.attn_values.begin() + (i + 1) * per);
+    log.attn_clipped_.push_back(l.attn_clipped[i]);
+    log.attn_deficit_.push_back(l.attn_deficit[i]);
   }
   return log;
 }
@@ -121,12 +132,14 @@ void RunLog::add_eval(int64_t step, double train_loss, double val_loss) {
   eval_.push_back({step, train_loss, val_loss});
 }
 
-void RunLog::add_max_logits(int64_t step, std::span<const float> values) {
+void RunLog::add_max_logits(int64_t step, std::span<const float> values, int clipped_heads, float gamma_deficit) {
   ATTN_CHECK(values.size() == static_cast<size_t>(meta_.n_layer * meta_.n_head),
              "add_max_logits: expected n_layer*n_head = ", meta_.n_layer, "*", meta_.n_head, " values, got ",
              values.size());
   attn_step_.push_back(step);
   attn_values_.insert(attn_values_.end(), values.begin(), values.end());
+  attn_clipped_.push_back(clipped_heads);
+  attn_deficit_.push_back(gamma_deficit);
 }
 
 void RunLog::set_status(std::string_view s) {
@@ -173,6 +186,8 @@ void RunLog::flush() {
     f.write("attention/step", h5::Dtype::i64, shape, attn_step_.data(), h5::Layout::extendable);
     const std::array<int64_t, 3> lshape = {shape[0], meta_.n_layer, meta_.n_head};
     f.write("attention/max_logits", h5::Dtype::f32, lshape, attn_values_.data(), h5::Layout::extendable);
+    f.write("attention/clipped_heads", h5::Dtype::i64, shape, attn_clipped_.data(), h5::Layout::extendable);
+    f.write("attention/gamma_deficit", h5::Dtype::f32, shape, attn_deficit_.data(), h5::Layout::extendable);
 
     f.set_attr("format_version", kFormatVersion);
     f.set_attr("config", meta_.config_yaml);
@@ -207,6 +222,18 @@ RunSummary read_run_summary(const std::string& path) {
   for (const TrainPoint& p : l.train) v.push_back(p.loss);
   s.best_train_loss = min_finite(v);
   if (!l.eval.empty()) s.last_val_loss = l.eval.back().val_loss;
+  const size_t per = static_cast<size_t>(l.meta.n_layer * l.meta.n_head);
+  if (!l.attn_step.empty()) {
+    s.max_logit_step = l.attn_step.back();
+    const float* last = l.attn_values.data() + (l.attn_step.size() - 1) * per;
+    for (int layer = 0; layer < l.meta.n_layer; ++layer)
+      s.last_max_logit_per_layer.push_back(
+          *std::max_element(last + layer * l.meta.n_head, last + (layer + 1) * l.meta.n_head));
+    s.peak_max_logit = -std::numeric_limits<float>::infinity();
+    for (float v : l.attn_values)
+      if (std::isfinite(v)) s.peak_max_logit = std::max(s.peak_max_logit, v);
+  }
+  for (int64_t c : l.attn_clipped) s.clipped_steps += c > 0;
   for (const EvalPoint& p : l.eval)
     if (std::isfinite(p.val_loss) && (!s.best_val_loss || p.val_loss < *s.best_val_loss)) {
       s.best_val_loss = p.val_loss;

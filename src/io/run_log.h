@@ -47,8 +47,9 @@ class RunLog {
 
   void add_train(const TrainPoint& p);
   void add_eval(int64_t step, double train_loss, double val_loss);
-  // n_layer * n_head values, layer-major: values[layer * n_head + head].
-  void add_max_logits(int64_t step, std::span<const float> values);
+  // n_layer * n_head values, layer-major: values[layer * n_head + head]; with QK-Clip, how many
+  // heads the step's pass clipped and 1 − min γ.
+  void add_max_logits(int64_t step, std::span<const float> values, int clipped_heads = 0, float gamma_deficit = 0.f);
   // One of: running, completed, diverged, interrupted.
   void set_status(std::string_view s);
 
@@ -70,6 +71,8 @@ class RunLog {
   std::vector<EvalPoint> eval_;
   std::vector<int64_t> attn_step_;
   std::vector<float> attn_values_;  // attn_step_.size() * n_layer * n_head
+  std::vector<int64_t> attn_clipped_;
+  std::vector<float> attn_deficit_;
 };
 
 // What `attnlab inspect` shows of a run. last_* are the last logged values (NaN after a
@@ -81,6 +84,12 @@ struct RunSummary {
   int64_t last_step = -1;  // last train step; -1 without train points
   std::optional<double> last_train_loss, best_train_loss, last_val_loss, best_val_loss;
   int64_t best_val_step = -1;  // -1 without a finite val loss
+  // The last attention point: its step (-1 without one), per layer the largest head's max logit,
+  // and over the whole log the peak of any head and how many steps QK-Clip clipped some head.
+  int64_t max_logit_step = -1;
+  std::vector<float> last_max_logit_per_layer;
+  float peak_max_logit = 0.f;
+  int64_t clipped_steps = 0;
 };
 
 // Reads and validates a metrics.h5. CheckpointError naming the file and object when it is not a

@@ -84,6 +84,9 @@ class Attention {
   virtual Tensor forward(const Tensor& h, const uint16_t* h16, int B, int T, float* max_logits) = 0;
   Param& wo() const { return *wo_; }
   const AttentionSpec& spec() const { return spec_; }
+  // Key heads: query head h reads key head h / (n_head / key_heads()) (MHA/GQA: n_kv_head; MLA:
+  // n_head, each head has its own k^C).
+  int key_heads() const { return spec_.type == AttentionType::mla ? spec_.n_head : spec_.n_kv_head; }
   const std::vector<QkClipTarget>& qk_clip_targets() const { return targets_; }
 
  protected:

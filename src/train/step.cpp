@@ -54,6 +54,11 @@ StepResult Stepper::step() {
   }
   if (cfg.train.grad_clip > 0) clip_grad_norm(s_.store, r.grad_norm, float(cfg.train.grad_clip));
   s_.optimizer->step(r.lr);
+  const auto& qc = cfg.train.qk_clip;
+  if (qc.enabled && (qc.until_step == 0 || step < qc.until_step)) {
+    PhaseScope clip_phase(Phase::qk_clip);
+    r.qk_clip = qk_clip(*s_.model, max_logits_, {float(qc.tau), float(qc.alpha)});
+  }
   s_.progress.step = step + 1;
   s_.progress.train_batches = sampler_.counter();
   return r;

@@ -1,12 +1,14 @@
 #pragma once
 // One optimizer step, exactly as `attnlab train` takes it and `attnlab bench` times it:
 // zero grads; per micro-batch draw a batch, forward, backward (loss scaled by 1/grad_accum);
-// global grad norm; clip; optimizer update with the scheduled learning rate.
+// global grad norm; clip; optimizer update with the scheduled learning rate; then, with
+// train.qk_clip.enabled, the QK-Clip pass from the step's own max logits.
 #include <string>
 #include <vector>
 
 #include "autograd/tape.h"
 #include "data/batch_sampler.h"
+#include "train/qk_clip.h"
 #include "train/session.h"
 
 namespace attnlab {
@@ -16,6 +18,7 @@ struct StepResult {
   double grad_norm = 0;  // before clipping
   float lr = 0;
   std::string diverged;  // non-empty: the non-finite loss or gradient, named; nothing was updated
+  QkClipStats qk_clip;   // what the QK-Clip pass after the update did (zeros when it is off)
 };
 
 class Stepper {

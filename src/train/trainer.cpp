@@ -122,6 +122,9 @@ TrainResult train(const LoadedConfig& cfg_in, const TrainOptions& opt) {
     // The diverged step is logged too: its non-finite loss or norm is the last point.
     runlog.add_train({step + 1, loss, lr, grad_norm, double(tokens_per_step) / step_s, wall.seconds()});
     if (!r.diverged.empty()) diverge(r.diverged);
+    // With QK-Clip every step's max logits and clip are logged: the clip acts per step.
+    if (cfg.train.qk_clip.enabled)
+      runlog.add_max_logits(step + 1, stepper.max_logits(), r.qk_clip.clipped_heads, r.qk_clip.gamma_deficit);
     train_seconds += step_s;
     interval_seconds += step_s;
     interval_steps++;
@@ -135,7 +138,7 @@ TrainResult train(const LoadedConfig& cfg_in, const TrainOptions& opt) {
     if (log_point) {
       if (const Param* bad = first_non_finite(s.store, true))
         diverge(detail::concat("non-finite value in ", bad->name, " after step ", step + 1));
-      runlog.add_max_logits(step + 1, stepper.max_logits());
+      if (!cfg.train.qk_clip.enabled) runlog.add_max_logits(step + 1, stepper.max_logits());
       const double tok_s = double(tokens_per_step) * double(interval_steps) / interval_seconds;
       const double eta = double(total - s.progress.step) * train_seconds / double(res.losses.size());
       if (!opt.quiet) {

@@ -10,8 +10,8 @@
 
 namespace attnlab {
 
-enum class Phase { matmul, attention, norm_act, loss, optimizer, other, count };
-inline constexpr const char* kPhaseNames[] = {"matmul", "attention", "norm_act", "loss", "optimizer", "other"};
+enum class Phase { matmul, attention, norm_act, loss, optimizer, qk_clip, other, count };
+inline constexpr const char* kPhaseNames[] = {"matmul", "attention", "norm_act", "loss", "optimizer", "qk_clip", "other"};
 
 struct PhaseTimes {
   std::array<double, size_t(Phase::count)> seconds{};

@@ -189,3 +189,14 @@ TEST_CASE("config: MLA's scale rule uses the q/k head size, qk_nope + qk_rope", 
   c.attention.type = "mha";
   CHECK(attention_scale_value(c) == Approx(1.0 / std::sqrt(32.0)));
 }
+
+TEST_CASE("config errors: keys inside a group name the whole path", "[config][errors]") {
+  CHECK(file_error("train:\n  qk_clip:\n    tau: -1\n") ==
+        "x.yaml:3:10: train.qk_clip.tau: expected a positive number, got \"-1\"");
+  CHECK(file_error("train:\n  qk_clip:\n    tua: 5\n") ==
+        "x.yaml:3:5: unknown key train.qk_clip.tua (did you mean train.qk_clip.tau?)");
+  CHECK(file_error("train:\n  qk_clip: 5\n") ==
+        "x.yaml:2:12: train.qk_clip: expected a mapping of train.qk_clip keys, got \"5\"");
+  CHECK(file_error("train:\n  qk_clip:\n    alpha: 1.5\n") ==
+        "x.yaml:3:12: train.qk_clip.alpha: expected a number in [0, 1], got \"1.5\"");
+}

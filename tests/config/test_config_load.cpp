@@ -145,3 +145,14 @@ TEST_CASE("config: cross-key checks name the key that was set and the other valu
   CHECK_THAT(config_error([&] { load_config(g, {}); }),
              Contains("g.yaml:4:10: schedule.warmup_steps (10) must be <= train.steps (5)"));
 }
+
+TEST_CASE("config load: a group of keys inside a section, nested or written flat", "[config]") {
+  const RunConfig nested =
+      config_from_yaml_text("train:\n  qk_clip:\n    enabled: true\n    tau: 30\n", "t").cfg;
+  CHECK(nested.train.qk_clip.enabled);
+  CHECK(nested.train.qk_clip.tau == 30.0);
+  const RunConfig flat = config_from_yaml_text("train:\n  qk_clip.enabled: true\n  qk_clip.tau: 30\n", "t").cfg;
+  CHECK(flat == nested);
+  CHECK(config_from_yaml_text("", "t", {"train.qk_clip.alpha=0.25"}).cfg.train.qk_clip.alpha == 0.25);
+  CHECK(config_from_yaml_text("train:\n  qk_clip:\n", "t").cfg == RunConfig{});
+}

@@ -53,6 +53,8 @@ void require_same_log(const std::string& a, const std::string& b, int64_t train_
     CHECK(same_bits(read_f64(a, name), read_f64(b, name)));
   }
   CHECK(same_bits(read_f32(a, "attention/max_logits"), read_f32(b, "attention/max_logits")));
+  CHECK(read_i64(a, "attention/clipped_heads") == read_i64(b, "attention/clipped_heads"));
+  CHECK(same_bits(read_f32(a, "attention/gamma_deficit"), read_f32(b, "attention/gamma_deficit")));
   CHECK(!read_i64(a, "eval/step").empty());
 }
 
@@ -129,6 +131,37 @@ TEST_CASE("resume is bit-identical with Adafactor (factored, momentum, relative 
                          "adafactor.relative_step=true"},
                         5);
   check_resume_is_exact({"optimizer.name=adafactor", "adafactor.min_dim_size_to_factor=8"}, 5);
+}
+
+TEST_CASE("resume is bit-identical with MLA and with Muon (momentum and AdamW state in the checkpoint)",
+          "[train][resume]") {
+  check_resume_is_exact({"attention.type=mla", "mla.kv_lora_rank=8", "mla.qk_nope_head_dim=4", "mla.qk_rope_head_dim=2",
+                         "mla.v_head_dim=6", "mla.q_lora_rank=5"},
+                        5);
+  check_resume_is_exact({"optimizer.name=muon", "muon.lr=0.05"}, 5);
+}
+
+// QK-Clip rescales weights after every step from that step's max logits: a resumed run repeats it
+// exactly, and every step's max logits and clip counts are in the log.
+TEST_CASE("resume is bit-identical with QK-Clip on, MHA and MLA", "[train][resume][qk_clip]") {
+  check_resume_is_exact({"optimizer.name=muon", "muon.lr=0.1", "train.qk_clip.enabled=true", "train.qk_clip.tau=2",
+                         "model.init_std=0.2"},
+                        5);
+  check_resume_is_exact({"attention.type=mla", "mla.kv_lora_rank=8", "mla.qk_nope_head_dim=4", "mla.qk_rope_head_dim=2",
+                         "mla.v_head_dim=6", "train.qk_clip.enabled=true", "train.qk_clip.tau=2", "model.init_std=0.2"},
+                        5);
+  // The settings above do clip: every step is logged, with heads clipped, and the logged max logits
+  // of the steps after the first clip stay near τ.
+  TempDir dir;
+  const std::string cfg = write_tiny_config(dir, 10);
+  const TrainResult r = train(load_config(cfg, {"optimizer.name=muon", "muon.lr=0.1", "train.qk_clip.enabled=true",
+                                                "train.qk_clip.tau=2", "model.init_std=0.2", "train.log_interval=5"}),
+                              quiet_options());
+  const auto steps = read_i64(r.metrics_path, "attention/step");
+  CHECK(steps.size() == 10);
+  int64_t clipped = 0;
+  for (int64_t c : read_i64(r.metrics_path, "attention/clipped_heads")) clipped += c;
+  CHECK(clipped > 0);
 }
 
 // The max-logit series is recorded every train.log_interval steps, and also at the step where a
