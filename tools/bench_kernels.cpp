@@ -1,6 +1,7 @@
 // Building-block speed: GFLOP/s of attnlab's linear (forward + both backward products) next to
 // raw oneDNN matmul primitives on the same shapes, and of the attention op forward + backward.
 //   build/bench_kernels [--reps N] [--threads N] [--attention-only] [--bf16] [--shape B,H,T,D]
+//   build/bench_kernels --newton-schulz [--bf16]   Muon's NS5 on the mid and baby-gpt matrices
 // --bf16 runs the attention table with bf16 products (precision.matmul=bf16); the linear table
 // compares f32 products with f32 primitives either way.
 // Prints a Markdown table (docs/performance.md records one with the command that produced it).
@@ -20,6 +21,7 @@
 #include "autograd/tape.h"
 #include "kernels/gemm.h"
 #include "ops/ops.h"
+#include "optim/muon.h"
 #include "util/rng.h"
 #include "util/timer.h"
 
@@ -148,11 +150,28 @@ double attention_seconds(int64_t B, int64_t T, int64_t H, int64_t D, int reps, A
   return t;
 }
 
+// Muon's Newton–Schulz (5 iterations) on each distinct matrix shape of the mid and baby-gpt
+// presets: ms per call and GFLOP/s of its 15 products (per iteration 2·m²n + 2·m³ + 2·m²n, m ≤ n).
+int newton_schulz_table(int reps, bool bf16) {
+  if (bf16) kernels::set_matmul_precision(kernels::MatmulPrecision::bf16);
+  std::printf("| NS5 on [R×C]%s | ms | GFLOP/s |\n|---|---|---|\n", bf16 ? " (bf16 products)" : "");
+  const int64_t shapes[][2] = {{256, 256}, {256, 1024}, {1024, 256}, {384, 384}, {384, 1536}, {1536, 384}};
+  for (auto [R, C] : shapes) {
+    std::vector<float> u(R * C), o(R * C), scratch(ns_scratch_floats(R, C));
+    fill(u.data(), R * C, 9);
+    const double t = time_median(reps, [&] { newton_schulz5(o.data(), u.data(), R, C, 5, scratch.data()); });
+    const double m = double(std::min(R, C)), n = double(std::max(R, C));
+    const double flops = 5 * (4 * m * m * n + 2 * m * m * m);
+    std::printf("| [%lld×%lld] | %.2f | %.1f |\n", (long long)R, (long long)C, t * 1e3, flops / t / 1e9);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int reps = 20, threads = omp_get_max_threads();
-  bool linear_table = true, bf16_attention = false;
+  bool linear_table = true, bf16_attention = false, newton_schulz = false;
   // Attention B, H, T, D: the default run's shape (batch 12, 4 heads of 32, context 64), 8192
   // tokens at growing context, then one layer of the mid and baby-gpt benchmark presets.
   std::vector<std::array<int64_t, 4>> attn_shapes = {{12, 4, 64, 32}, {128, 4, 64, 64}, {32, 4, 256, 64},
@@ -162,6 +181,7 @@ int main(int argc, char** argv) {
     else if (i + 1 < argc && !std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[++i]);
     else if (i + 1 < argc && !std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--bf16")) bf16_attention = true;
+    else if (!std::strcmp(argv[i], "--newton-schulz")) newton_schulz = true;
     else if (std::array<long long, 4> s; i + 1 < argc && !std::strcmp(argv[i], "--shape") &&
              std::sscanf(argv[i + 1], "%lld,%lld,%lld,%lld", &s[0], &s[1], &s[2], &s[3]) == 4 && s[0] > 0 &&
              s[1] > 0 && s[2] > 0 && s[3] > 0) {
@@ -169,11 +189,16 @@ int main(int argc, char** argv) {
       linear_table = false;
       ++i;
     } else {
-      std::fprintf(stderr, "usage: bench_kernels [--reps N] [--threads N] [--attention-only] [--bf16] [--shape B,H,T,D]\n");
+      std::fprintf(stderr, "usage: bench_kernels [--reps N] [--threads N] [--attention-only] [--bf16] [--shape B,H,T,D] "
+                           "[--newton-schulz]\n");
       return 2;
     }
   }
   kernels::set_num_threads(threads);
+  if (newton_schulz) {
+    std::printf("threads %d, median of %d repetitions\n\n", threads, reps);
+    return newton_schulz_table(reps, bf16_attention);
+  }
   std::printf("threads %d, median of %d repetitions (attnlab and raw oneDNN timed alternately)\n\n", threads, reps);
   const int64_t shapes[][3] = {{768, 128, 384}, {8192, 256, 1024}, {16384, 384, 1536},
                                {768, 384, 128}, {8192, 1024, 256}, {16384, 1536, 384}};
