@@ -4,12 +4,16 @@
   /usr/bin/python3 tools/crosscheck_model.py [--attnlab build/attnlab] [--only NAME ...]
 
 For each variant (norm, MLP, positions, GQA, MLA with and without the query low rank, soft-cap,
-every query_scaling, freezing, clipping, schedules, AdamW and Adafactor with their knobs) it trains
-a tiny model for 1 and for 2 steps, runs `attnlab grads` on the 1-step checkpoint, and recomputes in
-PyTorch float64, from the formulas in docs/model.md only:
+every query_scaling, freezing, clipping, schedules, weight decay by role, AdamW, Adafactor and Muon
+with their knobs, QK-Clip for MHA, GQA and both MLA query forms) it trains a tiny model for 1 and
+for 2 steps, runs `attnlab grads` on the 1-step checkpoint, and recomputes in PyTorch float64,
+from docs/model.md and docs/qk_clip.md only:
   - the loss and every parameter's gradient on the stored batch (against `grads`);
   - the second optimizer step from the 1-step checkpoint's parameters and optimizer state and
-    attnlab's gradient (against the 2-step checkpoint's parameters and state);
+    attnlab's gradient (against the 2-step checkpoint's parameters and state), then with
+    train.qk_clip the rescale from that step's own max logits, which are this forward's (the
+    1-step parameters on the same batch); those max logits, the clipped-head count and the
+    γ deficit are also checked against step 2 of the 2-step run's metrics.h5;
   - for query_scaling init/both with frozen weights: that the frozen initial values are those of
     the same run with query_scaling=logits, times s for the query-head projection only (`init`).
 The corpus has exactly context + 1 training tokens, so every batch is the same window and the
@@ -41,8 +45,10 @@ VARIANTS = {
     "gqa_softcap_query": ["attention.n_kv_heads=2", "model.d_head=12", "attention.softcap=0.5",
                           "attention.query_scaling=query", "attention.scale=0.7"],
     "init_dense_freeze": ["attention.query_scaling=init", "attention.kernel=dense", 'train.freeze=["*wk","tok_emb"]'],
-    "both_clip_accum": ["attention.query_scaling=both", "attention.scale=inv_dhead", "train.grad_clip=0.01",
-                        "train.grad_accum=2"],
+    # Decay on every role but matrix: a name-based or matrix-only rule fails the gains, biases, embeddings.
+    "both_clip_accum_roles": ["attention.query_scaling=both", "attention.scale=inv_dhead", "train.grad_clip=0.01",
+                              "train.grad_accum=2", "optimizer.weight_decay=0.5",
+                              "optimizer.decay_roles=[embedding,gain,bias]"],
     "none_cosine": ["attention.query_scaling=none", "schedule.kind=cosine", "schedule.min_lr=1e-4"],
     "adafactor_factored": ["optimizer.name=adafactor", "adafactor.min_dim_size_to_factor=16",
                            "schedule.kind=linear", "schedule.min_lr=2e-4"],
@@ -67,11 +73,41 @@ VARIANTS.update({
     "mla_init_dense_rmsnorm_swiglu": MLA + ["attention.query_scaling=init", "attention.kernel=dense",
                                             "model.norm=rmsnorm", "model.mlp=swiglu", "model.d_ff=48",
                                             'train.freeze=["*attn.wq"]'],
-    # Factors every MLA matrix; weight decay on, so a gain that missed `*norm*` would decay.
+    # Factors every MLA matrix; weight decay on, so a latent-norm gain taken for a matrix would decay.
     "mla_qlora_both_adafactor": MLA + ["mla.q_lora_rank=8", "attention.query_scaling=both",
                                        "attention.scale=inv_dhead", "optimizer.name=adafactor",
                                        "adafactor.min_dim_size_to_factor=8", "optimizer.weight_decay=0.5",
                                        'train.freeze=["*attn.wq_?"]'],
+})
+VARIANTS.update({
+    # Muon's default knobs. mlp.w2 [128, 32] is taller than wide (the transposed Newton-Schulz),
+    # w1 [32, 128] wider, wq/wo square. Transposing changes only the rounding ((XXᵀ)ᵏX = X(XᵀX)ᵏ),
+    # so of the orientation only √max(R, C) is checkable. Gains decay too: AdamW's λ on Muon's other roles.
+    "muon_nesterov_decay": ["optimizer.name=muon", "optimizer.weight_decay=0.5",
+                            "optimizer.decay_roles=[matrix,gain]"],
+    # Plain momentum, 3 iterations, GQA's wk/wv [32, 16] and swiglu's w2 [48, 32] tall; the linear
+    # schedule's step-2 lr must scale muon.lr as it scales optimizer.lr.
+    "muon_plain_gqa_swiglu_linear": ["optimizer.name=muon", "muon.nesterov=false", "muon.momentum=0.8",
+                                     "muon.ns_steps=3", "muon.lr=0.05", "attention.n_kv_heads=2",
+                                     "model.mlp=swiglu", "model.d_ff=48", "model.positions=rope",
+                                     "schedule.kind=linear", "schedule.min_lr=2e-4"],
+})
+# QK-Clip at τ below the largest max logits the init gives (about 3 to 13 here), with a step large
+# enough (lr 0.01, or Muon) that step 2's logits have moved well away from the τ step 1 clipped to.
+QKC = ["train.qk_clip.enabled=true", "optimizer.lr=0.01"]
+VARIANTS.update({
+    # S is the pre-cap logit: the cap at 2 sits below τ, so a post-cap S would clip nothing.
+    "qkclip_mha_softcap": QKC + ["train.qk_clip.tau=5", "attention.softcap=2"],
+    # Key head 0 serves query heads 0 and 1; τ clips one of them and not the other at step 2.
+    # query_scaling=query: S includes the forward's s, and the pass still scales W_q.
+    "qkclip_gqa_alpha_query": QKC + ["train.qk_clip.tau=7.5", "train.qk_clip.alpha=0.25", "attention.n_kv_heads=2",
+                                     "attention.query_scaling=query"],
+    # Heads above τ at step 2, but the pass is off after step 1.
+    "qkclip_until_step": QKC + ["train.qk_clip.tau=7", "train.qk_clip.until_step=1"],
+    "qkclip_mla_muon_alpha": MLA + ["train.qk_clip.enabled=true", "train.qk_clip.tau=6.8", "train.qk_clip.alpha=0.75",
+                                    "optimizer.name=muon"],
+    # α = 0: q^C untouched, k^C takes γ, q^R (of wq_b) still all of γ.
+    "qkclip_mla_qlora_alpha0": MLA + QKC + ["mla.q_lora_rank=8", "train.qk_clip.tau=2.6", "train.qk_clip.alpha=0"],
 })
 
 
@@ -97,7 +133,8 @@ def query_projection(cfg):
     return "attn.wq_b" if cfg["attention"]["type"] == "mla" and cfg["mla"]["q_lora_rank"] > 0 else "attn.wq"
 
 
-def model_loss(cfg, P, x, y):
+def model_loss(cfg, P, x, y, max_logits=None):
+    """The mean loss; appends each layer's per-head max logit [H] to max_logits if given."""
     m, att, mla = cfg["model"], cfg["attention"], cfg["mla"]
     C, H = m["d_model"], m["n_head"]
     Hkv = att["n_kv_heads"] or H
@@ -165,6 +202,8 @@ def model_loss(cfg, P, x, y):
         k = k.repeat_interleave(H // Hkv, dim=2)  # query head h uses kv head h / (H / Hkv)
         v = v.repeat_interleave(H // Hkv, dim=2)
         logits = logit_mult * torch.einsum("bihd,bjhd->bhij", q, k)
+        if max_logits is not None:  # QK-Clip's S_h: before the cap, over batch, queries, unmasked keys
+            max_logits.append(logits.detach().masked_fill(~causal, float("-inf")).amax(dim=(0, 2, 3)))
         if att["softcap"] > 0:
             logits = att["softcap"] * torch.tanh(logits / att["softcap"])
         probs = torch.softmax(logits.masked_fill(~causal, float("-inf")), -1)
@@ -198,9 +237,34 @@ def tensor(f, name):
     return torch.tensor(f[name][()].astype(np.float64))
 
 
+def role(n):
+    """docs/model.md item 4: which role decides weight decay (and, under Muon, the optimizer)."""
+    if n in ("tok_emb", "pos_emb"):
+        return "embedding"
+    if n.endswith(".g"):  # norm gains, MLA's latent-norm gains included
+        return "gain"
+    if n.endswith(".b"):
+        return "bias"
+    if n.startswith("blocks.") and (".attn." in n or ".mlp." in n):
+        return "matrix"
+    raise ValueError(f"no documented role for parameter {n}")
+
+
+def newton_schulz(u, steps):
+    """Muon's quintic Newton-Schulz iteration (docs/model.md item 6), on the wide orientation."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    tall = u.shape[0] > u.shape[1]
+    X = u / (torch.linalg.norm(u) + 1e-7)
+    X = X.T if tall else X
+    for _ in range(steps):
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.T if tall else X
+
+
 def optimizer_step(cfg, ck, P, G):
     """The documented step from checkpoint ck's state; returns new params and state by name."""
-    o, af = cfg["optimizer"], cfg["adafactor"]
+    o, af, mu = cfg["optimizer"], cfg["adafactor"], cfg["muon"]
     trainable = [n for n in P if not any(fnmatch.fnmatchcase(n, g) for g in cfg["train"]["freeze"])]
     G = {n: G[n] for n in trainable}
     clip = cfg["train"]["grad_clip"]
@@ -214,13 +278,20 @@ def optimizer_step(cfg, ck, P, G):
     params, state = {}, {}
     for n in trainable:
         th, g = P[n].detach().clone(), G[n]
-        lam = 0.0 if any(fnmatch.fnmatchcase(n, pat) for pat in o["no_decay"]) else o["weight_decay"]
-        if o["name"] == "adamw":
-            m = o["beta1"] * tensor(ck, f"optim/adamw/m/{n}") + (1 - o["beta1"]) * g
-            v = o["beta2"] * tensor(ck, f"optim/adamw/v/{n}") + (1 - o["beta2"]) * g * g
+        lam = o["weight_decay"] if role(n) in o["decay_roles"] else 0.0
+        if o["name"] == "muon" and role(n) == "matrix":
+            eta = lr * mu["lr"] / o["lr"]
+            b = mu["momentum"] * tensor(ck, f"optim/muon/momentum/{n}") + g
+            u = g + mu["momentum"] * b if mu["nesterov"] else b
+            th = th * (1 - eta * lam) - eta * 0.2 * math.sqrt(max(th.shape)) * newton_schulz(u, mu["ns_steps"])
+            state[f"optim/muon/momentum/{n}"] = b
+        elif o["name"] in ("adamw", "muon"):  # Muon's other roles take AdamW's step, its state under optim/muon
+            slot = f"optim/{o['name']}"
+            m = o["beta1"] * tensor(ck, f"{slot}/m/{n}") + (1 - o["beta1"]) * g
+            v = o["beta2"] * tensor(ck, f"{slot}/v/{n}") + (1 - o["beta2"]) * g * g
             th = th * (1 - lr * lam)
             th = th - (lr / (1 - o["beta1"] ** t)) * m / (torch.sqrt(v) / math.sqrt(1 - o["beta2"] ** t) + o["eps"])
-            state[f"optim/adamw/m/{n}"], state[f"optim/adamw/v/{n}"] = m, v
+            state[f"{slot}/m/{n}"], state[f"{slot}/v/{n}"] = m, v
         else:
             rho = min(1e-2, 1 / math.sqrt(t)) if af["relative_step"] else lr
             beta2 = 1 - t ** (-af["decay_rate"])
@@ -243,6 +314,33 @@ def optimizer_step(cfg, ck, P, G):
             th = th * (1 - rho * lam) - u
         params[n] = th
     return params, state
+
+
+def qk_clip(cfg, W, S):
+    """docs/qk_clip.md: rescales W's query/key head columns in place from the step's max logits
+    S [n_layer, H]; returns the number of heads with γ < 1 and 1 − min γ."""
+    m, mla, qc = cfg["model"], cfg["mla"], cfg["train"]["qk_clip"]
+    tau, al, H = qc["tau"], qc["alpha"], m["n_head"]
+    gammas = [[tau / float(x) if x > tau else 1.0 for x in row] for row in S]
+    for layer, gam in enumerate(gammas):
+        p = f"blocks.{layer}."
+        wq = W[p + query_projection(cfg)]
+        if cfg["attention"]["type"] == "mla":
+            d_n, d_qk, d_kv = mla["qk_nope_head_dim"], head_dim(cfg), mla["qk_nope_head_dim"] + mla["v_head_dim"]
+            for h, g in enumerate(gam):
+                wq[:, h * d_qk:h * d_qk + d_n] *= g ** al      # q^C
+                wq[:, h * d_qk + d_n:(h + 1) * d_qk] *= g      # q^R takes all of γ: k^R is shared
+                W[p + "attn.wkv_b"][:, h * d_kv:h * d_kv + d_n] *= g ** (1 - al)  # k^C, not v
+        else:
+            Hkv, D = cfg["attention"]["n_kv_heads"] or H, head_dim(cfg)
+            group = H // Hkv
+            for kv in range(Hkv):
+                gg = min(gam[kv * group:(kv + 1) * group])
+                W[p + "attn.wk"][:, kv * D:(kv + 1) * D] *= gg ** (1 - al)
+                for h in range(kv * group, (kv + 1) * group):
+                    wq[:, h * D:(h + 1) * D] *= gam[h] / gg ** (1 - al)
+    flat = [g for row in gammas for g in row]
+    return sum(g < 1 for g in flat), 1 - min(flat)
 
 
 def check_variant(attnlab, work, name, overrides):
@@ -271,7 +369,8 @@ def check_variant(attnlab, work, name, overrides):
     with h5py.File(gfile, "r") as g, h5py.File(ckpt[1], "r") as c1, h5py.File(ckpt[2], "r") as c2:
         x, y = torch.tensor(g["x"][()]), torch.tensor(g["y"][()])
         P = {n: tensor(g, f"params/{n}").requires_grad_() for n in g["params"]}
-        loss = model_loss(yaml_config(g.attrs["config"]), P, x, y)
+        S = []  # the max logits of step 2's forward: the 1-step parameters on the same batch
+        loss = model_loss(yaml_config(g.attrs["config"]), P, x, y, S)
         loss.backward()
         loss_err = abs(float(g["loss"][()]) - loss.item())
         grad_err = max(float((tensor(g, f"grads/{n}") - P[n].grad).abs().max() / (P[n].grad.abs().max() + 1e-30))
@@ -282,12 +381,37 @@ def check_variant(attnlab, work, name, overrides):
         # count against the optimizer.
         cfg = yaml_config(c2.attrs["config"])
         new, state = optimizer_step(cfg, c1, P, {n: tensor(g, f"grads/{n}") for n in P})
+        new = {n: new[n] if n in new else tensor(c1, f"params/{n}") for n in c2["params"]}
+        qc, smax_err, clipped = cfg["train"]["qk_clip"], None, 0
+        if qc["enabled"]:
+            S = torch.stack(S)
+            active = qc["until_step"] == 0 or qc["until_step"] >= 2  # until_step N: steps 1..N only
+            clipped, deficit = qk_clip(cfg, new, S) if active else (0, 0.0)
+            with h5py.File(os.path.join(d, "s2", "metrics.h5"), "r") as mf:
+                i = list(mf["attention/step"][()]).index(2)
+                logged = torch.tensor(mf["attention/max_logits"][i].astype(np.float64))
+                smax_err = float((logged - S).abs().max() / S.abs().max())
+                log_clipped, log_deficit = int(mf["attention/clipped_heads"][i]), float(mf["attention/gamma_deficit"][i])
+            if log_clipped != clipped:
+                failures.append(f"clipped_heads logged {log_clipped}, want {clipped}")
+            if not abs(log_deficit - deficit) <= 1e-5:
+                failures.append(f"gamma_deficit logged {log_deficit:.6g}, want {deficit:.6g}")
+            # float32 S within ~1e-6 of ours: a head this close to τ could clip on one side only
+            if float((S / qc["tau"] - 1).abs().min()) < 1e-4:
+                failures.append("tau within 1e-4 of a head's max logit: pick another tau")
+            if clipped == 0 and active:
+                failures.append("qk_clip: no head clipped at step 2, the check is vacuous")
         step_err = 0.0
         for n in c2["params"]:
             got = tensor(c2, f"params/{n}")
             before = tensor(c1, f"params/{n}")
-            want = new.get(n, before)
-            # float32 rounding of θ itself, plus a small fraction of the update
+            want = new[n]
+            # float32 rounding of θ itself, plus a small fraction of the update. The update includes
+            # the QK-Clip rescale. Muon's float32 Newton-Schulz differs from float64 by ~1e-5 of the
+            # update (measured; the quintic's slope 3.4445 at small singular values amplifies
+            # rounding at most 3.4445^5 ≈ 500×, still < 1e-4), so the same 1e-3 holds it; a wrong
+            # knob moves the step by 200× the bound or more. QK-Clip's γ comes from our float64 S,
+            # within ~3e-7 of attnlab's float32 S (checked), far below 1e-3 of any clip's change.
             bound = 1e-3 * float((want - before).abs().max()) + 2.0 ** -22 * float(before.abs().max())
             step_err = max(step_err, float((got - want).abs().max()) / bound)
         state_err = max((float((tensor(c2, k) - v).abs().max() / (v.abs().max() + 1e-30)) for k, v in state.items()),
@@ -306,15 +430,17 @@ def check_variant(attnlab, work, name, overrides):
             if not init_names:  # a freeze glob that matches nothing would make the check vacuous
                 failures.append("init: no frozen parameter to compare")
     # Float32 against float64 on this model measured at most: loss 3.6e-7, grads 5.4e-6, step 0.24
-    # of the bound, state 8.4e-7. A gelu constant off by 0.6% gives loss 4.6e-5 and grads 3e-4.
+    # of the bound, state 1.1e-6, max logits 3.1e-7. A gelu constant off by 0.6% gives loss 4.6e-5
+    # and grads 3e-4; S over the masked keys too gives max logits 0.27.
     # Init: the same float32 draw times s, rounded once more (and the multiplier rounded to float32).
     for what, err, tol in [("loss |Δ|", loss_err, 1e-5), ("grad max rel", grad_err, 2e-5),
                            ("step err / bound", step_err, 1.0), ("state max rel", state_err, 2e-4),
-                           ("init max rel", init_err, 1e-6)]:
+                           ("init max rel", init_err, 1e-6), ("max logit rel", smax_err, 1e-5)]:
         if err is not None and not err <= tol:
             failures.append(f"{what} {err:.3g} > {tol:g}")
     print(f"{name:36s} loss {loss_err:.1e}  grads {grad_err:.1e}  step {step_err:.2f}  state {state_err:.1e}  "
           + (f"init {init_err:.1e}  " if init_err is not None else "")
+          + (f"S {smax_err:.1e} clipped {clipped}  " if smax_err is not None else "")
           + ("OK" if not failures else "FAIL: " + "; ".join(failures)))
     return not failures
 

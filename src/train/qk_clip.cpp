@@ -43,7 +43,7 @@ QkClipStats qk_clip(const Transformer& model, const std::vector<float>& max_logi
         case QkClipTarget::query: f = gamma[t.head] / key_scale[t.head / G]; break;
         case QkClipTarget::query_full: f = gamma[t.head]; break;
       }
-      if (f != 1.f) t.param->head_part(t.head, t.part).scale_(f);
+      if (f != 1.f && !t.param->frozen) t.param->head_part(t.head, t.part).scale_(f);
     }
   }
   stats.gamma_deficit = 1.f - min_gamma;

@@ -10,7 +10,8 @@
 //     group of γ_h (so no head's logits grow);
 //   query part of head h: × γ_h / γ_g^(1−α) (= γ_h^α without GQA);
 //   query part whose key is shared and never scaled (MLA's q^R): × γ_h.
-// Head h's logits then scale by exactly γ_h, and a head at or below τ keeps its logits. S_h is
+// Head h's logits then scale by exactly γ_h, and a head at or below τ keeps its logits. A frozen
+// parameter (train.freeze) is never changed: its share of γ is then not applied. S_h is
 // the softmax input before any soft-cap, so the rule holds for every query_scaling placement
 // (docs/qk_clip.md derives each case).
 #include <vector>

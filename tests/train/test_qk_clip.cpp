@@ -162,3 +162,18 @@ TEST_CASE("qk_clip: a head at 2 tau gets its logits exactly halved; nothing abov
     CHECK(snapshot(store) == params);
   }
 }
+
+TEST_CASE("qk_clip: frozen parameters are never changed", "[qk_clip]") {
+  ParamStore store;
+  Transformer model(spec_of({"mha", AttentionType::mha, 4, 0}, QueryScaling::logits, 0.f), store);
+  store.finalize(5);
+  store.freeze({"*.wk"});
+  const std::vector<float> before = forward_max_logits(model);
+  const auto params = snapshot(store);
+  const QkClipStats stats = qk_clip(model, before, {before[0] / 2, 0.5f});
+  CHECK(stats.clipped_heads > 0);
+  CHECK(snapshot(store).at("blocks.0.attn.wk") == params.at("blocks.0.attn.wk"));
+  CHECK(snapshot(store).at("blocks.0.attn.wq") != params.at("blocks.0.attn.wq"));
+  // Only W_q's share: the head's logits scale by γ^α = √(1/2).
+  CHECK(forward_max_logits(model)[0] == Approx(before[0] * std::sqrt(0.5f)).epsilon(1e-5));
+}
