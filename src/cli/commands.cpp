@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "data/batch_sampler.h"
 #include "io/checkpoint.h"
+#include "io/run_lock.h"
 #include "io/run_log.h"
 #include "train/bench.h"
 #include "train/sample.h"
@@ -117,6 +118,8 @@ Command add_inspect(CLI::App& app, const Globals&) {
             std::string p = *path;
             if (std::filesystem::is_directory(p)) p = (std::filesystem::path(p) / "metrics.h5").string();
             RunSummary r = read_run_summary(p);
+            // A log left "running" by a process that is gone (kill -9, power loss) was interrupted.
+            r.status = effective_status(r.status, std::filesystem::path(p).parent_path().string());
             auto opt = [](const std::optional<double>& v) { return v ? std::to_string(*v) : std::string("-"); };
             std::printf("run log     %s\nstatus      %s\nversion     %s (%s)\nseed        %llu\n", p.c_str(),
                         r.status.c_str(), r.version.c_str(), r.git_commit.c_str(), (unsigned long long)r.seed);

@@ -21,5 +21,7 @@ Command add_sample(CLI::App& app, const Globals& g);
 Command add_inspect(CLI::App& app, const Globals& g);
 Command add_grads(CLI::App& app, const Globals& g);
 Command add_bench(CLI::App& app, const Globals& g);
+Command add_sweep(CLI::App& app, const Globals& g);
+Command add_report(CLI::App& app, const Globals& g);
 
 }  // namespace attnlab::cli

@@ -160,6 +160,8 @@ LoadedConfig default_config();
 // and a relative base_config in it is taken relative to origin_name's directory.
 LoadedConfig config_from_yaml_text(const std::string& yaml_text, const std::string& origin_name,
                                    const std::vector<std::string>& overrides = {});
+// Every section and key with its value, in base.yaml's layout (no comments).
+std::string config_yaml(const RunConfig& cfg);
 // Header comment, then every section and key with its default and a "# help [allowed]"
 // comment: the content of configs/base.yaml.
 std::string schema_reference_yaml();

@@ -304,6 +304,8 @@ LoadedConfig config_from_yaml_text(const std::string& yaml_text, const std::stri
   return l.finish(origin_name, overrides);
 }
 
+std::string config_yaml(const RunConfig& cfg) { return config::emit_yaml(cfg, false); }
+
 std::string schema_reference_yaml() {
   return "# attnlab base config: every key with its default, meaning and [allowed values].\n"
          "# Generated from the schema in src/config/schema.cpp by schema_reference_yaml(); test_config\n"

@@ -182,13 +182,14 @@ Rule<std::string> one_of(std::vector<std::string> choices) {
           [choices](const std::string& v) { return std::find(choices.begin(), choices.end(), v) != choices.end(); },
           choices};
 }
-// Run names become directory names, so no '/', spaces or shell-special characters.
+// Run names become directory names, so no '/', spaces or shell-special characters ('=' and ','
+// name sweep points: optimizer.name=muon,seed=1).
 Rule<std::string> file_name() {
-  return {"a non-empty name of letters, digits, '_', '.', '-'", [](const std::string& v) {
+  return {"a non-empty name of letters, digits, '_', '.', '-', '=', ','", [](const std::string& v) {
             if (v.empty() || v == "." || v == "..") return false;
             return std::all_of(v.begin(), v.end(), [](char c) {
               return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-                     c == '.' || c == '-';
+                     c == '.' || c == '-' || c == '=' || c == ',';
             });
           }};
 }

@@ -32,6 +32,19 @@ void fsync_and_rename(const std::string& tmp, const std::string& path) {
   }
 }
 
+void write_file_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) throw Error("cannot write " + tmp + ": " + std::strerror(errno));
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  const int err = errno;
+  if (std::fclose(f) != 0 || !ok) {
+    remove_quietly(tmp);
+    throw Error("cannot write " + tmp + ": " + std::strerror(ok ? errno : err));
+  }
+  fsync_and_rename(tmp, path);
+}
+
 void remove_quietly(const std::string& path) noexcept {
   std::error_code ec;
   std::filesystem::remove(path, ec);

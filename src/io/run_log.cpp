@@ -205,8 +205,32 @@ void RunLog::flush() {
   }
 }
 
-RunSummary read_run_summary(const std::string& path) {
+RunSummary summarize(const LoadedLog& l);
+
+RunSummary read_run_summary(const std::string& path) { return summarize(load(path)); }
+
+RunSeries read_run_series(const std::string& path) {
   const LoadedLog l = load(path);
+  RunSeries r;
+  r.summary = summarize(l);
+  for (const TrainPoint& p : l.train) {
+    r.step.push_back(p.step);
+    r.loss.push_back(p.loss);
+    r.wall_s.push_back(p.wall_s);
+  }
+  for (const EvalPoint& p : l.eval) {
+    r.eval_step.push_back(p.step);
+    r.eval_train.push_back(p.train_loss);
+    r.eval_val.push_back(p.val_loss);
+  }
+  const size_t per = static_cast<size_t>(l.meta.n_layer * l.meta.n_head);
+  r.attn_step = l.attn_step;
+  for (size_t i = 0; i < l.attn_step.size(); ++i)
+    r.attn_max.push_back(*std::max_element(l.attn_values.begin() + i * per, l.attn_values.begin() + (i + 1) * per));
+  return r;
+}
+
+RunSummary summarize(const LoadedLog& l) {
   RunSummary s;
   s.config = l.meta.config_yaml;
   s.status = l.status;

@@ -92,6 +92,15 @@ struct RunSummary {
   int64_t clipped_steps = 0;
 };
 
+// A run log's series, for reports and plots: the summary, the train and eval series, and per
+// attention point the largest max logit of any layer and head.
+struct RunSeries {
+  RunSummary summary;
+  std::vector<int64_t> step, eval_step, attn_step;
+  std::vector<double> loss, wall_s, eval_train, eval_val, attn_max;
+};
+RunSeries read_run_series(const std::string& path);
+
 // Reads and validates a metrics.h5. CheckpointError naming the file and object when it is not a
 // file, not HDF5, or lacks a dataset or attribute, or its series have unequal lengths.
 RunSummary read_run_summary(const std::string& path);

@@ -9,6 +9,8 @@
 #include <limits>
 
 #include "autograd/tape.h"
+#include "io/atomic_file.h"
+#include "io/run_lock.h"
 #include "io/run_log.h"
 #include "train/sample.h"
 #include "train/session.h"
@@ -34,16 +36,6 @@ std::string format_eta(double seconds) {
   return buf;
 }
 
-void write_text_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f << text;
-    if (!f) throw Error("cannot write " + tmp);
-  }
-  std::filesystem::rename(tmp, path);
-}
-
 }  // namespace
 
 TrainResult train(const LoadedConfig& cfg_in, const TrainOptions& opt) {
@@ -62,7 +54,8 @@ TrainResult train(const LoadedConfig& cfg_in, const TrainOptions& opt) {
   res.run_dir = run_dir.string();
   res.metrics_path = (run_dir / "metrics.h5").string();
   res.checkpoint_path = (run_dir / "checkpoint.h5").string();
-  write_text_atomic((run_dir / "config.yaml").string(), cfg_in.resolved_yaml);
+  const RunLock lock(res.run_dir);  // NOTE [run liveness]: held until train() returns or the process dies
+  write_file_atomic((run_dir / "config.yaml").string(), cfg_in.resolved_yaml);
 
   const bool resuming = !cfg.train.resume.empty();
   if (resuming) s.load_checkpoint(cfg.train.resume);
