@@ -38,9 +38,9 @@ Command add_train(CLI::App& app, const Globals& g) {
               "Exit codes: 0 done, 1 runtime error, 2 bad usage/config/data, 3 diverged, 130 interrupted.");
   return {sub, [a, &g] {
             LoadedConfig cfg = load_config(a->config, a->overrides);
-            if (!g.quiet) std::fprintf(stderr, "%s", cfg.resolved_yaml.c_str());
             TrainOptions opt;
             opt.quiet = g.quiet;
+            opt.print_config = true;
             opt.live_progress = isatty(STDERR_FILENO);
             TrainResult r = train(cfg, opt);
             return r.status == TrainResult::interrupted ? kExitInterrupted : kExitOk;

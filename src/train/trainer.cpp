@@ -45,6 +45,12 @@ TrainResult train(const LoadedConfig& cfg_in, const TrainOptions& opt) {
   Session& s = *session;
   Transformer& model = *s.model;
 
+  // Every input is checked before anything is written or printed: the config (by the caller), the
+  // data (from_config), and the checkpoint to resume from.
+  const bool resuming = !cfg.train.resume.empty();
+  if (resuming) s.load_checkpoint(cfg.train.resume);
+  if (opt.print_config && !opt.quiet) std::fprintf(stderr, "%s", cfg_in.resolved_yaml.c_str());
+
   TrainResult res;
   namespace fs = std::filesystem;
   const fs::path run_dir = fs::path(cfg.run.out_dir) / cfg.run.name;
@@ -57,8 +63,6 @@ TrainResult train(const LoadedConfig& cfg_in, const TrainOptions& opt) {
   const RunLock lock(res.run_dir);  // NOTE [run liveness]: held until train() returns or the process dies
   write_file_atomic((run_dir / "config.yaml").string(), cfg_in.resolved_yaml);
 
-  const bool resuming = !cfg.train.resume.empty();
-  if (resuming) s.load_checkpoint(cfg.train.resume);
   RunLogMeta meta{cfg_in.resolved_yaml, uint64_t(cfg.run.seed), kVersion, kGitCommit, cfg.model.n_layer,
                   cfg.model.n_head};
   RunLog runlog = resuming ? RunLog::resume(res.metrics_path, meta, s.progress.step) : RunLog(res.metrics_path, meta);

@@ -16,6 +16,8 @@ struct TrainOptions {
   int64_t stop_after = -1;
   // Progress: a live line on a terminal, plain lines otherwise.
   bool live_progress = false;
+  // The resolved config on stderr once every input has been checked (not with quiet).
+  bool print_config = false;
 };
 
 struct TrainResult {

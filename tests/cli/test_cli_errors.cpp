@@ -103,6 +103,9 @@ TEST_CASE("data file problems exit 2 naming the path", "[cli][errors]") {
        {f.dir.file("runs"), "directory"}},
       {"eval with a missing data file", {"eval", "--checkpoint", f.ckpt, "data.path=/nonexistent/corpus.txt"},
        {"/nonexistent/corpus.txt"}},
+      // Without -q the resolved config is printed only once every input passed: the error stands alone.
+      {"missing data file, not quiet", {"train", f.cfg, "run.name=loud", "data.path=/nonexistent/corpus.txt"},
+       {"/nonexistent/corpus.txt", "does not exist"}},
   };
   for (const auto& c : cases) check_usage_error(c);
 }
@@ -129,7 +132,10 @@ TEST_CASE("bad checkpoints exit 2 naming the file for eval, sample, grads and tr
     check_usage_error({"sample", {"sample", "--checkpoint", b.file}, {b.file, b.word}});
     check_usage_error({"grads", {"grads", "--checkpoint", b.file, "--out", f.dir.file("g.h5")}, {b.file, b.word}});
     check_usage_error({"train.resume", {"-q", "train", f.cfg, "run.name=r", "train.resume=" + b.file}, {b.file, b.word}});
+    check_usage_error({"train.resume, not quiet", {"train", f.cfg, "run.name=r2", "train.resume=" + b.file}, {b.file, b.word}});
   }
+  // A bad checkpoint to resume from is found before the run directory is made.
+  CHECK(!std::filesystem::exists(f.dir.file("runs/r2")));
   CHECK(!std::filesystem::exists(f.dir.file("g.h5")));
 }
 
