@@ -150,19 +150,31 @@ double attention_seconds(int64_t B, int64_t T, int64_t H, int64_t D, int reps, A
   return t;
 }
 
-// Muon's Newton–Schulz (5 iterations) on each distinct matrix shape of the mid and baby-gpt
-// presets: ms per call and GFLOP/s of its 15 products (per iteration 2·m²n + 2·m³ + 2·m²n, m ≤ n).
+// Muon's Newton–Schulz (5 iterations) on the groups of same-shaped matrices Muon forms for the mid
+// and baby-gpt presets (6 layers: 24 attention projections, 12 MLP matrices oriented wide): one
+// batched product per iteration step against one call per matrix. GFLOP/s of the 15 products per
+// matrix (per iteration 2·m²n + 2·m³ + 2·m²n, m ≤ n).
 int newton_schulz_table(int reps, bool bf16) {
   if (bf16) kernels::set_matmul_precision(kernels::MatmulPrecision::bf16);
-  std::printf("| NS5 on [R×C]%s | ms | GFLOP/s |\n|---|---|---|\n", bf16 ? " (bf16 products)" : "");
-  const int64_t shapes[][2] = {{256, 256}, {256, 1024}, {1024, 256}, {384, 384}, {384, 1536}, {1536, 384}};
-  for (auto [R, C] : shapes) {
-    std::vector<float> u(R * C), o(R * C), scratch(ns_scratch_floats(R, C));
-    fill(u.data(), R * C, 9);
-    const double t = time_median(reps, [&] { newton_schulz5(o.data(), u.data(), R, C, 5, scratch.data()); });
-    const double m = double(std::min(R, C)), n = double(std::max(R, C));
-    const double flops = 5 * (4 * m * m * n + 2 * m * m * m);
-    std::printf("| [%lld×%lld] | %.2f | %.1f |\n", (long long)R, (long long)C, t * 1e3, flops / t / 1e9);
+  std::printf("| NS5 on B × [m×n]%s | batched ms | GFLOP/s | one at a time ms | GFLOP/s |\n|---|---|---|---|---|\n",
+              bf16 ? " (bf16 products)" : "");
+  const int64_t groups[][3] = {{24, 256, 256}, {12, 256, 1024}, {24, 384, 384}, {12, 384, 1536}};
+  for (auto [B, m, n] : groups) {
+    std::vector<float> x(B * m * n), init(B * m * n), scratch(ns_batch_scratch_floats(B, m, n));
+    fill(init.data(), B * m * n, 9);
+    const auto [t_batch, t_single] = time_alternating(
+        reps,
+        [&] {
+          std::copy(init.begin(), init.end(), x.begin());
+          newton_schulz5_wide(x.data(), B, m, n, 5, scratch.data());
+        },
+        [&] {
+          std::copy(init.begin(), init.end(), x.begin());
+          for (int64_t i = 0; i < B; ++i) newton_schulz5_wide(x.data() + i * m * n, 1, m, n, 5, scratch.data());
+        });
+    const double flops = double(B) * 5 * (4.0 * m * m * n + 2.0 * m * m * m);
+    std::printf("| %lld × [%lld×%lld] | %.1f | %.1f | %.1f | %.1f |\n", (long long)B, (long long)m, (long long)n,
+                t_batch * 1e3, flops / t_batch / 1e9, t_single * 1e3, flops / t_single / 1e9);
   }
   return 0;
 }

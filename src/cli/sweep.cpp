@@ -109,7 +109,8 @@ std::string self_exe() {
 // Starts `attnlab train` for a point with its output in <dir>/train.log; returns the pid.
 pid_t spawn_point(const PointPlan& p, int threads) {
   const std::vector<std::string> args = train_args(p, threads);
-  const std::string exe = self_exe(), log_path = p.dir + "/train.log";
+  // The running binary itself, also after a rebuild replaced the file it was started from.
+  const std::string exe = "/proc/self/exe", log_path = p.dir + "/train.log";
   std::vector<char*> argv{const_cast<char*>("attnlab")};
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -259,7 +260,14 @@ int run_sweep(const std::string& file, int jobs, int threads, bool dry_run, int 
   while (next < queue.size() || !running.empty()) {
     while (!interrupted && running.size() < size_t(jobs) && next < queue.size()) {
       const size_t i = queue[next++];
-      const pid_t pid = spawn_point(plans[i], threads);
+      pid_t pid = -1;
+      try {
+        pid = spawn_point(plans[i], threads);
+      } catch (const Error& e) {
+        ++failed;
+        log::warn("{}", e.what());
+        continue;
+      }
       running[pid] = i;
       started[pid] = std::chrono::steady_clock::now();
       status_line();

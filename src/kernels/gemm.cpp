@@ -22,13 +22,15 @@ namespace {
 struct Key {
   int64_t M, N, K, lda, ldb, ldc;
   bool ta, tb, acc, bf16, b_blocked;
+  int64_t batch = 1, sa = 0, sb = 0, sc = 0;  // gemm_batched: matrix count and strides (f32 operands)
   bool operator==(const Key&) const = default;
 };
 struct KeyHash {
   size_t operator()(const Key& k) const {
     size_t h = 1469598103934665603ULL;
     for (int64_t v : {k.M, k.N, k.K, k.lda, k.ldb, k.ldc,
-                      int64_t(k.ta) | int64_t(k.tb) << 1 | int64_t(k.acc) << 2 | int64_t(k.bf16) << 3 | int64_t(k.b_blocked) << 4})
+                      int64_t(k.ta) | int64_t(k.tb) << 1 | int64_t(k.acc) << 2 | int64_t(k.bf16) << 3 | int64_t(k.b_blocked) << 4,
+                      k.batch, k.sa, k.sb, k.sc})
       h = (h ^ size_t(v)) * 1099511628211ULL;
     return h;
   }
@@ -84,11 +86,46 @@ dnnl::memory::desc packed_desc(int64_t rows, int64_t cols, bool transposed) {
   return dnnl::memory::desc({rows, cols}, dt::bf16, strides);
 }
 
+// Batched: [batch, rows, cols] with matrix stride `stride` (f32 as stored; bf16 packed dense, each
+// matrix in its stored layout, one after another).
+dnnl::memory::desc batch_desc(int64_t batch, int64_t rows, int64_t cols, int64_t ld, int64_t stride, bool transposed,
+                              bool bf16) {
+  if (bf16) stride = rows * cols, ld = transposed ? rows : cols;
+  dnnl::memory::dims strides = transposed ? dnnl::memory::dims{stride, 1, ld} : dnnl::memory::dims{stride, ld, 1};
+  return dnnl::memory::desc({batch, rows, cols}, bf16 ? dt::bf16 : dt::f32, strides);
+}
+
 Entry& lookup(const Key& k) {
   Backend& be = backend();
   auto it = be.cache.find(k);
   if (it != be.cache.end()) return *it->second;
   auto e = std::make_unique<Entry>();
+  if (k.batch > 1) {  // gemm_batched: no blocked B
+    auto a_md = batch_desc(k.batch, k.M, k.K, k.lda, k.sa, k.ta, k.bf16);
+    auto b_md = batch_desc(k.batch, k.K, k.N, k.ldb, k.sb, k.tb, k.bf16);
+    auto c_md = batch_desc(k.batch, k.M, k.N, k.ldc, k.sc, false, false);
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (k.acc) {
+      dnnl::post_ops po;
+      po.append_sum(1.0f);
+      attr.set_post_ops(po);
+    }
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, be.eng);
+    e->prim = dnnl::matmul(pd);
+    e->a = dnnl::memory(a_md, be.eng, DNNL_MEMORY_NONE);
+    e->b = dnnl::memory(b_md, be.eng, DNNL_MEMORY_NONE);
+    e->c = dnnl::memory(c_md, be.eng, DNNL_MEMORY_NONE);
+    size_t sp = pd.scratchpad_desc().get_size();
+    e->scratch_buf = sp ? aligned_alloc_bytes(sp) : nullptr;
+    e->scratch = dnnl::memory(pd.scratchpad_desc(), be.eng, e->scratch_buf);
+    e->args[0] = {DNNL_ARG_SRC, e->a.get()};
+    e->args[1] = {DNNL_ARG_WEIGHTS, e->b.get()};
+    e->args[2] = {DNNL_ARG_DST, e->c.get()};
+    e->args[3] = {DNNL_ARG_SCRATCHPAD, e->scratch.get()};
+    be.created++;
+    return *be.cache.emplace(k, std::move(e)).first->second;
+  }
   // bf16 operands are packed dense in their stored layout (a transposed operand stays
   // transposed, so packing reads and writes contiguous rows), except a B that gemm converts itself
   // (b_blocked), which takes the layout oneDNN chooses.
@@ -205,6 +242,36 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
   const dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), backend().strm.get(), 4, e.args);
   ATTN_CHECK(st == dnnl_success, "oneDNN matmul failed (status ", int(st), ") for M ", M, " N ", N, " K ", K);
   backend().strm.wait();
+}
+
+void gemm_batched(int64_t batch, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
+                  int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float* C, int64_t ldc,
+                  int64_t stride_c, bool accumulate) {
+  if (batch == 1) return gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+  ATTN_CHECK(batch > 1 && M > 0 && N > 0 && K > 0, "gemm_batched: batch ", batch, " of M ", M, " N ", N, " K ", K);
+  Backend& be = backend();
+  const bool bf16 = be.precision == MatmulPrecision::bf16;
+  Key key{M, N, K, lda, ldb, ldc, trans_a, trans_b, accumulate, bf16, false};
+  key.batch = batch, key.sa = stride_a, key.sb = stride_b, key.sc = stride_c;
+  Entry& e = lookup(key);
+  if (bf16) {
+    uint16_t* a = grow(be.pack_a, be.pack_a_size, batch * M * K);
+    uint16_t* b = grow(be.pack_b, be.pack_b_size, batch * K * N);
+    for (int64_t i = 0; i < batch; ++i) {
+      pack_bf16(a + i * M * K, A + i * stride_a, trans_a ? K : M, trans_a ? M : K, lda);
+      pack_bf16(b + i * K * N, B + i * stride_b, trans_b ? N : K, trans_b ? K : N, ldb);
+    }
+    e.a.set_data_handle(a);
+    e.b.set_data_handle(b);
+  } else {
+    e.a.set_data_handle(const_cast<float*>(A));
+    e.b.set_data_handle(const_cast<float*>(B));
+  }
+  e.c.set_data_handle(C);
+  const dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), be.strm.get(), 4, e.args);
+  ATTN_CHECK(st == dnnl_success, "oneDNN batched matmul failed (status ", int(st), ") for ", batch, " x M ", M, " N ",
+             N, " K ", K);
+  be.strm.wait();
 }
 
 double measured_peak_gflops(bool bf16) {

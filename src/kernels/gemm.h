@@ -34,6 +34,15 @@ struct PackedOperands {
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
           const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate, PackedOperands packed);
 
+// `batch` independent products C_i = op(A_i)·op(B_i) (or C_i += ...), i < batch, each laid out as
+// for gemm, matrix i of an operand starting stride_* elements after matrix i − 1. One oneDNN
+// primitive runs them all, so many small products run nearer the machine's matmul rate than one
+// call each (Muon's Newton–Schulz iterations over a model's same-shaped matrices). With bf16
+// products both operands are converted at the call.
+void gemm_batched(int64_t batch, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
+                  int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float* C, int64_t ldc,
+                  int64_t stride_c, bool accumulate);
+
 // x rounded to bfloat16, to nearest even (NaN stays NaN: its payload bits survive the shift).
 inline uint16_t to_bf16(float x) {
   const uint32_t u = std::bit_cast<uint32_t>(x);

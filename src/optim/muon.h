@@ -11,7 +11,9 @@
 //   W ← W·(1 − η·λ) − η · 0.2·√max(R, C) · o       (λ = optimizer.weight_decay, if the role decays)
 // NS5 (Newton–Schulz, quintic): X = u / (‖u‖_F + 1e-7), transposed so that rows ≤ cols; ns_steps
 // times A = X·Xᵀ, X ← a·X + (b·A + c·A·A)·X with (a, b, c) = (3.4445, −4.7750, 2.0315); transposed
-// back. The products are oneDNN matmuls (bf16 operands under precision.matmul: bf16).
+// back. The products are oneDNN matmuls (bf16 operands under precision.matmul: bf16), batched over
+// every matrix of the same (oriented) shape: a model's 4·n_layer attention projections run as one
+// product per iteration step instead of 4·n_layer small ones.
 #include "optim/optimizer.h"
 
 namespace attnlab {
@@ -27,8 +29,12 @@ struct MuonConfig {
   std::vector<Role> decay_roles{Role::matrix};
 };
 
-// o = NS5(u) for u [rows, cols] (row stride cols) into o (same layout); scratch holds
-// ns_scratch_floats(rows, cols) floats. The result depends only on u (and the matmul precision).
+// NS5 in place on `batch` matrices [m, n] (m <= n) stored one after another in x; each is first
+// divided by its Frobenius norm (+ 1e-7). scratch holds ns_batch_scratch_floats(batch, m, n).
+int64_t ns_batch_scratch_floats(int64_t batch, int64_t m, int64_t n);
+void newton_schulz5_wide(float* x, int64_t batch, int64_t m, int64_t n, int steps, float* scratch);
+// o = NS5(u) for one u [rows, cols] (row stride cols), either orientation; scratch holds
+// ns_scratch_floats(rows, cols) floats.
 int64_t ns_scratch_floats(int64_t rows, int64_t cols);
 void newton_schulz5(float* o, const float* u, int64_t rows, int64_t cols, int steps, float* scratch);
 
@@ -44,11 +50,19 @@ class Muon final : public Optimizer {
   static bool takes_muon(const Param& p) { return p.role == Role::matrix && p.shape.rank == 2; }
 
  private:
+  // The trainable Muon matrices of one oriented shape [m, n] (m <= n), orthogonalised together.
+  struct Group {
+    int64_t m, n;
+    std::vector<size_t> params;  // indices into the store's params, in store order
+    float* x;                    // [params.size(), m, n]
+  };
   MuonConfig cfg_;
   float* block_ = nullptr;    // per parameter: momentum (Muon) or m, v (AdamW), in store order
-  float* scratch_ = nullptr;  // u, o and the NS5 scratch of the largest matrix
+  float* groups_block_ = nullptr;  // the groups' x
+  float* scratch_ = nullptr;  // NS5 scratch of the largest group, then one matrix for (un)transposing
   std::vector<int64_t> state_;  // offset of each parameter's state in block_
   std::vector<bool> decays_;
+  std::vector<Group> groups_;
 };
 
 }  // namespace attnlab

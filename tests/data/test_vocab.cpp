@@ -79,7 +79,7 @@ TEST_CASE("a UTF-8 BOM is kept as an ordinary symbol", "[data][vocab]") {
 TEST_CASE("encode and decode round trip", "[data][vocab]") {
   for (const std::string& text : {std::string("First Citizen:\nBefore we proceed any further, hear me speak.\n"),
                                  std::string("h\xC3\xA9llo w\xC3\xB6rld \xF0\x9F\x98\x80\n"),
-                                 std::string("\xFF\xFE abc\x00\x01 z", 12)}) {
+                                 std::string("\xFF\xFE abc\x00\x01 z", 10)}) {
     const Vocab v = Vocab::from_text(text);
     const Ids ids = v.encode(text);
     for (int32_t id : ids) REQUIRE((id >= 0 && id < v.size()));

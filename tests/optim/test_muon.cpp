@@ -133,6 +133,9 @@ TEST_CASE("muon: steps of matrices and of the AdamW parameters match a scalar im
     ParamStore s;
     s.add("blocks.0.attn.wq", {6, 10}, Role::matrix, {Init::normal, 0.3f});
     s.add("blocks.0.mlp.w2", {12, 5}, Role::matrix, {Init::normal, 0.3f});
+    // Same oriented shape as wq, wide and tall: orthogonalised in one batch with it.
+    s.add("blocks.1.attn.wq", {6, 10}, Role::matrix, {Init::normal, 0.3f});
+    s.add("blocks.1.mlp.w2", {10, 6}, Role::matrix, {Init::normal, 0.3f});
     s.add("blocks.0.norm1.g", {6}, Role::gain, {Init::ones});
     s.add("tok_emb", {7, 6}, Role::embedding, {Init::normal, 0.3f});
     s.add("frozen.w", {3, 3}, Role::matrix, {Init::normal, 0.3f});
@@ -196,7 +199,7 @@ TEST_CASE("muon: steps of matrices and of the AdamW parameters match a scalar im
     // State: the matrices' momentum, the others' m and v; nothing for a frozen matrix is touched.
     int momentum = 0, adam = 0;
     for (const auto& slot : opt.slots()) (slot.name == "momentum" ? momentum : adam)++;
-    CHECK(momentum == 3);
+    CHECK(momentum == 5);
     CHECK(adam == 4);
   }
 }
