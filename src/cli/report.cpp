@@ -183,8 +183,8 @@ Command add_report(CLI::App& app, const Globals& g) {
               for (const auto& k : gr.key) md += " " + k + " |";
               const auto [pm, ps] = mean_std(peak);
               md += " " + std::to_string(gr.runs.size()) + " | " + fmt_ms(tl) + " | " + fmt_ms(vl) + " | " +
-                    fmt(mean_std(best).first, "%.0f") + " | " + fmt(pm, "%.1f") + " | " + st + " | " +
-                    fmt(mean_std(wall).first, "%.0f") + " |\n";
+                    fmt(mean_std(best).first, "%.0f") + " | " + fmt(pm, "%.4g") + " | " + st + " | " +
+                    fmt(mean_std(wall).first, "%.1f") + " |\n";
               (void)ps;
             }
             // CSV: one row per run, every number.

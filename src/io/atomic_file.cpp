@@ -33,7 +33,8 @@ void fsync_and_rename(const std::string& tmp, const std::string& path) {
 }
 
 void write_file_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
+  // Per process: concurrent writers of one file (a sweep's Slurm array tasks) never share a tmp file.
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) throw Error("cannot write " + tmp + ": " + std::strerror(errno));
   const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();

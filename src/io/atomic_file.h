@@ -11,7 +11,7 @@ namespace attnlab {
 // fsync(tmp), rename(tmp, path), fsync(parent directory). CheckpointError on failure.
 void fsync_and_rename(const std::string& tmp, const std::string& path);
 
-// Writes text to <path>.tmp, then fsync_and_rename: the one way a run writes a small file
+// Writes text to <path>.tmp.<pid>, then fsync_and_rename: the one way a run writes a small file
 // (config.yaml, a sweep's point.yaml, reports, plots). Error naming the file on failure.
 void write_file_atomic(const std::string& path, const std::string& text);
 
