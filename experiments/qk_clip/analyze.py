@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Tables and plots of the QK-Clip study (experiments/qk_clip/run.sh).
+"""Tables and plots of the QK-Clip study (experiments/qk_clip/sweep.yaml).
 
-  /usr/bin/python3 experiments/qk_clip/analyze.py experiments/qk_clip/runs --out experiments/qk_clip --tau 20
+  /usr/bin/python3 experiments/qk_clip/analyze.py experiments/qk_clip/runs/qk_clip --out experiments/qk_clip --tau 30
 
 Writes results.md (the table the README quotes), max_logits.png (every head's max logit over steps,
 seed 1, per attention type and arm) and loss_curves.png (train and val loss, mean over seeds).
@@ -24,15 +24,17 @@ LABEL = {"adamw": "AdamW (baseline)", "muon": "Muon, no clip", "muon_clip": "Muo
 def load(runs):
     out = {}
     for d in sorted(glob.glob(os.path.join(runs, "*_s*"))):
-        m = re.match(r"(mla|mha)_(adamw|muon_clip|muon)_s(\d+)$", os.path.basename(d))
+        m = re.match(r"attention\.type=(mla|mha),optimizer\.name=(adamw|muon),train\.qk_clip\.enabled=(true|false),"
+                     r"seed=(\d+)$", os.path.basename(d))
         if not m:
             continue
+        arm = "muon_clip" if m.group(3) == "true" else m.group(2)
         with h5py.File(os.path.join(d, "metrics.h5"), "r") as f:
             r = dict(status=f.attrs["status"], git=f.attrs["git_commit"], step=f["train/step"][:],
                      loss=f["train/loss"][:], estep=f["eval/step"][:], eval_train=f["eval/train_loss"][:],
                      eval_val=f["eval/val_loss"][:], astep=f["attention/step"][:],
                      ml=f["attention/max_logits"][:], clipped=f["attention/clipped_heads"][:])
-        out[(m.group(1), m.group(2), int(m.group(3)))] = r
+        out[(m.group(1), arm, int(m.group(4)))] = r
     return out
 
 
@@ -48,7 +50,7 @@ def main():
     ap.add_argument("runs")
     ap.add_argument("--out", default=".")
     ap.add_argument("--tau", type=float, required=True)
-    ap.add_argument("--muon-lr", type=float, default=None)
+    ap.add_argument("--muon-lr", type=float, default=0.05)
     a = ap.parse_args()
     R = load(a.runs)
     if not R:

@@ -92,3 +92,28 @@ TEST_CASE("gemm: operands converted once (PackedOperands) give the bits of conve
         CHECK(got != want);
       }
 }
+
+TEST_CASE("gemm_batched: each product of the batch equals the reference, every transpose, f32 and bf16", "[kernels]") {
+  const int64_t batch = 3, M = 5, N = 4, K = 7;
+  for (auto precision : {kernels::MatmulPrecision::f32, kernels::MatmulPrecision::bf16})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (bool acc : {false, true}) {
+          INFO("bf16 " << (precision == kernels::MatmulPrecision::bf16) << " ta " << ta << " tb " << tb << " acc " << acc);
+          testing::PrecisionScope ps(precision);
+          // Matrices spaced apart (stride larger than the matrix) to check the strides are used.
+          const int64_t sa = M * K + 3, sb = K * N + 5, sc = M * N + 2;
+          const Vec A = testing::randn(batch * sa, 1), B = testing::randn(batch * sb, 2), C0 = testing::randn(batch * sc, 3);
+          std::vector<float> a(A.begin(), A.end()), b(B.begin(), B.end()), c(C0.begin(), C0.end());
+          kernels::gemm_batched(batch, ta, tb, M, N, K, a.data(), ta ? M : K, sa, b.data(), tb ? K : N, sb, c.data(), N,
+                                sc, acc);
+          for (int64_t i = 0; i < batch; ++i) {
+            const Vec Ai(A.begin() + i * sa, A.begin() + i * sa + M * K), Bi(B.begin() + i * sb, B.begin() + i * sb + K * N),
+                Ci(C0.begin() + i * sc, C0.begin() + i * sc + M * N);
+            const Vec want = reference(Ai, Bi, Ci, M, N, K, ta, tb, acc, precision == kernels::MatmulPrecision::bf16);
+            CHECK(testing::rel_err(Vec(c.begin() + i * sc, c.begin() + i * sc + M * N), want) <= 1e-5);
+            // The gaps between matrices are never written.
+            if (i + 1 < batch) CHECK(c[size_t(i * sc + M * N)] == float(C0[size_t(i * sc + M * N)]));
+          }
+        }
+}
