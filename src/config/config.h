@@ -154,6 +154,12 @@ struct LoadedConfig {
 // Reads `path` (following base_config chains), then applies "key.path=value" overrides, then
 // runs the cross-key checks.
 LoadedConfig load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// NOTE [relative paths]: a relative data.path is relative to the working directory of the command
+// that loads the config. Everything a run stores (config.yaml, the run log's and the checkpoint's
+// config, a sweep's point.yaml) holds it made absolute by this function, so eval, sample, grads, a
+// resume or a Slurm task read the same file from any working directory. run.out_dir stays as
+// written: relative to the working directory (a sweep's emitted scripts cd to where they were made).
+LoadedConfig with_absolute_data_path(LoadedConfig c);
 // The schema defaults, as if loaded from an empty file.
 LoadedConfig default_config();
 // Parses YAML text (e.g. a checkpoint's stored resolved_yaml); `origin_name` names it in errors

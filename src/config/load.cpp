@@ -294,6 +294,17 @@ LoadedConfig load_config(const std::string& path, const std::vector<std::string>
   return l.finish(path, overrides);
 }
 
+LoadedConfig with_absolute_data_path(LoadedConfig c) {
+  if (c.cfg.data.path.empty() || fs::path(c.cfg.data.path).is_absolute()) return c;
+  c.cfg.data.path = fs::absolute(c.cfg.data.path).lexically_normal().string();
+  const size_t header_end = c.resolved_yaml.find('\n');
+  const std::string header = c.resolved_yaml.rfind("#", 0) == 0 && header_end != std::string::npos
+                                 ? c.resolved_yaml.substr(0, header_end + 1)
+                                 : "";
+  c.resolved_yaml = header + config::emit_yaml(c.cfg, false);
+  return c;
+}
+
 LoadedConfig default_config() { return Loader{}.finish("schema defaults", {}); }
 
 LoadedConfig config_from_yaml_text(const std::string& yaml_text, const std::string& origin_name,

@@ -255,7 +255,7 @@ std::vector<KeyDef> build_schema() {
   key(KEY(run, seed), 1337, int_at_least(0), "seed for init, batches, dropout");
 
   key(KEY(data, path), "data/tinyshakespeare.txt", any_text(),
-      "any UTF-8 or byte text file; a relative path is relative to the current directory");
+      "any UTF-8 or byte text file; relative to the working directory, stored absolute in a run's files");
   key(KEY(data, val_fraction), 0.1, open_unit(), "tail fraction of the corpus held out for validation");
 
   key(KEY(model, n_layer), 4, int_in(1, 1024), "transformer blocks");

@@ -254,7 +254,7 @@ LoadedConfig point_config(const SweepFile& s, const SweepPoint& p) {
   overrides.push_back("run.name=" + p.name);
   overrides.push_back("run.out_dir=" + sweep_dir(s));
   try {
-    return load_config(s.base, overrides);
+    return with_absolute_data_path(load_config(s.base, overrides));
   } catch (const ConfigError& e) {
     // An override's error names the override: point at the sweep file's line instead.
     const std::string msg = e.what();

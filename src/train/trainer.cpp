@@ -38,7 +38,8 @@ std::string format_eta(double seconds) {
 
 }  // namespace
 
-TrainResult train(const LoadedConfig& cfg_in, const TrainOptions& opt) {
+TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt) {
+  const LoadedConfig cfg_in = with_absolute_data_path(cfg_given);  // NOTE [relative paths]
   const RunConfig& cfg = cfg_in.cfg;
   const int threads = apply_runtime(cfg);
   auto session = Session::from_config(cfg_in);

@@ -242,3 +242,21 @@ TEST_CASE("sample without --prompt works for a corpus without newlines", "[cli][
   INFO(s.all());
   CHECK(s.exit_code == 0);
 }
+
+// NOTE [relative paths]: a relative data.path means the working directory of the command that
+// loaded the config; what the run stores holds it absolute, so the checkpoint works from anywhere.
+TEST_CASE("a relative data.path is stored absolute: the checkpoint evaluates from another directory", "[cli][paths]") {
+  TempDir dir;
+  const std::string cfg = write_tiny_config(dir, 3);
+  const auto cwd = std::filesystem::current_path();
+  std::filesystem::current_path(dir.path());
+  const TrainResult r = train(load_config(cfg, {"run.name=rel", "data.path=corpus.txt", "run.out_dir=" + dir.file("runs")}),
+                              quiet_options());
+  std::filesystem::current_path("/");
+  const std::string stored = read_text(dir.file("runs/rel/config.yaml"));
+  CHECK(contains(stored, "path: " + dir.file("corpus.txt")));
+  auto session = Session::from_checkpoint(r.checkpoint_path, {}, /*load_data=*/true);
+  CHECK(session->config.cfg.data.path == dir.file("corpus.txt"));
+  CHECK(session->corpus->tokens.size() > 0);
+  std::filesystem::current_path(cwd);
+}
