@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tables and plots of the query-scaling grid (experiments/query_scaling/run.sh).
+"""Tables and plots of the query-scaling grid (experiments/query_scaling/sweep.yaml, sweep_h8.yaml).
 
   python3 experiments/query_scaling/analyze.py experiments/query_scaling/runs --out experiments/query_scaling
 
@@ -14,6 +14,7 @@ import sys
 
 import h5py
 import numpy as np
+import yaml
 
 # Optimizer arms: the default model (4 heads, d_head 32) and the 8-head variant (d_head 16).
 # adafactor: step size 5e-2 on the warm-up + cosine schedule; adafactor_rel: the relative step
@@ -22,13 +23,24 @@ OPTS = ["adamw", "adafactor", "adafactor_rel", "adamw_h8", "adafactor_h8"]
 PLACEMENTS = ["init", "query", "logits", "both"]
 
 
+def arm_of(cfg):
+    """The optimizer arm of a run, from its resolved config: adamw, adafactor or adafactor_rel, with
+    _h8 for the 8-head model."""
+    arm = cfg["optimizer"]["name"]
+    if arm == "adafactor" and cfg["adafactor"]["relative_step"]:
+        arm = "adafactor_rel"
+    heads = cfg["model"]["n_head"]
+    return arm + (f"_h{heads}" if heads != 4 else "")
+
+
 def load(runs):
+    """Every run under `runs` (the sweeps' directories runs/query_scaling*/<point>/), keyed by
+    (arm, placement, seed) read from each run's stored config."""
     out = {}
-    for d in sorted(glob.glob(os.path.join(runs, "*_s*"))):
-        m = re.match(r"(adamw|adafactor_rel|adafactor)(_h\d+)?_(init|query|logits|both)_s(\d+)$", os.path.basename(d))
-        if not m:
-            continue
+    for d in sorted(glob.glob(os.path.join(runs, "*", "*", "metrics.h5"))):
+        d = os.path.dirname(d)
         with h5py.File(os.path.join(d, "metrics.h5"), "r") as f:
+            cfg = yaml.safe_load(f.attrs["config"])
             if f.attrs["status"] != "completed":
                 print(f"warning: {d} is {f.attrs['status']}, skipped", file=sys.stderr)
                 continue
@@ -39,7 +51,7 @@ def load(runs):
             with h5py.File(ck, "r") as f:
                 r["wq_rms"] = min(float(np.sqrt(np.mean(np.square(f["params"][k][:]))))
                                   for k in f["params"] if k.endswith("attn.wq"))
-        out[(m.group(1) + (m.group(2) or ""), m.group(3), int(m.group(4)))] = r
+        out[(arm_of(cfg), cfg["attention"]["query_scaling"], int(cfg["run"]["seed"]))] = r
     return out
 
 

@@ -27,6 +27,7 @@ std::string esc(const std::string& s) {
 }
 
 std::string num(double v) {
+  if (v == 0) v = 0;  // no "-0" tick label
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.4g", v);
   return buf;
