@@ -100,40 +100,19 @@ Entry& lookup(const Key& k) {
   auto it = be.cache.find(k);
   if (it != be.cache.end()) return *it->second;
   auto e = std::make_unique<Entry>();
-  if (k.batch > 1) {  // gemm_batched: no blocked B
-    auto a_md = batch_desc(k.batch, k.M, k.K, k.lda, k.sa, k.ta, k.bf16);
-    auto b_md = batch_desc(k.batch, k.K, k.N, k.ldb, k.sb, k.tb, k.bf16);
-    auto c_md = batch_desc(k.batch, k.M, k.N, k.ldc, k.sc, false, false);
-    dnnl::primitive_attr attr;
-    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    if (k.acc) {
-      dnnl::post_ops po;
-      po.append_sum(1.0f);
-      attr.set_post_ops(po);
-    }
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, be.eng);
-    e->prim = dnnl::matmul(pd);
-    e->a = dnnl::memory(a_md, be.eng, DNNL_MEMORY_NONE);
-    e->b = dnnl::memory(b_md, be.eng, DNNL_MEMORY_NONE);
-    e->c = dnnl::memory(c_md, be.eng, DNNL_MEMORY_NONE);
-    size_t sp = pd.scratchpad_desc().get_size();
-    e->scratch_buf = sp ? aligned_alloc_bytes(sp) : nullptr;
-    e->scratch = dnnl::memory(pd.scratchpad_desc(), be.eng, e->scratch_buf);
-    e->args[0] = {DNNL_ARG_SRC, e->a.get()};
-    e->args[1] = {DNNL_ARG_WEIGHTS, e->b.get()};
-    e->args[2] = {DNNL_ARG_DST, e->c.get()};
-    e->args[3] = {DNNL_ARG_SCRATCHPAD, e->scratch.get()};
-    be.created++;
-    return *be.cache.emplace(k, std::move(e)).first->second;
-  }
   // bf16 operands are packed dense in their stored layout (a transposed operand stays
   // transposed, so packing reads and writes contiguous rows), except a B that gemm converts itself
   // (b_blocked), which takes the layout oneDNN chooses.
-  auto a_md = k.bf16 ? packed_desc(k.M, k.K, k.ta) : matrix_desc(k.M, k.K, k.lda, k.ta);
-  auto b_md = k.b_blocked ? dnnl::memory::desc({k.K, k.N}, dt::bf16, dnnl::memory::format_tag::any)
-              : k.bf16    ? packed_desc(k.K, k.N, k.tb)
-                          : matrix_desc(k.K, k.N, k.ldb, k.tb);
-  auto c_md = matrix_desc(k.M, k.N, k.ldc, false);
+  // gemm_batched: [batch, rows, cols] descriptors, no blocked B.
+  auto a_md = k.batch > 1 ? batch_desc(k.batch, k.M, k.K, k.lda, k.sa, k.ta, k.bf16)
+              : k.bf16    ? packed_desc(k.M, k.K, k.ta)
+                          : matrix_desc(k.M, k.K, k.lda, k.ta);
+  auto b_md = k.batch > 1 ? batch_desc(k.batch, k.K, k.N, k.ldb, k.sb, k.tb, k.bf16)
+              : k.b_blocked ? dnnl::memory::desc({k.K, k.N}, dt::bf16, dnnl::memory::format_tag::any)
+              : k.bf16      ? packed_desc(k.K, k.N, k.tb)
+                            : matrix_desc(k.K, k.N, k.ldb, k.tb);
+  auto c_md = k.batch > 1 ? batch_desc(k.batch, k.M, k.N, k.ldc, k.sc, false, false)
+                          : matrix_desc(k.M, k.N, k.ldc, false);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (k.acc) {
