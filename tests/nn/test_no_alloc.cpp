@@ -18,10 +18,18 @@
 #include "optim/optimizer.h"
 #include "testing/gradcheck.h"
 
+// AddressSanitizer owns operator new and delete (it tracks which allocator made each block): under
+// it the count is not taken, and the primitive and arena checks still run.
 namespace {
 std::atomic<bool> g_counting{false};
 std::atomic<long> g_allocations{0}, g_onednn_allocations{0};
+}  // namespace
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kCountAllocations = false;
+#else
+constexpr bool kCountAllocations = true;
+namespace {
 // True when a frame of the current call stack is inside libdnnl.
 bool called_from_onednn() {
   static const void* dnnl_base = [] {
@@ -39,12 +47,6 @@ bool called_from_onednn() {
 }
 }  // namespace
 
-// AddressSanitizer owns operator new and delete (it tracks which allocator made each block): under
-// it the count is not taken, and the primitive and arena checks still run.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kCountAllocations = false;
-#else
-constexpr bool kCountAllocations = true;
 // The replacement new uses malloc, so free is the matching release.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 void* operator new(std::size_t n) {
