@@ -17,6 +17,7 @@
 #include "io/run_log.h"
 #include "train/bench.h"
 #include "train/sample.h"
+#include "train/distributed.h"
 #include "train/session.h"
 #include "train/setup.h"
 #include "train/trainer.h"
@@ -209,7 +210,7 @@ Command add_bench(CLI::App& app, const Globals& g) {
   return {sub, [a, &g] {
             LoadedConfig cfg = load_config(a->config, a->overrides);
             BenchResult r = bench(cfg, a->steps, a->warmup);
-            std::printf("%s\n", a->json ? bench_json(r).c_str() : bench_text(r).c_str());
+            if (dist::root()) std::printf("%s\n", a->json ? bench_json(r).c_str() : bench_text(r).c_str());
             return kExitOk;
           }};
 }

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "train/distributed.h"
 #include "util/check.h"
 #include "util/log.h"
 
@@ -34,6 +35,10 @@ int main(int argc, char** argv) {
     return rc == 0 ? attnlab::kExitOk : attnlab::kExitUsage;
   }
   attnlab::log::init(globals.quiet);
+  attnlab::dist::init(&argc, &argv);  // a no-op unless built with MPI and started by mpirun
+  struct Finalize {
+    ~Finalize() { attnlab::dist::finalize(); }
+  } finalize;
   try {
     for (auto& c : commands)
       if (c.app->parsed()) return c.run();

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/gemm.h"
+#include "train/distributed.h"
 #include "train/session.h"
 #include "train/setup.h"
 #include "train/step.h"
@@ -32,7 +33,8 @@ BenchResult bench(const LoadedConfig& cfg_in, int steps, int warmup) {
     if (p->name != "pos_emb") n += p->numel();
   r.params = 0;
   for (const Param* p : s.store.params()) r.params += p->numel();
-  r.tokens_per_step = int64_t(c.train.batch_size) * c.model.context * c.train.grad_accum;
+  // Over MPI a step trains every rank's share (train/distributed.h).
+  r.tokens_per_step = int64_t(c.train.batch_size) * c.model.context * c.train.grad_accum * dist::size();
   // Model FLOPs per token, counted as the PyTorch peer counts them: 6 per parameter but the position
   // table, and the attention products 6·layers·context·heads·(d_qk + d_v) (12·layers·context·d_model
   // for MHA with d_head = d_model / n_head).

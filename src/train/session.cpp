@@ -1,9 +1,12 @@
 #include "train/session.h"
 
+#include "train/distributed.h"
+
 #include <cmath>
 
 #include "autograd/tape.h"
 #include "io/checkpoint.h"
+#include "train/distributed.h"
 #include "train/setup.h"
 #include "util/check.h"
 #include "util/version.h"
@@ -145,12 +148,16 @@ double Session::evaluate(std::span<const int32_t> tokens, const std::string& str
   NoGrad no_grad;
   ArenaScope scope(eval_arena_);
   double total = 0;
+  // Over MPI each rank evaluates its share of the batches one process with world·B sequences
+  // draws, and the ranks' means are averaged: the same number as that process (train/distributed.h).
+  const int world = dist::size();
+  const int64_t share = int64_t(dist::rank()) * B * T;
   for (int i = 0; i < iters; ++i) {
     eval_arena_.reset();
-    const Batch b = draw_batch(sampler, B, T);
-    total += model->loss(b.x, b.y, B, T).item();
+    const Batch b = draw_batch(sampler, B * world, T);
+    total += model->loss(b.x + share, b.y + share, B, T).item();
   }
-  return total / iters;
+  return dist::mean(total / iters);
 }
 
 }  // namespace attnlab

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "train/distributed.h"
 #include "util/check.h"
 #include "util/profile.h"
 
@@ -26,12 +27,15 @@ StepResult Stepper::step() {
   s_.store.zero_grad();
   std::fill(max_logits_.begin(), max_logits_.end(), -std::numeric_limits<float>::infinity());
   double loss_sum = 0;
+  const int world = dist::size();
   for (int micro = 0; micro < accum; ++micro) {
     arena_.reset();
-    const Batch b = draw_batch(sampler_, B, T);
-    Tensor loss = s_.model->loss(b.x, b.y, B, T, uint64_t(cfg.run.seed), uint64_t(step * accum + micro));
+    // Over MPI: the batch of one process with world·B sequences; this rank trains on its share.
+    const Batch b = draw_batch(sampler_, B * world, T);
+    const int64_t share = int64_t(dist::rank()) * B * T;
+    Tensor loss = s_.model->loss(b.x + share, b.y + share, B, T, uint64_t(cfg.run.seed), uint64_t(step * accum + micro));
     const float l = loss.item();
-    if (!std::isfinite(l)) {
+    if (!std::isfinite(l) && world == 1) {  // over MPI the non-finite mean is caught after the allreduce
       tape_.clear();
       r.loss = l;
       r.diverged = detail::concat("non-finite loss (", l, ") at step ", step + 1);
@@ -45,6 +49,16 @@ StepResult Stepper::step() {
   r.loss = loss_sum / accum;
   PhaseScope optimizer_phase(Phase::optimizer);
   s_.store.settle_grads();
+  if (world > 1) {
+    // One allreduce over the contiguous gradient block: every rank then takes the same step.
+    dist::mean_inplace(s_.store.grad(), s_.store.total());
+    dist::max_inplace(max_logits_.data(), int64_t(max_logits_.size()));
+    r.loss = dist::mean(r.loss);
+    if (!std::isfinite(r.loss)) {
+      r.diverged = detail::concat("non-finite loss (", r.loss, ") at step ", step + 1);
+      return r;
+    }
+  }
   // A non-finite gradient makes the norm non-finite: scan for its name only then.
   r.grad_norm = global_grad_norm(s_.store);
   if (!std::isfinite(r.grad_norm)) {

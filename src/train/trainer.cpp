@@ -1,5 +1,7 @@
 #include "train/trainer.h"
 
+#include <optional>
+
 #include <unistd.h>
 
 #include <cmath>
@@ -12,6 +14,7 @@
 #include "io/atomic_file.h"
 #include "io/run_lock.h"
 #include "io/run_log.h"
+#include "train/distributed.h"
 #include "train/sample.h"
 #include "train/session.h"
 #include "train/setup.h"
@@ -38,7 +41,11 @@ std::string format_eta(double seconds) {
 
 }  // namespace
 
-TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt) {
+TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt_given) {
+  // Over MPI only rank 0 prints and writes the run's files (train/distributed.h).
+  TrainOptions opt = opt_given;
+  opt.quiet = opt.quiet || !dist::root();
+  const bool writer = dist::root();
   const LoadedConfig cfg_in = with_absolute_data_path(cfg_given);  // NOTE [relative paths]
   const RunConfig& cfg = cfg_in.cfg;
   const int threads = apply_runtime(cfg);
@@ -55,23 +62,30 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt) {
   TrainResult res;
   namespace fs = std::filesystem;
   const fs::path run_dir = fs::path(cfg.run.out_dir) / cfg.run.name;
-  std::error_code ec;
-  fs::create_directories(run_dir, ec);
-  if (ec) throw Error("cannot create run directory " + run_dir.string() + ": " + ec.message());
   res.run_dir = run_dir.string();
   res.metrics_path = (run_dir / "metrics.h5").string();
   res.checkpoint_path = (run_dir / "checkpoint.h5").string();
-  const RunLock lock(res.run_dir);  // NOTE [run liveness]: held until train() returns or the process dies
-  write_file_atomic((run_dir / "config.yaml").string(), cfg_in.resolved_yaml);
+  std::optional<RunLock> lock;  // NOTE [run liveness]: held until train() returns or the process dies
+  if (writer) {
+    std::error_code ec;
+    fs::create_directories(run_dir, ec);
+    if (ec) throw Error("cannot create run directory " + run_dir.string() + ": " + ec.message());
+    lock.emplace(res.run_dir);
+    write_file_atomic((run_dir / "config.yaml").string(), cfg_in.resolved_yaml);
+  }
 
   RunLogMeta meta{cfg_in.resolved_yaml, uint64_t(cfg.run.seed), kVersion, kGitCommit, cfg.model.n_layer,
                   cfg.model.n_head};
-  RunLog runlog = resuming ? RunLog::resume(res.metrics_path, meta, s.progress.step) : RunLog(res.metrics_path, meta);
+  RunLog runlog = resuming && writer ? RunLog::resume(res.metrics_path, meta, s.progress.step)
+                                     : RunLog(res.metrics_path, meta);
+  auto flush = [&] {
+    if (writer) runlog.flush();
+  };
   runlog.set_status("running");
-  runlog.flush();
+  flush();
 
   const int B = cfg.train.batch_size, T = cfg.model.context, accum = cfg.train.grad_accum;
-  const int64_t total = cfg.train.steps, tokens_per_step = int64_t(B) * T * accum;
+  const int64_t total = cfg.train.steps, tokens_per_step = int64_t(B) * T * accum * dist::size();
   if (!opt.quiet) {
     log::info("attnlab {} ({}), {} threads", kVersion, kGitCommit, threads);
     log::info("data {}: {} tokens, vocabulary {}, train {} / val {}", s.corpus->path, s.corpus->tokens.size(),
@@ -101,7 +115,7 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt) {
   };
   auto diverge = [&](const std::string& what) {
     runlog.set_status("diverged");
-    runlog.flush();
+    flush();
     if (opt.live_progress && !opt.quiet) std::fprintf(stderr, "\n");
     throw DivergedError(what + " (run log: " + res.metrics_path + ")");
   };
@@ -129,7 +143,8 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt) {
     res.losses.push_back(loss);
 
     const bool last = s.progress.step == total;
-    const bool stop = interrupt_requested() || (opt.stop_after >= 0 && s.progress.step >= opt.stop_after);
+    // Every rank stops at the same step (a signal may reach the ranks a step apart).
+    const bool stop = dist::any(interrupt_requested() || (opt.stop_after >= 0 && s.progress.step >= opt.stop_after));
     // Log points depend on the step only (not on where a run was stopped), so a resumed run's log
     // equals the straight run's.
     const bool log_point = s.progress.step % cfg.train.log_interval == 0 || last;
@@ -147,15 +162,15 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt) {
           log::info("step {}/{} loss {:.4f} lr {:.2e} grad_norm {:.3f} {:.0f} tok/s ETA {}", step + 1, total, loss, lr,
                     grad_norm, tok_s, format_eta(eta));
       }
-      runlog.flush();
+      flush();
       interval_seconds = 0;
       interval_steps = 0;
     } else if (stop) {
-      runlog.flush();
+      flush();
     }
     if (s.progress.step % cfg.eval.interval == 0 || last) evaluate(s.progress.step, true);
     const bool ckpt = cfg.train.checkpoint_interval > 0 && s.progress.step % cfg.train.checkpoint_interval == 0;
-    if (ckpt || last || stop) s.save_checkpoint(res.checkpoint_path);
+    if ((ckpt || last || stop) && writer) s.save_checkpoint(res.checkpoint_path);
     if (stop && !last) {
       res.status = TrainResult::interrupted;
       break;
@@ -168,7 +183,7 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt) {
     evaluate(s.progress.step, /*log=*/false);  // the log already holds this evaluation
   }
   runlog.set_status(res.status == TrainResult::completed ? "completed" : "interrupted");
-  runlog.flush();
+  flush();
 
   if (cfg.eval.sample_tokens > 0 && res.status == TrainResult::completed) {
     SampleOptions so;
