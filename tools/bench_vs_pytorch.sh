@@ -36,13 +36,7 @@ case "$attn" in mha|mla) ;; *) echo "bench_vs_pytorch: --attn must be mha or mla
 case "$optimizer" in adamw|muon) ;; *) echo "bench_vs_pytorch: --optimizer must be adamw or muon, got $optimizer" >&2; exit 2 ;; esac
 [ -f "$peer" ] || { echo "bench_vs_pytorch: peer script $peer not found (use --peer PATH)" >&2; exit 2; }
 
-missing=()
-for p in python3-torch libopenblas0-pthread; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+bash "$root/tools/apt_install.sh" python3-torch libopenblas0-pthread
 bash "$root/tools/setup.sh" >/dev/null
 
 declare -A steps=([cpu-small]=60 [mid]=25 [baby-gpt]=12)

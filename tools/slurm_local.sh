@@ -28,13 +28,7 @@ case "$cmd" in
   *) echo "slurm_local.sh: start or stop, got $cmd" >&2; exit 2 ;;
 esac
 
-missing=()
-for p in slurm-wlm munge; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
-fi
+bash "$(dirname "$0")/apt_install.sh" slurm-wlm munge
 
 host=$(hostname -s)
 cpus=$(nproc)

@@ -6,13 +6,7 @@
 #   tools/test_mpi.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-missing=()
-for p in libopenmpi-dev openmpi-bin; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+bash "$root/tools/apt_install.sh" libopenmpi-dev openmpi-bin
 cmake -S "$root" -B "$root/build-mpi" -DCMAKE_BUILD_TYPE=Release -DATTNLAB_MPI=ON -DATTNLAB_TESTS=OFF >/dev/null
 cmake --build "$root/build-mpi" -j "$(nproc)" --target attnlab
 bin="$root/build-mpi/attnlab"

@@ -201,36 +201,25 @@ SweepFile load_sweep(const std::string& path) {
 }
 
 std::vector<SweepPoint> sweep_points(const SweepFile& s) {
-  // Rows of (key, value) for the grid product, then each zip row, then each seed.
-  std::vector<std::vector<std::pair<const SweepAxis*, const SweepValue*>>> rows{{}};
-  for (const SweepAxis& a : s.grid) {
-    std::vector<std::vector<std::pair<const SweepAxis*, const SweepValue*>>> next;
-    for (const auto& r : rows)
-      for (const SweepValue& v : a.values) {
+  // Rows of (axis, value): every row times each of n choices, choice i appending its values.
+  using Row = std::vector<std::pair<const SweepAxis*, const SweepValue*>>;
+  std::vector<Row> rows{{}};
+  auto extend = [&rows](size_t n, const auto& append) {
+    std::vector<Row> next;
+    for (const Row& r : rows)
+      for (size_t i = 0; i < n; ++i) {
         next.push_back(r);
-        next.back().push_back({&a, &v});
+        append(i, next.back());
       }
     rows = std::move(next);
-  }
-  if (!s.zip.empty()) {
-    std::vector<std::vector<std::pair<const SweepAxis*, const SweepValue*>>> next;
-    for (const auto& r : rows)
-      for (size_t i = 0; i < s.zip.front().values.size(); ++i) {
-        next.push_back(r);
-        for (const SweepAxis& a : s.zip) next.back().push_back({&a, &a.values[i]});
-      }
-    rows = std::move(next);
-  }
+  };
+  for (const SweepAxis& a : s.grid) extend(a.values.size(), [&](size_t i, Row& r) { r.push_back({&a, &a.values[i]}); });
+  if (!s.zip.empty())
+    extend(s.zip.front().values.size(), [&](size_t i, Row& r) {
+      for (const SweepAxis& a : s.zip) r.push_back({&a, &a.values[i]});
+    });
   static const SweepAxis seed_axis{"run.seed", {}};
-  if (!s.seeds.empty()) {
-    std::vector<std::vector<std::pair<const SweepAxis*, const SweepValue*>>> next;
-    for (const auto& r : rows)
-      for (const SweepValue& v : s.seeds) {
-        next.push_back(r);
-        next.back().push_back({&seed_axis, &v});
-      }
-    rows = std::move(next);
-  }
+  if (!s.seeds.empty()) extend(s.seeds.size(), [&](size_t i, Row& r) { r.push_back({&seed_axis, &s.seeds[i]}); });
   std::vector<SweepPoint> out;
   for (const auto& r : rows) {
     SweepPoint p;
