@@ -64,7 +64,7 @@ void newton_schulz5(float* o, const float* u, int64_t rows, int64_t cols, int st
   else kernels::transpose(o, cols, x, n, m, n);  // o [rows, cols] = xᵀ
 }
 
-Muon::Muon(ParamStore& store, MuonConfig cfg) : Optimizer(store, cfg.decay_roles), cfg_(std::move(cfg)) {
+Muon::Muon(ParamStore& store, MuonConfig cfg) : Optimizer(store, cfg.adamw.decay_roles), cfg_(std::move(cfg)) {
   ATTN_CHECK(cfg_.ns_steps >= 0, "muon: ns_steps must be >= 0");
   int64_t total = 0;
   const auto& ps = store.params();
@@ -121,7 +121,7 @@ std::vector<Optimizer::Slot> Muon::slots() {
 
 void Muon::step(float lr) {
   ++t_;
-  const float b1 = cfg_.beta1, b2 = cfg_.beta2;
+  const float b1 = cfg_.adamw.beta1, b2 = cfg_.adamw.beta2;
   const float bc1 = 1.f - std::pow(b1, float(t_)), bc2_sqrt = std::sqrt(1.f - std::pow(b2, float(t_)));
   const float eta = lr * cfg_.lr_ratio, mu = cfg_.momentum;
   const bool nesterov = cfg_.nesterov;
@@ -131,8 +131,8 @@ void Muon::step(float lr) {
     if (p->frozen || takes_muon(*p)) continue;
     const int64_t n = p->numel();
     float* s = block_ + state_[i];
-    adamw_update(p->data, p->grad, s, s + n, n, b1, b2, cfg_.eps, lr / bc1, bc2_sqrt,
-                 decays_[i] ? 1.f - lr * cfg_.weight_decay : 1.f);
+    adamw_update(p->data, p->grad, s, s + n, n, b1, b2, cfg_.adamw.eps, lr / bc1, bc2_sqrt,
+                 decays_[i] ? 1.f - lr * cfg_.adamw.weight_decay : 1.f);
   }
   for (Group& g : groups_) {
     const int64_t mn = g.m * g.n;
@@ -160,7 +160,7 @@ void Muon::step(float lr) {
         kernels::transpose(tmp, C, o, R, C, R);
         o = tmp;
       }
-      const float decay = decays_[g.params[k]] ? 1.f - eta * cfg_.weight_decay : 1.f;
+      const float decay = decays_[g.params[k]] ? 1.f - eta * cfg_.adamw.weight_decay : 1.f;
       const float step = eta * 0.2f * std::sqrt(float(std::max(R, C)));
       float* w = p->data;
 #pragma omp parallel for simd if (mn > kernels::kParallelMin)

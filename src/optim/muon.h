@@ -23,10 +23,9 @@ struct MuonConfig {
   float momentum = 0.95f;
   bool nesterov = true;
   int ns_steps = 5;
-  float weight_decay = 0.1f;
-  // AdamW for the parameters Muon does not take.
-  float beta1 = 0.9f, beta2 = 0.99f, eps = 1e-8f;
-  std::vector<Role> decay_roles{Role::matrix};
+  // The AdamW of the parameters Muon does not take; its weight decay and decay roles apply to
+  // Muon's matrices too.
+  AdamWConfig adamw;
 };
 
 // NS5 in place on `batch` matrices [m, n] (m <= n) stored one after another in x; each is first

@@ -69,17 +69,19 @@ std::unique_ptr<Optimizer> make_optimizer(const RunConfig& cfg, ParamStore& stor
                                         {"embedding", Role::embedding},
                                         {"gain", Role::gain},
                                         {"bias", Role::bias}}));
+  AdamWConfig adamw;  // AdamW itself, and Muon's AdamW group
+  adamw.beta1 = float(o.beta1);
+  adamw.beta2 = float(o.beta2);
+  adamw.eps = float(o.eps);
+  adamw.weight_decay = float(o.weight_decay);
+  adamw.decay_roles = decay_roles;
   if (o.name == "muon") {
     MuonConfig c;
     c.lr_ratio = float(cfg.muon.lr / o.lr);
     c.momentum = float(cfg.muon.momentum);
     c.nesterov = cfg.muon.nesterov;
     c.ns_steps = cfg.muon.ns_steps;
-    c.weight_decay = float(o.weight_decay);
-    c.beta1 = float(o.beta1);
-    c.beta2 = float(o.beta2);
-    c.eps = float(o.eps);
-    c.decay_roles = decay_roles;
+    c.adamw = adamw;
     return std::make_unique<Muon>(store, c);
   }
   if (o.name == "adafactor") {
@@ -99,13 +101,7 @@ std::unique_ptr<Optimizer> make_optimizer(const RunConfig& cfg, ParamStore& stor
   }
   ATTN_CHECK(o.name == "adamw", "config key optimizer.name: the schema allows \"", o.name,
              "\" but setup maps no optimizer to it");
-  AdamWConfig c;
-  c.beta1 = float(o.beta1);
-  c.beta2 = float(o.beta2);
-  c.eps = float(o.eps);
-  c.weight_decay = float(o.weight_decay);
-  c.decay_roles = decay_roles;
-  return std::make_unique<AdamW>(store, c);
+  return std::make_unique<AdamW>(store, adamw);
 }
 
 Schedule make_schedule(const RunConfig& cfg) {

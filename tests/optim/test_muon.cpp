@@ -145,11 +145,11 @@ TEST_CASE("muon: steps of matrices and of the AdamW parameters match a scalar im
     cfg.lr_ratio = 15.f;
     cfg.momentum = 0.9f;
     cfg.nesterov = nesterov;
-    cfg.weight_decay = 0.2f;
-    cfg.beta1 = 0.8f;
-    cfg.beta2 = 0.95f;
-    cfg.eps = 1e-6f;
-    cfg.decay_roles = {Role::matrix, Role::embedding};
+    cfg.adamw.weight_decay = 0.2f;
+    cfg.adamw.beta1 = 0.8f;
+    cfg.adamw.beta2 = 0.95f;
+    cfg.adamw.eps = 1e-6f;
+    cfg.adamw.decay_roles = {Role::matrix, Role::embedding};
     Muon opt(s, cfg);
     std::map<std::string, Mat> w, buf, m, v;
     for (const Param* p : s.params()) {
