@@ -44,6 +44,14 @@ struct AttentionScale {
   bool operator==(const AttentionScale&) const = default;
 };
 
+// The block softmax (src/ops/attention.h, docs/learned_softmax.md).
+struct BlockSoftmaxSection {
+  std::string mode;  // exact | none | learned
+  int blocks{};      // key blocks over the context; 1 with exact: the plain softmax
+  bool per_head{};   // learned: one scale tensor per head
+  bool operator==(const BlockSoftmaxSection&) const = default;
+};
+
 struct AttentionSection {
   std::string type;           // mha | mla (sizes in MlaSection)
   std::string kernel;         // flash
@@ -51,6 +59,7 @@ struct AttentionSection {
   AttentionScale scale;
   int n_kv_heads{};           // 0: n_head (use resolved_n_kv_heads)
   double softcap{};           // 0: off
+  BlockSoftmaxSection block_softmax;
   bool operator==(const AttentionSection&) const = default;
 };
 
@@ -108,6 +117,8 @@ struct TrainSection {
   int log_interval{};
   int checkpoint_interval{};  // 0: only at the end
   std::vector<std::string> freeze;  // glob patterns of parameter names not trained
+  std::vector<std::string> trainable;  // when not empty: only parameters matching one of these train
+  std::string init_from;  // checkpoint whose parameters initialise the model ("": none)
   QkClipSection qk_clip;
   bool operator==(const TrainSection&) const = default;
 };
@@ -154,8 +165,8 @@ struct LoadedConfig {
 // Reads `path` (following base_config chains), then applies "key.path=value" overrides, then
 // runs the cross-key checks.
 LoadedConfig load_config(const std::string& path, const std::vector<std::string>& overrides = {});
-// NOTE [relative paths]: a relative data.path is relative to the working directory of the command
-// that loads the config. Everything a run stores (config.yaml, the run log's and the checkpoint's
+// NOTE [relative paths]: a relative data.path (or train.init_from) is relative to the working
+// directory of the command that loads the config. Everything a run stores (config.yaml, the run log's and the checkpoint's
 // config, a sweep's point.yaml) holds it made absolute by this function, so eval, sample, grads, a
 // resume or a Slurm task read the same file from any working directory. run.out_dir stays as
 // written: relative to the working directory (a sweep's emitted scripts cd to where they were made).

@@ -260,6 +260,14 @@ struct Loader {
     if (!mla && m.n_head % kv != 0)
       fail({"attention.n_kv_heads", "model.n_head"}, "attention.n_kv_heads (" + std::to_string(kv) +
                                                         ") must divide model.n_head (" + std::to_string(m.n_head) + ")");
+    const BlockSoftmaxSection& bs = cfg.attention.block_softmax;
+    if (bs.blocks > m.context)
+      fail({"attention.block_softmax.blocks", "model.context"},
+           "attention.block_softmax.blocks (" + std::to_string(bs.blocks) + ") must be <= model.context (" +
+               std::to_string(m.context) + "): every block holds at least one position");
+    if (bs.per_head && bs.mode != "learned")
+      fail({"attention.block_softmax.per_head", "attention.block_softmax.mode"},
+           "attention.block_softmax.per_head is for mode learned (the mode is " + bs.mode + ")");
     if (cfg.schedule.min_lr > cfg.optimizer.lr)
       fail({"schedule.min_lr", "optimizer.lr"}, "schedule.min_lr (" + fmt(cfg.schedule.min_lr) +
                                                     ") must be <= optimizer.lr (" + fmt(cfg.optimizer.lr) + ")");
@@ -295,8 +303,13 @@ LoadedConfig load_config(const std::string& path, const std::vector<std::string>
 }
 
 LoadedConfig with_absolute_data_path(LoadedConfig c) {
-  if (c.cfg.data.path.empty() || fs::path(c.cfg.data.path).is_absolute()) return c;
-  c.cfg.data.path = fs::absolute(c.cfg.data.path).lexically_normal().string();
+  bool changed = false;
+  for (std::string* p : {&c.cfg.data.path, &c.cfg.train.init_from})
+    if (!p->empty() && !fs::path(*p).is_absolute()) {
+      *p = fs::absolute(*p).lexically_normal().string();
+      changed = true;
+    }
+  if (!changed) return c;
   const size_t header_end = c.resolved_yaml.find('\n');
   const std::string header = c.resolved_yaml.rfind("#", 0) == 0 && header_end != std::string::npos
                                  ? c.resolved_yaml.substr(0, header_end + 1)

@@ -283,6 +283,13 @@ std::vector<KeyDef> build_schema() {
       "rsqrt_dhead = 1/sqrt(d_head), inv_dhead = 1/d_head, or the number itself");
   key(KEY(attention, n_kv_heads), 0, int_at_least(0), "key/value heads; 0 means n_head (MHA), fewer = GQA");
   key(KEY(attention, softcap), 0.0, non_negative(), "tanh soft-cap of the attention logits; 0 = off");
+  key(KEY(attention, block_softmax.mode), "exact", one_of({"exact", "none", "learned"}),
+      "softmax per key block, then: exact = merged by their max/sum statistics (the full softmax); "
+      "none = summed; learned = summed weighted by |softmax_scales[block, position]|");
+  key(KEY(attention, block_softmax.blocks), 1, int_at_least(1),
+      "key blocks the context is cut into (contiguous, sizes differ by at most 1); <= model.context");
+  key(KEY(attention, block_softmax.per_head), false, boolean(),
+      "learned: scales per head [n_head, blocks, context] instead of shared [blocks, context]");
 
   key(KEY(mla, q_lora_rank), 0, int_at_least(0),
       "query low rank: 0 = q from one matrix wq; > 0 = wq_a, RMSNorm, wq_b through this rank");
@@ -334,6 +341,11 @@ std::vector<KeyDef> build_schema() {
   key(KEY(train, log_interval), 10, int_at_least(1), "steps between log lines");
   key(KEY(train, checkpoint_interval), 500, int_at_least(0), "steps between checkpoints; 0 = only at the end");
   key(KEY(train, freeze), {}, globs(), "parameter names not trained");
+  key(KEY(train, trainable), {}, globs(),
+      "when set, only parameters matching one of these train (e.g. [\"*.softmax_scales\"]); freeze still applies");
+  key(KEY(train, init_from), "", any_text(),
+      "checkpoint whose parameters start the run (by name; the model may add parameters it lacks); "
+      "step, optimizer state and data position start fresh; ignored when resuming");
   key(KEY(train, qk_clip.enabled), false, boolean(),
       "QK-Clip after each optimizer step: rescale W_q/W_k heads whose max logit exceeded tau");
   key(KEY(train, qk_clip.tau), 100.0, positive(), "QK-Clip threshold on each head's pre-cap max attention logit");

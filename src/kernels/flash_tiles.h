@@ -121,6 +121,23 @@ inline float exp_shift_sum(float* __restrict s, int64_t n, float m) {
   return sum;
 }
 
+// The same over keys [lo, hi): s[j] = exp(s[j] − m) there, 0 for the other j of the 16-lane chunks
+// that overlap [lo, hi) (none before lo / 16 · 16 or from round_up(hi, 16) on is touched).
+inline float exp_shift_sum_range(float* __restrict s, int64_t lo, int64_t hi, float m) {
+  float lanes[kLanes] = {};
+  for (int64_t j0 = lo / kLanes * kLanes; j0 < hi; j0 += kLanes)
+#pragma omp simd
+    for (int e = 0; e < kLanes; ++e) {
+      const int64_t j = j0 + e;
+      const float x = j >= lo && j < hi ? fast_exp(s[j] - m) : 0.f;
+      s[j] = x;
+      lanes[e] += x;
+    }
+  float sum = 0.f;
+  for (int e = 0; e < kLanes; ++e) sum += lanes[e];
+  return sum;
+}
+
 // dst[0, n) = src, or += src when accumulating into a gradient written before.
 inline void store_row(float* __restrict dst, const float* __restrict src, int64_t n, bool accumulate) {
   if (accumulate) {

@@ -23,7 +23,19 @@ AttentionOptions Attention::options(float* max_logits) const {
   opt.softcap = spec_.softcap;
   opt.kernel = spec_.kernel;
   opt.max_logits = max_logits;
+  opt.block = spec_.block;
+  opt.block.context = spec_.context;
+  if (block_scales_) opt.block_scales = block_scales_->tensor();
   return opt;
+}
+
+void Attention::add_block_scales(const std::string& prefix, ParamStore& store) {
+  const BlockSoftmax& b = spec_.block;
+  ATTN_CHECK(b.blocks >= 1 && b.blocks <= spec_.context, "attention: ", b.blocks,
+             " softmax blocks must be 1 to the context length ", spec_.context);
+  if (b.mode != BlockSoftmaxMode::learned) return;
+  Shape shape = spec_.block_per_head ? Shape{spec_.n_head, b.blocks, spec_.context} : Shape{b.blocks, spec_.context};
+  block_scales_ = store.add(name(prefix, "softmax_scales"), shape, Role::scale, {Init::normal, 1.f});
 }
 
 namespace {
@@ -46,6 +58,7 @@ class MultiHeadAttention final : public Attention {
                     {s.n_head, s.d_head, 0, {}});
     for (int h = 0; h < s.n_head; ++h) targets_.push_back({wq_, QkClipTarget::query, h, "q"});
     for (int g = 0; g < s.n_kv_head; ++g) targets_.push_back({wk_, QkClipTarget::key, g, "k"});
+    add_block_scales(prefix, store);
   }
 
   Tensor forward(const Tensor& h, const uint16_t* h16, int B, int T, float* max_logits) override {
@@ -97,6 +110,7 @@ class LatentAttention final : public Attention {
       targets_.push_back({wq_, QkClipTarget::query_full, h, "q_rope"});  // k^R is shared: never rescaled
       targets_.push_back({wkv_b_, QkClipTarget::key, h, "k_nope"});
     }
+    add_block_scales(prefix, store);
   }
 
   Tensor forward(const Tensor& h, const uint16_t* h16, int B, int T, float* max_logits) override {

@@ -57,6 +57,9 @@ struct AttentionSpec {
   ScalePlan plan;
   float softcap = 0.f;
   AttentionKernel kernel = AttentionKernel::flash;
+  int context = 0;                // positions; the block softmax cuts them into blocks
+  BlockSoftmax block;             // block.context is set from context
+  bool block_per_head = false;    // learned: scales [n_head, N, context] instead of [N, context]
 
   int qk_head_dim() const { return type == AttentionType::mla ? mla.qk_nope_head_dim + mla.qk_rope_head_dim : d_head; }
   int v_head_dim() const { return type == AttentionType::mla ? mla.v_head_dim : d_head; }
@@ -92,8 +95,11 @@ class Attention {
  protected:
   explicit Attention(const AttentionSpec& spec) : spec_(spec) {}
   AttentionOptions options(float* max_logits) const;
+  // The learned block softmax's scales `softmax_scales`, drawn from N(0, 1) as in the source.
+  void add_block_scales(const std::string& prefix, ParamStore& store);
   AttentionSpec spec_;
   Param* wo_ = nullptr;
+  Param* block_scales_ = nullptr;
   std::vector<QkClipTarget> targets_;
 };
 

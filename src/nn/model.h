@@ -48,6 +48,8 @@ struct ModelSpec {
   float attn_scale = 0.f;  // the value s (e.g. 1/√d_head; MLA: 1/√(qk_nope + qk_rope))
   float softcap = 0.f;
   AttentionKernel kernel = AttentionKernel::dense;
+  BlockSoftmax block;           // the block softmax (mode exact, 1 block: the plain softmax)
+  bool block_per_head = false;  // learned scales per head
 };
 
 class Transformer {

@@ -14,6 +14,7 @@ const char* role_name(Role r) {
     case Role::embedding: return "embedding";
     case Role::gain: return "gain";
     case Role::bias: return "bias";
+    case Role::scale: return "scale";
   }
   return "?";
 }
@@ -144,6 +145,20 @@ std::vector<int> ParamStore::freeze(const std::vector<std::string>& patterns) {
         n++;
       }
     counts.push_back(n);
+  }
+  return counts;
+}
+
+std::vector<int> ParamStore::train_only(const std::vector<std::string>& patterns) {
+  std::vector<int> counts(patterns.size(), 0);
+  for (Param* p : sorted_) {
+    bool keep = false;
+    for (size_t i = 0; i < patterns.size(); ++i)
+      if (glob_match(patterns[i], p->name)) {
+        keep = true;
+        counts[i]++;
+      }
+    if (!keep) p->frozen = true;
   }
   return counts;
 }

@@ -17,7 +17,8 @@
 namespace attnlab {
 
 // What a parameter is for: optimizers choose behaviour from this, not from names.
-enum class Role { matrix, embedding, gain, bias };
+// scale: a learned multiplier that is not a norm gain (the block softmax's scales).
+enum class Role { matrix, embedding, gain, bias, scale };
 const char* role_name(Role r);
 
 // A named range inside every head: head h's part covers columns (axis 1) or rows (axis 0)
@@ -104,6 +105,8 @@ class ParamStore {
   // Freezes every parameter whose name matches a glob pattern (* and ?). Returns, per pattern,
   // how many parameters it matched (a pattern matching none is usually a typo).
   std::vector<int> freeze(const std::vector<std::string>& patterns);
+  // Freezes every parameter that matches none of the glob patterns; returns each pattern's matches.
+  std::vector<int> train_only(const std::vector<std::string>& patterns);
   int64_t trainable_count() const;
 
  private:

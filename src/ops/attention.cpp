@@ -22,6 +22,126 @@ const char* kernel_name(AttentionKernel k) {
   return "?";
 }
 
+BlockPlan attn_detail::block_plan(const AttentionOptions& opt, const Dims& d) {
+  BlockPlan bp;
+  bp.shape = opt.block;
+  bp.P = opt.block.context ? opt.block.context : d.S;
+  ATTN_CHECK(bp.P >= d.S, "attention: block softmax over a context of ", bp.P, " positions, but ", d.S, " keys");
+  ATTN_CHECK(opt.block.blocks >= 1 && opt.block.blocks <= bp.P, "attention: block softmax with ", opt.block.blocks,
+             " blocks over ", bp.P, " positions (1 to the context length)");
+  const Tensor& a = opt.block_scales;
+  if (opt.block.mode == BlockSoftmaxMode::learned) {
+    const int64_t N = opt.block.blocks;
+    ATTN_CHECK(a.defined() && a.is_contiguous() &&
+                   ((a.rank() == 2 && a.size(0) == N && a.size(1) == bp.P) ||
+                    (a.rank() == 3 && a.size(0) == d.H && a.size(1) == N && a.size(2) == bp.P)),
+               "attention: learned block softmax needs contiguous scales [", N, ", ", bp.P, "] or [", d.H, ", ", N,
+               ", ", bp.P, "], got ", a.shape);
+    bp.a = a.data;
+    bp.per_head = a.rank() == 3;
+  } else {
+    ATTN_CHECK(!a.defined(), "attention: block scales given, but the block softmax mode is not learned");
+  }
+  return bp;
+}
+
+void attn_detail::store_scale_grads(const Tensor& scales, const float* partial, const BlockPlan& bp, const Dims& d) {
+  const int64_t NP = bp.blocks() * bp.P, heads = bp.per_head ? d.H : 1;
+  float* sum = current_arena().alloc_zeroed(heads * NP);
+  for (int64_t b = 0; b < d.B; ++b)
+    for (int64_t h = 0; h < d.H; ++h) {
+      float* dst = sum + (bp.per_head ? h : 0) * NP;
+      const float* src = partial + (b * d.H + h) * NP;
+      for (int64_t x = 0; x < NP; ++x) dst[x] += src[x];
+    }
+  const GradSink g = scales.grad_out();
+  for (int64_t x = 0; x < heads * NP; ++x) g.ptr[x] = g.accumulate ? g.ptr[x] + sum[x] : sum[x];
+}
+
+namespace {
+
+// Row i's output from its logits s[0, n): p = softmax(s) into s, y = Σ_j p_j v_j (kv head (b, g)).
+void softmax_row(float* yi, float* s, int64_t n, const Tensor& v, int64_t b, int64_t g, const Dims& d) {
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
+  float l = 0.f;
+#pragma omp simd reduction(+ : l)
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] = kernels::fast_exp(s[j] - m);
+    l += s[j];
+  }
+  const float inv_l = 1.f / l;
+  std::fill(yi, yi + d.Dv, 0.f);
+  for (int64_t j = 0; j < n; ++j) {
+    const float pj = s[j] * inv_l;
+    const float* vj = row(v, b, j, g);
+#pragma omp simd
+    for (int64_t e = 0; e < d.Dv; ++e) yi[e] += pj * vj[e];
+    s[j] = pj;
+  }
+}
+
+// The block softmax of row i (query position t, head h): each block's own softmax; y merges their
+// outputs (exact) or sums them weighted (none: 1, learned: |a|). s[0, n) holds the logits on
+// entry and, on return, what backward reads: the full softmax's p (exact) or each block's own p^β.
+// Scratch: ob [Dv], mb [N].
+void block_softmax_row(float* yi, float* s, int64_t n, const Tensor& v, int64_t b, int64_t g, int64_t h, int64_t t,
+                       const BlockPlan& bp, float* ob, float* mb, const Dims& d) {
+  float L = -std::numeric_limits<float>::infinity();
+  std::fill(yi, yi + d.Dv, 0.f);
+  for (int bl = 0; bl < bp.blocks(); ++bl) {
+    const int64_t j0 = bp.start(bl), j1 = std::min(n, bp.start(bl + 1));
+    mb[bl] = -std::numeric_limits<float>::infinity();
+    if (j0 >= j1) continue;
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t j = j0; j < j1; ++j) m = std::max(m, s[j]);
+    float l = 0.f;
+#pragma omp simd reduction(+ : l)
+    for (int64_t j = j0; j < j1; ++j) {
+      s[j] = kernels::fast_exp(s[j] - m);
+      l += s[j];
+    }
+    const float inv_l = 1.f / l;
+    std::fill(ob, ob + d.Dv, 0.f);
+    for (int64_t j = j0; j < j1; ++j) {
+      const float* vj = row(v, b, j, g);
+      const float pj = s[j] * inv_l;
+#pragma omp simd
+      for (int64_t e = 0; e < d.Dv; ++e) ob[e] += pj * vj[e];
+    }
+    if (bp.separate()) {
+      const float w = bp.weight(h, bl, t);
+      for (int64_t e = 0; e < d.Dv; ++e) yi[e] += w * ob[e];
+      for (int64_t j = j0; j < j1; ++j) s[j] *= inv_l;
+    } else {
+      merge_partial_attention(yi, L, ob, m + std::log(l), d.Dv);
+      mb[bl] = m;
+    }
+  }
+  if (!bp.separate())  // p_j = exp(s_j − m_β) · exp(m_β − L), the full softmax
+    for (int bl = 0; bl < bp.blocks(); ++bl) {
+      const int64_t j0 = bp.start(bl), j1 = std::min(n, bp.start(bl + 1));
+      if (j0 >= j1) break;
+      const float c = std::exp(mb[bl] - L);
+      for (int64_t j = j0; j < j1; ++j) s[j] *= c;
+    }
+}
+
+// ds for keys [j0, j1) of one row, into dp (which holds dp_j = dy·v_j on entry): α·ds_j with
+// ds_j = p_j (dp_j − rowdot) (1 − (s_j/c)²) (the cap's factor when cap > 0; s: the capped logits).
+// p: the probabilities times the block's weight.
+inline void grad_logits(float* dp, const float* p, const float* s, int64_t j0, int64_t j1, float rowdot, float alpha,
+                        float cap) {
+#pragma omp simd
+  for (int64_t j = j0; j < j1; ++j) {
+    float ds = p[j] * (dp[j] - rowdot);
+    if (cap > 0.f) ds *= 1.f - (s[j] / cap) * (s[j] / cap);
+    dp[j] = alpha * ds;
+  }
+}
+
+}  // namespace
+
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt) {
   PhaseScope phase(Phase::attention);
   ATTN_CHECK(q.rank() == 4 && k.rank() == 4 && v.rank() == 4, "attention: q ", q.shape, ", k ", k.shape, ", v ",
@@ -40,14 +160,17 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   if (opt.kernel == AttentionKernel::flash) return attention_flash(q, k, v, opt, dd);
   const float alpha = opt.logit_scale, cap = opt.softcap;
   const bool causal = opt.causal;
+  const BlockPlan bp = block_plan(opt, dd);
+  const Tensor scales = opt.block_scales;
 
-  Tensor y = new_output({d.B, d.T, d.H, d.Dv}, needs_grad(q, k, v));
+  Tensor y = new_output({d.B, d.T, d.H, d.Dv}, needs_grad(q, k, v) || scales.requires_grad());
   const bool save = y.requires_grad();
-  // p: [B, H, T, S] softmax probabilities kept for backward (this is the dense kernel).
+  // p: [B, H, T, S] softmax probabilities kept for backward (this is the dense kernel); with
+  // separate block softmaxes, each block's own probabilities (unweighted).
   float* p = save ? current_arena().alloc_floats(d.B * d.H * d.T * d.S) : nullptr;
   const int nt = omp_get_max_threads();
-  // Per thread: Kᵀ [D, S], Vᵀ [Dv, S], and two rows of S.
-  const int64_t scratch_per_thread = (d.D + d.Dv) * d.S + 2 * d.S;
+  // Per thread: Kᵀ [D, S], Vᵀ [Dv, S], three rows of S, a block's output [Dv] and its max [N].
+  const int64_t scratch_per_thread = (d.D + d.Dv) * d.S + 3 * d.S + d.Dv + bp.blocks();
   float* scratch = current_arena().alloc_floats(nt * scratch_per_thread);
   float* head_max = current_arena().alloc_floats(d.B * d.H);
 
@@ -63,23 +186,11 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
         for (int64_t i = 0; i < d.T; ++i) {
           const int64_t n = causal ? i + (d.S - d.T) + 1 : d.S;
           hmax = std::max(hmax, logits_row(s, row(q, b, i, h), kt, n, dd, alpha, cap));
-          float m = -std::numeric_limits<float>::infinity();
-          for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
-          float l = 0.f;
-#pragma omp simd reduction(+ : l)
-          for (int64_t j = 0; j < n; ++j) {
-            s[j] = kernels::fast_exp(s[j] - m);
-            l += s[j];
-          }
-          const float inv_l = 1.f / l;
           float* yi = y.data + ((b * d.T + i) * d.H + h) * d.Dv;
-          std::fill(yi, yi + d.Dv, 0.f);
-          for (int64_t j = 0; j < n; ++j) {
-            const float pj = s[j] * inv_l;
-            const float* vj = row(v, b, j, g);
-#pragma omp simd
-            for (int64_t e = 0; e < d.Dv; ++e) yi[e] += pj * vj[e];
-            s[j] = pj;
+          if (bp.plain()) {
+            softmax_row(yi, s, n, v, b, g, d);
+          } else {
+            block_softmax_row(yi, s, n, v, b, g, h, i + d.S - d.T, bp, s + 3 * d.S, s + 3 * d.S + d.Dv, d);
           }
           if (p) std::memcpy(p + ((b * d.H + h) * d.T + i) * d.S, s, n * sizeof(float));
         }
@@ -89,13 +200,16 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   record_max_logits(opt, head_max, d);
 
   if (save) {
-    record("attention", y, [q, k, v, y, p, scratch, scratch_per_thread, dd, alpha, cap, causal] {
+    record("attention", y, [q, k, v, y, p, scratch, scratch_per_thread, dd, alpha, cap, causal, bp, scales] {
       // fwd: y_i = Σ_j p_ij v_j, p_i = softmax(s_i), s = cap(α q·k)  =>  see ref::attention_bwd
       const Dims& d = dd;
       const float* dy = y.grad_in();
       float* qg = q.grad_accum();
       float* kg = k.grad_accum();
       float* vg = v.grad_accum();
+      // Separate block softmaxes: the scales' gradient per (batch, head), summed after the loop.
+      float* da = bp.a && scales.requires_grad() ? current_arena().alloc_zeroed(d.B * d.H * bp.blocks() * bp.P)
+                                                 : nullptr;
 #pragma omp parallel for collapse(2) schedule(static)
       for (int64_t b = 0; b < d.B; ++b)
         for (int64_t g = 0; g < d.Hkv; ++g) {
@@ -103,6 +217,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
           float* vt = kt + d.D * d.S;
           float* dp = vt + d.Dv * d.S;
           float* s = dp + d.S;
+          float* pw = s + d.S;  // separate blocks: w_β p^β_ij, the weights of dv
           gather_transposed(kt, k, b, g, d);
           gather_transposed(vt, v, b, g, d);
           for (int64_t hh = 0; hh < d.G; ++hh) {
@@ -113,19 +228,31 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
               const float* dyi = dy + ((b * d.T + i) * d.H + h) * d.Dv;
               const float* qi = row(q, b, i, h);
               dot_rows(dp, dyi, vt, n, d.Dv, d);  // dp_j = dy_i · v_j
-              float rowdot = 0.f;
-#pragma omp simd reduction(+ : rowdot)
-              for (int64_t j = 0; j < n; ++j) rowdot += pi[j] * dp[j];
               if (cap > 0.f) logits_row(s, qi, kt, n, d, alpha, cap);  // capped logits, for 1 - (s/c)²
-#pragma omp simd
-              for (int64_t j = 0; j < n; ++j) {
-                float ds = pi[j] * (dp[j] - rowdot);
-                if (cap > 0.f) ds *= 1.f - (s[j] / cap) * (s[j] / cap);
-                dp[j] = alpha * ds;  // dp now holds α·ds_ij
+              const float* pv = pi;  // the weights of dv_j += p_ij dy_i
+              if (!bp.separate()) {
+                float rowdot = 0.f;
+#pragma omp simd reduction(+ : rowdot)
+                for (int64_t j = 0; j < n; ++j) rowdot += pi[j] * dp[j];
+                grad_logits(dp, pi, s, 0, n, rowdot, alpha, cap);
+              } else {
+                const int64_t t = i + d.S - d.T;
+                for (int bl = 0; bl < bp.blocks(); ++bl) {
+                  const int64_t j0 = bp.start(bl), j1 = std::min(n, bp.start(bl + 1));
+                  if (j0 >= j1) break;
+                  float rowdot = 0.f;  // D_β = dy_i · o_β
+#pragma omp simd reduction(+ : rowdot)
+                  for (int64_t j = j0; j < j1; ++j) rowdot += pi[j] * dp[j];
+                  if (da) da[((b * d.H + h) * bp.blocks() + bl) * bp.P + t] = bp.sign(h, bl, t) * rowdot;
+                  const float w = bp.weight(h, bl, t);
+                  for (int64_t j = j0; j < j1; ++j) pw[j] = w * pi[j];
+                  grad_logits(dp, pw, s, j0, j1, rowdot, alpha, cap);
+                }
+                pv = pw;
               }
               float* dqi = qg ? grad_row(qg, q, b, i, h) : nullptr;
               for (int64_t j = 0; j < n; ++j) {
-                const float a = dp[j], pij = pi[j];
+                const float a = dp[j], pij = pv[j];
                 const float* kj = row(k, b, j, g);
                 if (dqi) {
 #pragma omp simd
@@ -145,6 +272,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
             }
           }
         }
+      if (da) store_scale_grads(scales, da, bp, d);
     });
   }
   return y;

@@ -11,6 +11,13 @@
 // vector registers; the zero padding contributes nothing. Backward follows FlashAttention-2: each thread
 // owns one kv head's dK and dV accumulators across its query heads and all query rows.
 //
+// Block softmax (ops/attention.h): each softmax block is its own run of the online softmax over its
+// keys (the first key chunk aligned down to a key tile, the keys before the block masked), closed
+// per row into (o_β, L_β) and then merged with merge_partial_attention (exact) or summed with its
+// weight (none, learned). Backward takes each block's L_β and D_β = dy·o_β (o_β saved in forward)
+// in place of the row's L and dy·y, per key range of a chunk. With one exact block (the default)
+// the kernel runs the single online softmax it always did.
+//
 // The kernel is written once over an operand-layout policy (kernels/flash_tiles.h): F32Tiles, or, with bf16 matmul
 // products (precision.matmul=bf16) on a build with AVX-512 BF16, Bf16Tiles, whose products read
 // bf16 operands (q, k, v, dy, p, ds rounded to nearest even) and accumulate in f32 with vdpbf16ps.
@@ -67,21 +74,37 @@ inline void tile_rows(const float* xr[kRows], const float* base, const Tensor& x
     xr[r] = r < n ? base + b * x.strides[0] + (i0 + r) * x.strides[1] + h * x.strides[2] : nullptr;
 }
 
+// Row r's keys in the chunk starting at key j0: [st, en) relative to j0, within the segment [a, e)
+// of the keys and the row's causal limit (en <= st: none).
+struct RowKeys {
+  int64_t st, en;
+};
+
 template <class Tiles>
 Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt, const Dims& d) {
   const float alpha = opt.logit_scale, cap = opt.softcap;
   const bool causal = opt.causal;
+  const BlockPlan bp = block_plan(opt, d);
+  const Tensor scales = opt.block_scales;
+  const int N = bp.blocks();
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  Tensor y = new_output({d.B, d.T, d.H, d.Dv}, needs_grad(q, k, v));
+  Tensor y = new_output({d.B, d.T, d.H, d.Dv}, needs_grad(q, k, v) || scales.requires_grad());
   float* lse = current_arena().alloc_floats(d.B * d.H * d.T);  // [B, H, T]
+  // Separate block softmaxes (none/learned): each block's log-sum-exp [B, H, T, N] and normalised
+  // output [B, H, T, N, Dv], which backward needs (D_β = dy·o_β).
+  const bool keep_blocks = bp.separate() && y.requires_grad();
+  float* lse_blk = keep_blocks ? current_arena().alloc_floats(d.B * d.H * d.T * N) : nullptr;
+  float* o_blk = keep_blocks ? current_arena().alloc_floats(d.B * d.H * d.T * N * d.Dv) : nullptr;
   const int nt = omp_get_max_threads();
   // Dp: the q/k head size padded, Dvp: the v head size padded.
   const int64_t Dp = round_up(d.D, kLanes), Dvp = round_up(d.Dv, kLanes), Sp = round_up(d.S, kKeyTile);
   const int64_t kld = k.strides[1], vld = v.strides[1];
   // Per thread: K for logits, V for P·V, the query tile and accumulator [kRows, Dvp], a logits
-  // block [kRows, kKeyBlock] and its converted copy, and m, l [kRows].
+  // block [kRows, kKeyBlock] and its converted copy, m, l [kRows], and for the block softmax the
+  // merged output [kRows, Dvp] and a block's output row [Dvp].
   const int64_t kc = Tiles::key_cols(Dp, Sp), vr_size = Tiles::key_rows(Dvp, Sp), tile = Tiles::row_tile(Dp);
-  const int64_t per_thread = kc + vr_size + tile + kRows * Dvp + kRows * kKeyBlock + Tiles::block() + 2 * kRows;
+  const int64_t per_thread = kc + vr_size + tile + kRows * Dvp + kRows * kKeyBlock + Tiles::block() + 2 * kRows +
+                             (bp.plain() ? 0 : kRows * Dvp + Dvp);
   float* scratch = current_arena().alloc_floats(nt * per_thread);
   float* head_max = current_arena().alloc_floats(d.B * d.H);
 
@@ -96,6 +119,8 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
       float* sb = s + kRows * kKeyBlock;
       float* m = sb + Tiles::block();
       float* l = m + kRows;
+      float* out = l + kRows;     // block softmax: the rows' outputs so far
+      float* ob = out + kRows * Dvp;  // block softmax: one row's block output
       Tiles::gather_cols(kt, row(k, b, 0, g), kld, d.S, d.D, Dp, Sp);
       Tiles::gather_rows(vr, row(v, b, 0, g), vld, d.S, d.Dv, Dvp, Sp);
       for (int64_t hh = 0; hh < d.G; ++hh) {
@@ -108,41 +133,93 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
           Tiles::gather_tile(qb, qrows, d.D, Dp);
           prefetch_rows(q.data, q, b, i0 + rows, std::min<int64_t>(kRows, d.T - i0 - rows), h, d.D);
           if (hh == d.G - 1) prefetch_next_kv(k, v, b, g, i0 / kRows, d);
-          std::fill(m, m + kRows, kNegInf);
-          std::fill(l, l + kRows, 0.f);
-          std::fill(acc, acc + kRows * Dvp, 0.f);
           const int64_t keys = last_key(i0 + rows - 1, d, causal) + 1;  // blocks past the diagonal: skipped
-          for (int64_t j0 = 0; j0 < keys; j0 += kKeyBlock) {
-            const int64_t nb = std::min(keys, j0 + kKeyBlock) - j0;
-            const int64_t nb_tiles = std::min(round_up(nb, kKeyTile), kKeyBlock);  // what the tiles read
-            Tiles::logits(s, qb, kt, j0, nb, Dp, Sp);
-            float corr[kRows];  // the rescaling of each row's accumulator, applied by ab_acc
-            for (int64_t r = 0; r < kRows; ++r) {
-              float* sr = s + r * kKeyBlock;
-              const int64_t n = r < rows ? std::min(nb, last_key(i0 + r, d, causal) + 1 - j0) : 0;
-              corr[r] = 1.f;
-              if (n <= 0) {  // no key of this block is visible to row r: it adds nothing
-                std::fill(sr, sr + nb_tiles, 0.f);
+          // The online softmax of the tile's rows over keys [a, e): leaves each row's running max m,
+          // sum l (0: no visible key) and unnormalised output acc.
+          auto segment = [&](int64_t a, int64_t e) {
+            std::fill(m, m + kRows, kNegInf);
+            std::fill(l, l + kRows, 0.f);
+            std::fill(acc, acc + kRows * Dvp, 0.f);
+            for (int64_t j0 = a / kKeyTile * kKeyTile; j0 < e; j0 += kKeyBlock) {
+              const int64_t nb = std::min(e, j0 + kKeyBlock) - j0;
+              const int64_t nb_tiles = std::min(round_up(nb, kKeyTile), kKeyBlock);  // what the tiles read
+              Tiles::logits(s, qb, kt, j0, nb, Dp, Sp);
+              float corr[kRows];  // the rescaling of each row's accumulator, applied by ab_acc
+              for (int64_t r = 0; r < kRows; ++r) {
+                float* sr = s + r * kKeyBlock;
+                const int64_t st = std::max<int64_t>(a - j0, 0);
+                const int64_t en = r < rows ? std::min(nb, last_key(i0 + r, d, causal) + 1 - j0) : 0;
+                corr[r] = 1.f;
+                if (en <= st) {  // no key of this chunk is visible to row r: it adds nothing
+                  std::fill(sr, sr + nb_tiles, 0.f);
+                  continue;
+                }
+                const float raw_max = finish_logits(sr + st, en - st, alpha, cap);
+                hmax = std::max(hmax, raw_max);
+                const float mb = cap > 0.f ? row_max(sr + st, en - st) : raw_max;  // uncapped: the same max
+                const float m_new = std::max(m[r], mb);
+                corr[r] = kernels::fast_exp(m[r] - m_new);  // about 0 when m was -inf (and acc is 0)
+                float sum;
+                if (st == 0) {
+                  sum = exp_shift_sum(sr, en, m_new);
+                } else {
+                  sum = exp_shift_sum_range(sr, st, en, m_new);
+                  std::fill(sr, sr + st / kLanes * kLanes, 0.f);
+                }
+                std::fill(sr + round_up(en, kLanes), sr + nb_tiles, 0.f);
+                l[r] = l[r] * corr[r] + sum;
+                m[r] = m_new;
+              }
+              Tiles::ab_acc(acc, corr, Tiles::block_rows(sb, s, nb), vr, j0, nb, Dvp);
+            }
+          };
+          if (bp.plain()) {
+            segment(0, keys);
+            for (int64_t r = 0; r < rows; ++r) {
+              const int64_t i = i0 + r;
+              const float inv_l = 1.f / l[r];
+              float* yi = y.data + ((b * d.T + i) * d.H + h) * d.Dv;
+              for (int64_t e = 0; e < d.Dv; ++e) yi[e] = acc[r * Dvp + e] * inv_l;
+              lse[(b * d.H + h) * d.T + i] = m[r] + std::log(l[r]);
+            }
+            continue;
+          }
+          // Block softmax: one segment per block, then merged (exact) or summed with weights.
+          float L[kRows];
+          std::fill(L, L + kRows, kNegInf);
+          std::fill(out, out + kRows * Dvp, 0.f);
+          for (int bl = 0; bl < N; ++bl) {
+            const int64_t a = bp.start(bl), e = std::min(bp.start(bl + 1), keys);
+            if (keep_blocks)  // blocks a row does not reach: no output, L = −∞
+              for (int64_t r = 0; r < rows; ++r) {
+                const int64_t x = ((b * d.H + h) * d.T + i0 + r) * N + bl;
+                lse_blk[x] = kNegInf;
+                std::fill(o_blk + x * d.Dv, o_blk + (x + 1) * d.Dv, 0.f);
+              }
+            if (a >= e) continue;
+            segment(a, e);
+            for (int64_t r = 0; r < rows; ++r) {
+              if (l[r] == 0.f) continue;
+              const float inv_l = 1.f / l[r], Lb = m[r] + std::log(l[r]);
+              for (int64_t x = 0; x < d.Dv; ++x) ob[x] = acc[r * Dvp + x] * inv_l;
+              float* o = out + r * Dvp;
+              if (!bp.separate()) {
+                merge_partial_attention(o, L[r], ob, Lb, d.Dv);
                 continue;
               }
-              const float raw_max = finish_logits(sr, n, alpha, cap);
-              hmax = std::max(hmax, raw_max);
-              const float mb = cap > 0.f ? row_max(sr, n) : raw_max;  // uncapped: the same max
-              const float m_new = std::max(m[r], mb);
-              corr[r] = kernels::fast_exp(m[r] - m_new);  // about 0 when m was -inf (and acc is 0)
-              const float sum = exp_shift_sum(sr, n, m_new);
-              std::fill(sr + round_up(n, kLanes), sr + nb_tiles, 0.f);
-              l[r] = l[r] * corr[r] + sum;
-              m[r] = m_new;
+              const float w = bp.weight(h, bl, i0 + r + d.S - d.T);
+              for (int64_t x = 0; x < d.Dv; ++x) o[x] += w * ob[x];
+              if (keep_blocks) {
+                const int64_t x = ((b * d.H + h) * d.T + i0 + r) * N + bl;
+                lse_blk[x] = Lb;
+                std::copy(ob, ob + d.Dv, o_blk + x * d.Dv);
+              }
             }
-            Tiles::ab_acc(acc, corr, Tiles::block_rows(sb, s, nb), vr, j0, nb, Dvp);
           }
           for (int64_t r = 0; r < rows; ++r) {
             const int64_t i = i0 + r;
-            const float inv_l = 1.f / l[r];
-            float* yi = y.data + ((b * d.T + i) * d.H + h) * d.Dv;
-            for (int64_t e = 0; e < d.Dv; ++e) yi[e] = acc[r * Dvp + e] * inv_l;
-            lse[(b * d.H + h) * d.T + i] = m[r] + std::log(l[r]);
+            std::copy(out + r * Dvp, out + r * Dvp + d.Dv, y.data + ((b * d.T + i) * d.H + h) * d.Dv);
+            lse[(b * d.H + h) * d.T + i] = L[r];  // exact: the full softmax's; unused otherwise
           }
         }
         head_max[b * d.H + h] = hmax;
@@ -155,12 +232,13 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
   // accumulators, the q and dy tiles, the dq tile [kRows, Dp], the p and ds blocks
   // [kRows, kKeyBlock] and their converted copies.
   const int64_t vc = Tiles::key_cols(Dvp, Sp), kr = Tiles::key_rows(Dp, Sp), dy_tile = Tiles::row_tile(Dvp);
+  // Separate block softmaxes: each tile row's L_β, D_β and weight w_β [kRows, N] each.
   const int64_t bwd_per_thread = kc + vc + kr + Sp * Dp + Sp * Dvp + tile + dy_tile + kRows * Dp +
-                                 2 * kRows * kKeyBlock + 3 * Tiles::block();
+                                 2 * kRows * kKeyBlock + 3 * Tiles::block() + (bp.separate() ? 3 * kRows * N : 0);
   float* bscratch = current_arena().alloc_floats(nt * bwd_per_thread);
   record("attention", y,
          [q, k, v, y, lse, bscratch, bwd_per_thread, d, Dp, Dvp, Sp, kc, vc, kr, tile, dy_tile, kld, vld, alpha, cap,
-          causal] {
+          causal, bp, scales, lse_blk, o_blk, N] {
     // fwd: y_i = Σ_j p_ij v_j, p_ij = exp(s_ij − L_i), s = cap(α q·k)  =>
     //   dv_j += p_ij dy_i;  dp_ij = dy_i·v_j;  ds_ij = p_ij (dp_ij − dy_i·y_i) (1 − (s/c)²);
     //   dq_i += α Σ_j ds_ij k_j;  dk_j += α Σ_i ds_ij q_i
@@ -170,6 +248,8 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
     const GradSink qg = q.requires_grad() ? q.grad_out() : GradSink{};
     const GradSink kg = k.requires_grad() ? k.grad_out() : GradSink{};
     const GradSink vg = v.requires_grad() ? v.grad_out() : GradSink{};
+    // Separate block softmaxes: the scales' gradient per (batch, head), summed after the loop.
+    float* da = bp.a && scales.requires_grad() ? current_arena().alloc_zeroed(d.B * d.H * N * bp.P) : nullptr;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t b = 0; b < d.B; ++b)
       for (int64_t g = 0; g < d.Hkv; ++g) {
@@ -186,6 +266,9 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
         float* ds_rows = ds + kRows * kKeyBlock;
         float* ds_cols = ds_rows + Tiles::block();
         float* p_cols = ds_cols + Tiles::block();
+        float* Lb = p_cols + Tiles::block();  // separate blocks: [kRows, N] each
+        float* Db = Lb + kRows * N;
+        float* Wb = Db + kRows * N;
         Tiles::gather_cols(kt, row(k, b, 0, g), kld, d.S, d.D, Dp, Sp);
         Tiles::gather_cols(vt, row(v, b, 0, g), vld, d.S, d.Dv, Dvp, Sp);
         Tiles::gather_rows(krows, row(k, b, 0, g), kld, d.S, d.D, Dp, Sp);
@@ -216,6 +299,20 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
               for (int64_t e = 0; e < d.Dv; ++e) dot += dyi[e] * yi[e];
               rowdot[r] = dot;
               L[r] = lse[(b * d.H + h) * d.T + i0 + r];
+              if (!bp.separate()) continue;
+              const int64_t t = i0 + r + d.S - d.T;
+              for (int bl = 0; bl < N; ++bl) {  // D_β = dy_i · o_β
+                const int64_t x = ((b * d.H + h) * d.T + i0 + r) * N + bl;
+                const float* o = o_blk + x * d.Dv;
+                float db = 0.f;
+#pragma omp simd reduction(+ : db)
+                for (int64_t e = 0; e < d.Dv; ++e) db += dyi[e] * o[e];
+                Lb[r * N + bl] = lse_blk[x];
+                Db[r * N + bl] = db;
+                Wb[r * N + bl] = bp.weight(h, bl, t);
+                if (da && lse_blk[x] != -std::numeric_limits<float>::infinity())
+                  da[((b * d.H + h) * N + bl) * bp.P + t] = bp.sign(h, bl, t) * db;
+              }
             }
             std::fill(dq, dq + kRows * Dp, 0.f);
             const int64_t keys = last_key(i0 + rows - 1, d, causal) + 1;
@@ -228,14 +325,26 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
                 float *pr = p + r * kKeyBlock, *dsr = ds + r * kKeyBlock;
                 const int64_t n = r < rows ? std::max<int64_t>(0, std::min(nb, last_key(i0 + r, d, causal) + 1 - j0)) : 0;
                 if (n > 0) finish_logits(pr, n, alpha, cap);
-                const float Lr = L[r], rd = rowdot[r];
+                // p_j = w·exp(s_j − L), ds_j = p_j (dp_j − D) (1 − (s_j/c)²) over keys [j1, j2) of the
+                // chunk: the whole row with the full softmax's L and D = dy·y and w = 1, or one
+                // block's part with that block's L_β, D_β and w_β.
+                auto grad_part = [&](int64_t j1, int64_t j2, float Lr, float rd, float w) {
 #pragma omp simd
-                for (int64_t j = 0; j < n; ++j) {
-                  const float pj = kernels::fast_exp(pr[j] - Lr);
-                  float dsj = pj * (dsr[j] - rd);
-                  if (cap > 0.f) dsj *= 1.f - (pr[j] / cap) * (pr[j] / cap);
-                  dsr[j] = alpha * dsj;
-                  pr[j] = pj;
+                  for (int64_t j = j1; j < j2; ++j) {
+                    const float pj = w * kernels::fast_exp(pr[j] - Lr);
+                    float dsj = pj * (dsr[j] - rd);
+                    if (cap > 0.f) dsj *= 1.f - (pr[j] / cap) * (pr[j] / cap);
+                    dsr[j] = alpha * dsj;
+                    pr[j] = pj;
+                  }
+                };
+                if (!bp.separate()) {
+                  grad_part(0, n, L[r], rowdot[r], 1.f);
+                } else {
+                  for (int bl = int(j0 * N / bp.P); bl < N && bp.start(bl) < j0 + n; ++bl) {
+                    const int64_t j1 = std::max<int64_t>(bp.start(bl) - j0, 0), j2 = std::min(bp.start(bl + 1) - j0, n);
+                    grad_part(j1, j2, Lb[r * N + bl], Db[r * N + bl], Wb[r * N + bl]);
+                  }
                 }
                 std::fill(pr + n, pr + nb_tiles, 0.f);
                 std::fill(dsr + n, dsr + nb_tiles, 0.f);
@@ -253,6 +362,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
           if (vg.ptr) store_row(grad_row(vg.ptr, v, b, j, g), dv + j * Dvp, d.Dv, vg.accumulate);
         }
       }
+    if (da) store_scale_grads(scales, da, bp, d);
   });
   return y;
 }

@@ -1,6 +1,7 @@
 #pragma once
 // Internal to src/ops: pieces shared by the dense and flash attention kernels.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 
@@ -94,6 +95,30 @@ inline void record_max_logits(const AttentionOptions& opt, const float* head_max
   for (int64_t b = 0; b < d.B; ++b)
     for (int64_t h = 0; h < d.H; ++h) opt.max_logits[h] = std::max(opt.max_logits[h], head_max[b * d.H + h]);
 }
+
+// The block softmax of one call (ops/attention.h), checked against the shapes.
+struct BlockPlan {
+  BlockSoftmax shape;
+  int64_t P = 0;             // context positions the blocks cut
+  const float* a = nullptr;  // learned: the scales [N, P] or [H, N, P]
+  bool per_head = false;
+  bool plain() const { return shape.plain(); }
+  // none/learned: each block's softmax is kept apart (exact merges them into the full softmax).
+  bool separate() const { return shape.mode != BlockSoftmaxMode::exact; }
+  int blocks() const { return shape.blocks; }
+  int64_t start(int b) const { return shape.start(b, P); }
+  int64_t index(int64_t h, int b, int64_t t) const { return ((per_head ? h * shape.blocks : 0) + b) * P + t; }
+  float weight(int64_t h, int b, int64_t t) const { return a ? std::fabs(a[index(h, b, t)]) : 1.f; }
+  float sign(int64_t h, int b, int64_t t) const {
+    const float x = a[index(h, b, t)];
+    return x > 0.f ? 1.f : x < 0.f ? -1.f : 0.f;
+  }
+};
+BlockPlan block_plan(const AttentionOptions& opt, const Dims& d);
+
+// The scales' gradient from per-(batch, head) partial sums partial[B, H, N, P]: summed over the
+// batch (and over heads unless per head) in a fixed order, then written to scales' gradient.
+void store_scale_grads(const Tensor& scales, const float* partial, const BlockPlan& bp, const Dims& d);
 
 // The flash kernel (attention_flash.cpp): same contract as attention().
 Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt, const Dims& d);

@@ -36,13 +36,15 @@ Session::Session(const LoadedConfig& cfg, Vocab v, std::optional<Corpus> c)
   }
   model = std::make_unique<Transformer>(model_spec(rc, vocab.size()), store);
   store.finalize(uint64_t(rc.run.seed));
-  if (!rc.train.freeze.empty()) {
-    auto counts = store.freeze(rc.train.freeze);
+  auto check_matched = [](const char* key, const std::vector<std::string>& patterns, const std::vector<int>& counts) {
     for (size_t i = 0; i < counts.size(); ++i)
       if (counts[i] == 0)
-        throw ConfigError(detail::concat("train.freeze: pattern \"", rc.train.freeze[i],
+        throw ConfigError(detail::concat(key, ": pattern \"", patterns[i],
                                          "\" matches no parameter (names look like blocks.0.attn.wq)"));
-  }
+  };
+  if (!rc.train.trainable.empty())
+    check_matched("train.trainable", rc.train.trainable, store.train_only(rc.train.trainable));
+  if (!rc.train.freeze.empty()) check_matched("train.freeze", rc.train.freeze, store.freeze(rc.train.freeze));
   optimizer = make_optimizer(rc, store);
   schedule = make_schedule(rc);
 }
@@ -86,6 +88,10 @@ void Session::save_checkpoint(const std::string& path) const {
   w.attr("optimizer_t", optimizer->t());
   w.attr("vocab_mode", vocab.mode());
   w.strings("vocab", vocab.symbols());
+  std::vector<std::string> frozen;
+  for (const Param* p : store.params())
+    if (p->frozen) frozen.push_back(p->name);
+  w.strings("frozen", frozen);  // what train.freeze / train.trainable left untrained
   for (const Param* p : store.params()) w.tensor("params/" + p->name, dims(p->shape, buf), p->data);
   for (const auto& slot : optimizer->slots())
     w.tensor(slot_dataset(optimizer->name(), slot), dims(slot.shape, buf), slot.data);
@@ -134,6 +140,34 @@ void Session::load_checkpoint(const std::string& path) {
   const int64_t t = r.attr_i64("optimizer_t");
   if (t < 0) throw CheckpointError(detail::concat(path, ": negative optimizer_t ", t));
   optimizer->set_t(t);
+}
+
+std::vector<std::string> Session::init_from_checkpoint(const std::string& path) {
+  CheckpointReader r(path);
+  if (!r.has_attr("format") || r.attr_string("format") != kFormat)
+    throw CheckpointError(path + ": not an attnlab checkpoint (no format attribute \"" + kFormat + "\")");
+  const std::vector<std::string> saved_vocab = r.strings("vocab");
+  if (saved_vocab != vocab.symbols())
+    throw CheckpointError(detail::concat(path, ": vocabulary of ", saved_vocab.size(),
+                                         " symbols differs from the data's ", vocab.size(), " symbols"));
+  // The model may add parameters (they keep their init); every stored one must fit.
+  for (const std::string& n : r.list("params"))
+    if (!store.find(n))
+      throw CheckpointError(path + ": parameter " + n + " is not in this model (different model config?)");
+  std::vector<int64_t> buf;
+  std::vector<std::string> fresh;
+  for (Param* p : store.params()) {
+    const std::string n = "params/" + p->name;
+    if (!r.has(n)) {
+      fresh.push_back(p->name);
+      continue;
+    }
+    r.read(n, dims(p->shape, buf), p->data);
+    for (int64_t i = 0; i < p->numel(); ++i)
+      if (!std::isfinite(p->data[i]))
+        throw CheckpointError(detail::concat(path, ": ", n, ": element ", i, " is ", p->data[i], " (must be finite)"));
+  }
+  return fresh;
 }
 
 Batch draw_batch(BatchSampler& sampler, int B, int T) {

@@ -43,6 +43,10 @@ class Session {
   // Restores parameters, optimizer state and counters from a checkpoint of the same model;
   // CheckpointError naming what differs otherwise.
   void load_checkpoint(const std::string& path);
+  // train.init_from: parameters by name from a checkpoint (shapes must match; the model may have
+  // parameters the checkpoint lacks, which keep their init). Step, optimizer state and the data
+  // position stay fresh. Returns the names of the parameters not in the checkpoint.
+  std::vector<std::string> init_from_checkpoint(const std::string& path);
 
   // Mean loss over `iters` batches of a split, drawn from a sampler reset to batch 0: the same
   // batches at every evaluation. No grad; dropout off.

@@ -52,6 +52,12 @@ ModelSpec model_spec(const RunConfig& cfg, int vocab_size) {
   s.softcap = float(a.softcap);
   s.kernel = choice<AttentionKernel>("attention.kernel", a.kernel, {{"dense", AttentionKernel::dense}, {"flash", AttentionKernel::flash}});
   s.attention = choice<AttentionType>("attention.type", a.type, {{"mha", AttentionType::mha}, {"mla", AttentionType::mla}});
+  s.block.mode = choice<BlockSoftmaxMode>("attention.block_softmax.mode", a.block_softmax.mode,
+                                         {{"exact", BlockSoftmaxMode::exact},
+                                          {"none", BlockSoftmaxMode::none},
+                                          {"learned", BlockSoftmaxMode::learned}});
+  s.block.blocks = a.block_softmax.blocks;
+  s.block_per_head = a.block_softmax.per_head;
   s.mla.q_lora_rank = cfg.mla.q_lora_rank;
   s.mla.kv_lora_rank = cfg.mla.kv_lora_rank;
   s.mla.qk_nope_head_dim = cfg.mla.qk_nope_head_dim;
@@ -68,7 +74,8 @@ std::unique_ptr<Optimizer> make_optimizer(const RunConfig& cfg, ParamStore& stor
                                        {{"matrix", Role::matrix},
                                         {"embedding", Role::embedding},
                                         {"gain", Role::gain},
-                                        {"bias", Role::bias}}));
+                                        {"bias", Role::bias},
+                                        {"scale", Role::scale}}));
   AdamWConfig adamw;  // AdamW itself, and Muon's AdamW group
   adamw.beta1 = float(o.beta1);
   adamw.beta2 = float(o.beta2);

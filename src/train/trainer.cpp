@@ -57,6 +57,9 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt_given) 
   // data (from_config), and the checkpoint to resume from.
   const bool resuming = !cfg.train.resume.empty();
   if (resuming) s.load_checkpoint(cfg.train.resume);
+  std::vector<std::string> fresh_params;  // train.init_from: the parameters it did not hold
+  const bool initialising = !resuming && !cfg.train.init_from.empty();
+  if (initialising) fresh_params = s.init_from_checkpoint(cfg.train.init_from);
   if (opt.print_config && !opt.quiet) std::fprintf(stderr, "%s", cfg_in.resolved_yaml.c_str());
 
   TrainResult res;
@@ -93,6 +96,11 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt_given) 
     log::info("model: {} parameters ({} trainable), {} layers, {} heads, d_model {}, context {}", s.store.total(),
               s.store.trainable_count(), cfg.model.n_layer, cfg.model.n_head, cfg.model.d_model, T);
     if (resuming) log::info("resuming from {} at step {}", cfg.train.resume, s.progress.step);
+    if (initialising) {
+      std::string names;
+      for (const auto& n : fresh_params) names += (names.empty() ? "" : ", ") + n;
+      log::info("parameters from {}; new: {}", cfg.train.init_from, names.empty() ? "none" : names);
+    }
     log::info("run directory {}", res.run_dir);
   }
 

@@ -179,6 +179,20 @@ TEST_CASE("config errors: inconsistent MLA sizes stop with one line naming file,
         "mla, or drop the mla keys");
 }
 
+TEST_CASE("config errors: block softmax keys name file, line and key", "[config][errors][blocks]") {
+  CHECK(file_error("attention:\n  block_softmax:\n    mode: flash\n") ==
+        "x.yaml:3:11: attention.block_softmax.mode: expected one of exact, none, learned, got \"flash\"");
+  CHECK(file_error("attention:\n  block_softmax:\n    blocks: 0\n") ==
+        "x.yaml:3:13: attention.block_softmax.blocks: expected an integer >= 1, got \"0\"");
+  CHECK(file_error("model:\n  context: 8\nattention:\n  block_softmax:\n    blocks: 9\n") ==
+        "x.yaml:5:13: attention.block_softmax.blocks (9) must be <= model.context (8): every block holds at least "
+        "one position");
+  CHECK(file_error("attention:\n  block_softmax:\n    per_head: true\n") ==
+        "x.yaml:3:15: attention.block_softmax.per_head is for mode learned (the mode is exact)");
+  CHECK(file_error("attention:\n  block_softmax:\n    mdoe: none\n").find("unknown key attention.block_softmax.mdoe") !=
+        std::string::npos);
+}
+
 TEST_CASE("config: MLA's scale rule uses the q/k head size, qk_nope + qk_rope", "[config]") {
   RunConfig c;
   c.attention.type = "mla";

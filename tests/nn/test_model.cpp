@@ -141,6 +141,35 @@ TEST_CASE("model (MLA): every parameter's gradient against finite differences", 
   }
 }
 
+TEST_CASE("model (block softmax): every parameter's gradient, the softmax scales' included", "[model][grad][blocks]") {
+  for (AttentionType type : {AttentionType::mha, AttentionType::mla})
+    for (BlockSoftmaxMode mode : {BlockSoftmaxMode::exact, BlockSoftmaxMode::none, BlockSoftmaxMode::learned})
+      for (bool per_head : {false, true}) {
+        if (per_head && mode != BlockSoftmaxMode::learned) continue;
+        ModelSpec s = type == AttentionType::mla ? tiny_mla_spec(0) : tiny_spec();
+        s.block = {mode, 3, 0};
+        s.block_per_head = per_head;
+        for (AttentionKernel kernel : kAllAttentionKernels) {
+          s.kernel = kernel;
+          INFO("type " << int(type) << " mode " << int(mode) << " per_head " << per_head << " kernel "
+                       << kernel_name(kernel));
+          check_model_grads(s);
+        }
+      }
+  // The scales are one parameter per layer, named, shaped [N, context] or [n_head, N, context].
+  ModelSpec s = tiny_spec();
+  s.block = {BlockSoftmaxMode::learned, 3, 0};
+  for (bool per_head : {false, true}) {
+    s.block_per_head = per_head;
+    ParamStore store;
+    Transformer model(s, store);
+    store.finalize(1);
+    const Param& a = store.at("blocks.1.attn.softmax_scales");
+    CHECK(a.role == Role::scale);
+    CHECK(a.shape == (per_head ? Shape{2, 3, 8} : Shape{3, 8}));
+  }
+}
+
 TEST_CASE("model (MLA): parameter names, shapes, head parts and QK-Clip targets", "[model]") {
   for (int q_lora_rank : {0, 5}) {
     ModelSpec s = tiny_mla_spec(q_lora_rank);

@@ -43,6 +43,17 @@ double ref_model_loss(const ModelSpec& s, const ParamValues& p, const std::vecto
   if (s.positions == Positions::learned)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t c = 0; c < C; ++c) x[n * C + c] += P("pos_emb")[(n % T) * C + c];
+  // The block softmax of layer blk: the spec's shape over the context, and its learned scales.
+  auto blocks = [&](const std::string& blk) {
+    ref::Blocks<double> b;
+    b.shape = s.block;
+    b.shape.context = s.context;
+    if (s.block.mode == BlockSoftmaxMode::learned) {
+      b.scales = P(blk + ".attn.softmax_scales").data();
+      b.per_head = s.block_per_head;
+    }
+    return b;
+  };
   for (int l = 0; l < s.n_layer; ++l) {
     const std::string blk = "blocks." + std::to_string(l);
     V h = norm(blk + ".norm1", x);
@@ -80,7 +91,7 @@ double ref_model_loss(const ModelSpec& s, const ParamValues& p, const std::vecto
       for (auto& e : qf) e *= double(plan.query);
       a.assign(N * H * dv, 0.0);
       ref::attention_fwd(a.data(), qf.data(), k.data(), v.data(), B, T, T, H, H, Dq, dv, double(plan.logits),
-                         double(s.softcap), true, (double*)nullptr);
+                         double(s.softcap), true, (double*)nullptr, blocks(blk));
       o = mm(a, P(blk + ".attn.wo"), N, H * dv, C);
     } else {
       V q = mm(h, P(blk + ".attn.wq"), N, C, H * D), k = mm(h, P(blk + ".attn.wk"), N, C, Hkv * D),
@@ -95,7 +106,7 @@ double ref_model_loss(const ModelSpec& s, const ParamValues& p, const std::vecto
       for (auto& e : q) e *= double(plan.query);
       a.assign(N * H * D, 0.0);
       ref::attention_fwd(a.data(), q.data(), k.data(), v.data(), B, T, T, H, Hkv, D, D, double(plan.logits),
-                         double(s.softcap), true, (double*)nullptr);
+                         double(s.softcap), true, (double*)nullptr, blocks(blk));
       o = mm(a, P(blk + ".attn.wo"), N, H * D, C);
     }
     for (int64_t i = 0; i < N * C; ++i) x[i] += o[i];

@@ -1,0 +1,204 @@
+// The block softmax of the attention op (ops/attention.h): each mode against the double reference
+// (finite differences, the scales' gradient included) in every kernel, exact against the plain
+// softmax, and the merge of partial attentions against the full softmax.
+#include <cmath>
+#include <limits>
+
+#include "autograd/tape.h"
+#include "ops/attention.h"
+#include "testing/gradcheck.h"
+
+using namespace attnlab;
+using testing::Vec;
+
+namespace {
+
+struct BlockCase {
+  int64_t B, T, S, H, Hkv, D;
+  bool causal;
+  double softcap;
+  BlockSoftmaxMode mode;
+  int blocks;
+  int64_t P;  // context positions the blocks cut (>= S)
+  bool per_head = false;
+};
+
+const char* mode_name(BlockSoftmaxMode m) {
+  return m == BlockSoftmaxMode::exact ? "exact" : m == BlockSoftmaxMode::none ? "none" : "learned";
+}
+
+// q, k, v (and the scales, in mode learned) as the op's differentiable inputs.
+testing::OpCase block_case(const BlockCase& a, double scale, AttentionKernel kernel) {
+  testing::OpCase c;
+  c.name = std::string("attention/") + kernel_name(kernel) + "/blocks/" + mode_name(a.mode);
+  const bool learned = a.mode == BlockSoftmaxMode::learned;
+  const int64_t n_scales = (a.per_head ? a.H : 1) * a.blocks * a.P;
+  c.shapes = {{a.B, a.T, a.H, a.D}, {a.B, a.S, a.Hkv, a.D}, {a.B, a.S, a.Hkv, a.D}};
+  c.seed = uint64_t(a.T * 1000 + a.S * 100 + a.blocks * 10 + int(a.mode));
+  c.inputs = {testing::randn(a.B * a.T * a.H * a.D, c.seed), testing::randn(a.B * a.S * a.Hkv * a.D, c.seed + 1),
+              testing::randn(a.B * a.S * a.Hkv * a.D, c.seed + 2)};
+  if (learned) {
+    c.shapes.push_back(a.per_head ? Shape{a.H, a.blocks, a.P} : Shape{a.blocks, a.P});
+    c.inputs.push_back(testing::randn(n_scales, c.seed + 3));
+  }
+  c.max_coords = 120;
+  BlockSoftmax shape{a.mode, a.blocks, a.P};
+  auto blocks = [=](const std::vector<Vec>& in, double* ds) {
+    ref::Blocks<double> b;
+    b.shape = shape;
+    b.per_head = a.per_head;
+    if (learned) b.scales = in[3].data();
+    b.dscales = ds;
+    return b;
+  };
+  c.ref_fwd = [=](const std::vector<Vec>& in) {
+    Vec y(a.B * a.T * a.H * a.D);
+    ref::attention_fwd(y.data(), in[0].data(), in[1].data(), in[2].data(), a.B, a.T, a.S, a.H, a.Hkv, a.D, a.D, scale,
+                       a.softcap, a.causal, (double*)nullptr, blocks(in, nullptr));
+    return y;
+  };
+  c.ref_bwd = [=](const std::vector<Vec>& in, const Vec& dy) {
+    std::vector<Vec> g;
+    for (const Vec& x : in) g.emplace_back(x.size());
+    ref::attention_bwd(g[0].data(), g[1].data(), g[2].data(), dy.data(), in[0].data(), in[1].data(), in[2].data(),
+                       a.B, a.T, a.S, a.H, a.Hkv, a.D, a.D, scale, a.softcap, a.causal,
+                       blocks(in, learned ? g[3].data() : nullptr));
+    return g;
+  };
+  c.fast = [=](const std::vector<Tensor>& in) {
+    AttentionOptions o{float(scale)};
+    o.softcap = float(a.softcap);
+    o.causal = a.causal;
+    o.kernel = kernel;
+    o.block = shape;
+    if (learned) o.block_scales = in[3];
+    return attention(in[0], in[1], in[2], o);
+  };
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("block softmax (every kernel, every mode): gradients, the scales' included, and fast path",
+          "[ops][grad][blocks]") {
+  for (BlockSoftmaxMode mode : {BlockSoftmaxMode::exact, BlockSoftmaxMode::none, BlockSoftmaxMode::learned})
+    for (int N : {1, 2, 3, 5})
+      for (bool causal : {true, false})
+        for (bool per_head : {false, true}) {
+          if (per_head && mode != BlockSoftmaxMode::learned) continue;
+          // P > S: the last block(s) lie beyond the keys when not causal; causal rows see fewer blocks.
+          const BlockCase a{2, 13, 13, 4, 2, 6, causal, causal ? 0.0 : 3.0, mode, N, causal ? 13 : 16, per_head};
+          for (AttentionKernel kernel : kAllAttentionKernels) {
+            INFO(kernel_name(kernel) << " mode " << mode_name(mode) << " N " << N << " causal " << causal
+                                     << " per_head " << per_head);
+            if (kernel == AttentionKernel::dense) testing::check_grad(block_case(a, 0.4, kernel));
+            testing::check_fast_vs_ref(block_case(a, 0.4, kernel));
+          }
+        }
+  // Block boundaries inside the flash kernel's key chunks and query tiles, N not dividing S, and
+  // fewer queries than keys (the queries are the last T positions).
+  for (AttentionKernel kernel : kAllAttentionKernels)
+    for (BlockSoftmaxMode mode : {BlockSoftmaxMode::exact, BlockSoftmaxMode::none, BlockSoftmaxMode::learned}) {
+      INFO(kernel_name(kernel) << " mode " << mode_name(mode));
+      testing::check_fast_vs_ref(block_case({1, 300, 300, 2, 1, 16, true, 0.0, mode, 3, 300}, 0.25, kernel));
+      testing::check_fast_vs_ref(block_case({2, 40, 150, 2, 2, 8, true, 2.0, mode, 7, 160, true}, 0.3, kernel));
+    }
+}
+
+// Runs attention on fixed q, k, v with options o; returns the output and the q, k, v gradients.
+static std::pair<Vec, Vec> run(const AttentionOptions& o, int64_t B, int64_t T, int64_t H, int64_t D) {
+  Arena arena;
+  Tape tape;
+  ArenaScope as(arena);
+  TapeScope ts(tape);
+  Tensor q = empty({B, T, H, D}, true), k = empty({B, T, H, D}, true), v = empty({B, T, H, D}, true);
+  Vec x = testing::randn(3 * q.numel(), 99);
+  for (int64_t i = 0; i < q.numel(); ++i) {
+    q.data[i] = float(x[i]);
+    k.data[i] = float(x[q.numel() + i]);
+    v.data[i] = float(x[2 * q.numel() + i]);
+  }
+  Tensor y = attention(q, k, v, o);
+  Vec r = testing::randn(y.numel(), 5);
+  std::vector<float> dy(r.begin(), r.end());
+  backward_from(y, dy.data());
+  Vec g;
+  for (const Tensor* t : {&q, &k, &v}) g.insert(g.end(), t->grad(), t->grad() + t->numel());
+  return {Vec(y.data, y.data + y.numel()), g};
+}
+
+TEST_CASE("block softmax: exact equals the plain softmax to float rounding; none equals learned at |a| = 1",
+          "[ops][blocks]") {
+  const int64_t B = 2, T = 200, H = 2, D = 16;
+  for (AttentionKernel kernel : kAllAttentionKernels) {
+    INFO(kernel_name(kernel));
+    AttentionOptions plain(0.25f);
+    plain.kernel = kernel;
+    const auto [y0, g0] = run(plain, B, T, H, D);
+    for (int N : {2, 3, 8}) {
+      INFO("N " << N);
+      AttentionOptions exact = plain;
+      exact.block = {BlockSoftmaxMode::exact, N, T};
+      const auto [y1, g1] = run(exact, B, T, H, D);
+      CHECK(testing::rel_err(y1, y0) < 1e-5);
+      CHECK(testing::rel_err(g1, g0) < 1e-5);
+      // none is a different function: far from the plain softmax.
+      AttentionOptions none = plain;
+      none.block = {BlockSoftmaxMode::none, N, T};
+      const auto [y2, g2] = run(none, B, T, H, D);
+      CHECK(testing::rel_err(y2, y0) > 0.1);
+      // learned with every scale ±1 computes what none does, bit for bit.
+      Arena arena;
+      ArenaScope as(arena);
+      Tensor a = empty({N, T}, false);
+      for (int64_t i = 0; i < a.numel(); ++i) a.data[i] = i % 3 ? 1.f : -1.f;
+      AttentionOptions learned = none;
+      learned.block.mode = BlockSoftmaxMode::learned;
+      learned.block_scales = a;
+      const auto [y3, g3] = run(learned, B, T, H, D);
+      CHECK(y3 == y2);
+      CHECK(g3 == g2);
+    }
+  }
+}
+
+TEST_CASE("merge_partial_attention: parts over disjoint key sets merge into the full softmax", "[ops][blocks]") {
+  const int64_t S = 37, Dv = 5;
+  Vec s = testing::randn(S, 3, 3.0), v = testing::randn(S * Dv, 4);
+  // (o, L) of the softmax over the keys with mask[j] true, in float.
+  auto part = [&](auto mask, std::vector<float>& o, float& L) {
+    double m = -std::numeric_limits<double>::infinity(), l = 0;
+    for (int64_t j = 0; j < S; ++j)
+      if (mask(j)) m = std::max(m, s[j]);
+    o.assign(Dv, 0.f);
+    if (m == -std::numeric_limits<double>::infinity()) {
+      L = -std::numeric_limits<float>::infinity();
+      return;
+    }
+    std::vector<double> acc(Dv, 0.0);
+    for (int64_t j = 0; j < S; ++j)
+      if (mask(j)) {
+        l += std::exp(s[j] - m);
+        for (int64_t e = 0; e < Dv; ++e) acc[e] += std::exp(s[j] - m) * v[j * Dv + e];
+      }
+    for (int64_t e = 0; e < Dv; ++e) o[e] = float(acc[e] / l);
+    L = float(m + std::log(l));
+  };
+  std::vector<float> full, o, o2;
+  float L_full, L, L2;
+  part([](int64_t) { return true; }, full, L_full);
+  // Three interleaved parts and one empty one, merged in turn.
+  part([](int64_t j) { return j % 3 == 0; }, o, L);
+  for (int r : {1, 2, 7}) {
+    part([r](int64_t j) { return r < 3 && j % 3 == r; }, o2, L2);
+    merge_partial_attention(o.data(), L, o2.data(), L2, Dv);
+  }
+  CHECK(L == Approx(L_full).epsilon(1e-6));
+  for (int64_t e = 0; e < Dv; ++e) CHECK(o[e] == Approx(full[e]).epsilon(1e-5).margin(1e-6));
+  // An empty first part takes the second as it is.
+  std::vector<float> e0(Dv, 0.f);
+  float Le = -std::numeric_limits<float>::infinity();
+  merge_partial_attention(e0.data(), Le, full.data(), L_full, Dv);
+  CHECK(Le == L_full);
+  CHECK(e0 == full);
+}
