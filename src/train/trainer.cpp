@@ -128,6 +128,8 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt_given) 
     throw DivergedError(what + " (run log: " + res.metrics_path + ")");
   };
 
+  // A run that starts from another run's parameters logs where it starts (eval step 0).
+  if (initialising) evaluate(0, true);
   Timer wall;
   double train_seconds = 0, interval_seconds = 0;  // step time only: evaluation and I/O excluded
   int64_t interval_steps = 0;

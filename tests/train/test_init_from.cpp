@@ -37,6 +37,10 @@ TEST_CASE("init_from + trainable: only the softmax scales train; every other par
   const std::vector<float> init(a0.data, a0.data + a0.numel());
   CHECK(!same_bits(init, read_f32(tuned.checkpoint_path, "params/blocks.0.attn.softmax_scales")));
   CHECK(tuned.final_train_loss != base.final_train_loss);
+  // It logs where it started: eval step 0, the base parameters with the scales at their init.
+  const auto eval_steps = read_i64(tuned.metrics_path, "eval/step");
+  REQUIRE(!eval_steps.empty());
+  CHECK(eval_steps.front() == 0);
 }
 
 TEST_CASE("init_from: a stored parameter the model lacks or shapes differently is named", "[train][blocks]") {
