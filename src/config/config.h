@@ -44,6 +44,14 @@ struct AttentionScale {
   bool operator==(const AttentionScale&) const = default;
 };
 
+// attention.output_scale: a named rule (none, sqrt_dseq_over_e, causal), or a number when `name` is
+// empty (src/ops/attention.h, docs/almost_scaled.md).
+struct OutputScaleRule {
+  std::string name;
+  double value{};
+  bool operator==(const OutputScaleRule&) const = default;
+};
+
 // The block softmax (src/ops/attention.h, docs/learned_softmax.md).
 struct BlockSoftmaxSection {
   std::string mode;  // exact | none | learned
@@ -59,6 +67,7 @@ struct AttentionSection {
   AttentionScale scale;
   int n_kv_heads{};           // 0: n_head (use resolved_n_kv_heads)
   double softcap{};           // 0: off
+  OutputScaleRule output_scale;
   BlockSoftmaxSection block_softmax;
   bool operator==(const AttentionSection&) const = default;
 };

@@ -86,6 +86,21 @@ bool parse_value(const YAML::Node& n, std::vector<std::string>& out) {
 
 const std::vector<std::string> kScaleNames = {"rsqrt_dhead", "inv_dhead"};
 
+const std::vector<std::string> kOutputScaleNames = {"none", "sqrt_dseq_over_e", "causal"};
+
+bool parse_value(const YAML::Node& n, OutputScaleRule& out) {
+  if (!n.IsScalar()) return false;
+  const std::string& s = n.Scalar();
+  if (std::find(kOutputScaleNames.begin(), kOutputScaleNames.end(), s) != kOutputScaleNames.end()) {
+    out = {s, 0.0};
+    return true;
+  }
+  double v = 0;
+  if (!parse_number(s, v)) return false;
+  out = {"", v};
+  return true;
+}
+
 bool parse_value(const YAML::Node& n, AttentionScale& out) {
   if (!n.IsScalar()) return false;
   const std::string& s = n.Scalar();
@@ -145,6 +160,7 @@ std::string emit_float(double v) {
 std::string emit_value(double v) { return emit_float(v); }
 std::string emit_value(const std::string& v) { return emit_string(v); }
 std::string emit_value(const AttentionScale& v) { return v.name.empty() ? emit_float(v.value) : v.name; }
+std::string emit_value(const OutputScaleRule& v) { return v.name.empty() ? emit_float(v.value) : v.name; }
 std::string emit_value(const std::vector<std::string>& v) {
   std::string r = "[";
   for (size_t i = 0; i < v.size(); ++i) r += (i ? ", " : "") + quoted(v[i]);  // '*' starts an alias
@@ -208,6 +224,10 @@ Rule<std::vector<std::string>> roles() {
             }
             return true;
           }};
+}
+Rule<OutputScaleRule> output_scale_rule() {
+  return {"none, sqrt_dseq_over_e, causal or a positive number",
+          [](const OutputScaleRule& s) { return !s.name.empty() || s.value > 0; }};
 }
 Rule<AttentionScale> scale_rule() {
   return {"rsqrt_dhead, inv_dhead or a positive number",
@@ -283,6 +303,9 @@ std::vector<KeyDef> build_schema() {
       "rsqrt_dhead = 1/sqrt(d_head), inv_dhead = 1/d_head, or the number itself");
   key(KEY(attention, n_kv_heads), 0, int_at_least(0), "key/value heads; 0 means n_head (MHA), fewer = GQA");
   key(KEY(attention, softcap), 0.0, non_negative(), "tanh soft-cap of the attention logits; 0 = off");
+  key(KEY(attention, output_scale), OutputScaleRule{"none", 0.0}, output_scale_rule(),
+      "multiplier on each row of softmax(s)·V: sqrt_dseq_over_e = sqrt(context/e) (unit variance for "
+      "unit-normal q, k, v without a mask); causal = sqrt(n_i/e), n_i the keys row i sees; or the number");
   key(KEY(attention, block_softmax.mode), "exact", one_of({"exact", "none", "learned"}),
       "softmax per key block, then: exact = merged by their max/sum statistics (the full softmax); "
       "none = summed; learned = summed weighted by |softmax_scales[block, position]|");

@@ -43,6 +43,7 @@ Transformer::Transformer(const ModelSpec& spec, ParamStore& store) : spec_(spec)
   as.context = s.context;
   as.block = s.block;
   as.block_per_head = s.block_per_head;
+  as.output_scale = s.output_scale;
   tok_emb_ = store.add("tok_emb", {s.vocab, C}, Role::embedding, normal);
   if (s.positions == Positions::learned) pos_emb_ = store.add("pos_emb", {s.context, C}, Role::embedding, normal);
   for (int l = 0; l < s.n_layer; ++l) {

@@ -50,6 +50,7 @@ struct ModelSpec {
   AttentionKernel kernel = AttentionKernel::dense;
   BlockSoftmax block;           // the block softmax (mode exact, 1 block: the plain softmax)
   bool block_per_head = false;  // learned scales per head
+  OutputScale output_scale;     // the multiplier on attention's output rows
 };
 
 class Transformer {

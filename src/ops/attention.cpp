@@ -162,6 +162,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   const bool causal = opt.causal;
   const BlockPlan bp = block_plan(opt, dd);
   const Tensor scales = opt.block_scales;
+  const OutputScale out = opt.output_scale;
 
   Tensor y = new_output({d.B, d.T, d.H, d.Dv}, needs_grad(q, k, v) || scales.requires_grad());
   const bool save = y.requires_grad();
@@ -169,7 +170,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   // separate block softmaxes, each block's own probabilities (unweighted).
   float* p = save ? current_arena().alloc_floats(d.B * d.H * d.T * d.S) : nullptr;
   const int nt = omp_get_max_threads();
-  // Per thread: Kᵀ [D, S], Vᵀ [Dv, S], three rows of S, a block's output [Dv] and its max [N].
+  // Per thread: Kᵀ [D, S], Vᵀ [Dv, S], three rows of S, a block's output or c·dy [Dv], block maxima [N].
   const int64_t scratch_per_thread = (d.D + d.Dv) * d.S + 3 * d.S + d.Dv + bp.blocks();
   float* scratch = current_arena().alloc_floats(nt * scratch_per_thread);
   float* head_max = current_arena().alloc_floats(d.B * d.H);
@@ -192,6 +193,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
           } else {
             block_softmax_row(yi, s, n, v, b, g, h, i + d.S - d.T, bp, s + 3 * d.S, s + 3 * d.S + d.Dv, d);
           }
+          if (out.kind != OutputScale::none) {
+            const float c = out.at(n);
+            for (int64_t e = 0; e < d.Dv; ++e) yi[e] *= c;
+          }
           if (p) std::memcpy(p + ((b * d.H + h) * d.T + i) * d.S, s, n * sizeof(float));
         }
         head_max[b * d.H + h] = hmax;
@@ -200,7 +205,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   record_max_logits(opt, head_max, d);
 
   if (save) {
-    record("attention", y, [q, k, v, y, p, scratch, scratch_per_thread, dd, alpha, cap, causal, bp, scales] {
+    record("attention", y, [q, k, v, y, p, scratch, scratch_per_thread, dd, alpha, cap, causal, bp, scales, out] {
       // fwd: y_i = Σ_j p_ij v_j, p_i = softmax(s_i), s = cap(α q·k)  =>  see ref::attention_bwd
       const Dims& d = dd;
       const float* dy = y.grad_in();
@@ -218,6 +223,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
           float* dp = vt + d.Dv * d.S;
           float* s = dp + d.S;
           float* pw = s + d.S;  // separate blocks: w_β p^β_ij, the weights of dv
+          float* dyc = pw + d.S;  // with an output scale: c_i · dy_i
           gather_transposed(kt, k, b, g, d);
           gather_transposed(vt, v, b, g, d);
           for (int64_t hh = 0; hh < d.G; ++hh) {
@@ -226,6 +232,11 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
               const int64_t n = causal ? i + (d.S - d.T) + 1 : d.S;
               const float* pi = p + ((b * d.H + h) * d.T + i) * d.S;
               const float* dyi = dy + ((b * d.T + i) * d.H + h) * d.Dv;
+              if (out.kind != OutputScale::none) {  // y_i = c_i · o_i: o_i's gradient is c_i · dy_i
+                const float c = out.at(n);
+                for (int64_t e = 0; e < d.Dv; ++e) dyc[e] = c * dyi[e];
+                dyi = dyc;
+              }
               const float* qi = row(q, b, i, h);
               dot_rows(dp, dyi, vt, n, d.Dv, d);  // dp_j = dy_i · v_j
               if (cap > 0.f) logits_row(s, qi, kt, n, d, alpha, cap);  // capped logits, for 1 - (s/c)²

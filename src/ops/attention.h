@@ -24,6 +24,10 @@
 //                                                                [H, N, P] (per head: a[h, β, t])
 // with t = i + (S − T) the query's position. Mode exact with N = 1 is the plain softmax above.
 //
+// Output scale (options.output_scale; docs/almost_scaled.md): y_i is multiplied by c_i, a constant,
+// or √(n_i / e) with n_i the number of keys row i sees (the causal form of the √(d_seq/e) that
+// makes attention's output unit-variance). Its backward scales dy_i by c_i.
+//
 // NOTE [attention scale]: the multiplier on the logits is never implied by a kernel. It is the
 // explicit logit_scale, which the model takes from its ScalePlan (nn/attention.h): the one
 // place that decides, for each query_scaling mode, whether the scale goes into W_q's init, into q,
@@ -57,6 +61,17 @@ struct BlockSoftmax {
   int64_t start(int b, int64_t P) const { return (int64_t(b) * P + blocks - 1) / blocks; }
 };
 
+// The multiplier c_i on query row i's output.
+struct OutputScale {
+  enum Kind { none, constant, causal };
+  Kind kind = none;
+  float value = 1.f;  // constant: c_i = value
+  // c_i for a row that sees n keys.
+  float at(int64_t n) const {
+    return kind == causal ? std::sqrt(float(n) / 2.718281828459045f) : kind == constant ? value : 1.f;
+  }
+};
+
 struct AttentionOptions {
   explicit AttentionOptions(float logit_scale_) : logit_scale(logit_scale_) {}
   float logit_scale;
@@ -66,6 +81,7 @@ struct AttentionOptions {
   float* max_logits = nullptr;
   BlockSoftmax block;
   Tensor block_scales;  // mode learned: [N, P] or [H, N, P] (gradient: sign(a)·(dy·o_β), summed)
+  OutputScale output_scale;
 };
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt);
@@ -122,7 +138,7 @@ struct Blocks {
 template <class T>
 void attention_fwd(T* y, const T* q, const T* k, const T* v, int64_t B, int64_t Tq, int64_t S, int64_t H,
                    int64_t Hkv, int64_t D, int64_t Dv, T scale, T softcap, bool causal, T* max_logits,
-                   const Blocks<T>& blk = {}) {
+                   const Blocks<T>& blk = {}, const OutputScale& out = {}) {
   const int64_t G = H / Hkv;
   const bool blocked = blk.shape.mode != BlockSoftmaxMode::exact;
   const int N = blocked ? blk.shape.blocks : 1;
@@ -153,6 +169,8 @@ void attention_fwd(T* y, const T* q, const T* k, const T* v, int64_t B, int64_t 
             for (int64_t d = 0; d < Dv; ++d) yi[d] += p * vj[d];
           }
         }
+        const T c = out.kind == OutputScale::causal ? std::sqrt(T(last + 1) / std::exp(T(1))) : T(out.at(last + 1));
+        for (int64_t d = 0; d < Dv; ++d) yi[d] *= c;
       }
 }
 // fwd: y_i = Σ_j p_ij v_j, p_i = softmax(s_i), s = cap(α q·k)  =>
@@ -164,18 +182,21 @@ void attention_fwd(T* y, const T* q, const T* k, const T* v, int64_t B, int64_t 
 template <class T>
 void attention_bwd(T* dq, T* dk, T* dv, const T* dy, const T* q, const T* k, const T* v, int64_t B, int64_t Tq,
                    int64_t S, int64_t H, int64_t Hkv, int64_t D, int64_t Dv, T scale, T softcap, bool causal,
-                   const Blocks<T>& blk = {}) {
+                   const Blocks<T>& blk = {}, const OutputScale& out = {}) {
   const int64_t G = H / Hkv;
   const bool blocked = blk.shape.mode != BlockSoftmaxMode::exact;
   const int N = blocked ? blk.shape.blocks : 1;
   const int64_t P = blk.shape.context ? blk.shape.context : S;
-  std::vector<T> s(S), p(S), dp(S);
+  std::vector<T> s(S), p(S), dp(S), dyc(Dv);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i = 0; i < Tq; ++i) {
         const int64_t last = causal ? i + (S - Tq) : S - 1;
         const T* qi = q + ((b * Tq + i) * H + h) * D;
-        const T* dyi = dy + ((b * Tq + i) * H + h) * Dv;
+        // y_i = c_i · (the attention output): everything below sees dy_i times c_i
+        const T c = out.kind == OutputScale::causal ? std::sqrt(T(last + 1) / std::exp(T(1))) : T(out.at(last + 1));
+        for (int64_t d = 0; d < Dv; ++d) dyc[d] = c * dy[((b * Tq + i) * H + h) * Dv + d];
+        const T* dyi = dyc.data();
         logits_row(s.data(), qi, k + (b * S * Hkv + h / G) * D, last + 1, Hkv * D, D, scale, softcap);
         for (int bl = 0; bl < N; ++bl) {
           const int64_t j0 = blocked ? blk.shape.start(bl, P) : 0;

@@ -86,6 +86,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
   const bool causal = opt.causal;
   const BlockPlan bp = block_plan(opt, d);
   const Tensor scales = opt.block_scales;
+  const OutputScale out_scale = opt.output_scale;
   const int N = bp.blocks();
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   Tensor y = new_output({d.B, d.T, d.H, d.Dv}, needs_grad(q, k, v) || scales.requires_grad());
@@ -177,9 +178,10 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
             segment(0, keys);
             for (int64_t r = 0; r < rows; ++r) {
               const int64_t i = i0 + r;
-              const float inv_l = 1.f / l[r];
+              float f = 1.f / l[r];  // times the output scale c_i, when there is one
+              if (out_scale.kind != OutputScale::none) f *= out_scale.at(last_key(i, d, causal) + 1);
               float* yi = y.data + ((b * d.T + i) * d.H + h) * d.Dv;
-              for (int64_t e = 0; e < d.Dv; ++e) yi[e] = acc[r * Dvp + e] * inv_l;
+              for (int64_t e = 0; e < d.Dv; ++e) yi[e] = acc[r * Dvp + e] * f;
               lse[(b * d.H + h) * d.T + i] = m[r] + std::log(l[r]);
             }
             continue;
@@ -218,7 +220,9 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
           }
           for (int64_t r = 0; r < rows; ++r) {
             const int64_t i = i0 + r;
-            std::copy(out + r * Dvp, out + r * Dvp + d.Dv, y.data + ((b * d.T + i) * d.H + h) * d.Dv);
+            const float c = out_scale.at(last_key(i, d, causal) + 1);
+            float* yi = y.data + ((b * d.T + i) * d.H + h) * d.Dv;
+            for (int64_t e = 0; e < d.Dv; ++e) yi[e] = out[r * Dvp + e] * c;
             lse[(b * d.H + h) * d.T + i] = L[r];  // exact: the full softmax's; unused otherwise
           }
         }
@@ -234,11 +238,12 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
   const int64_t vc = Tiles::key_cols(Dvp, Sp), kr = Tiles::key_rows(Dp, Sp), dy_tile = Tiles::row_tile(Dvp);
   // Separate block softmaxes: each tile row's L_β, D_β and weight w_β [kRows, N] each.
   const int64_t bwd_per_thread = kc + vc + kr + Sp * Dp + Sp * Dvp + tile + dy_tile + kRows * Dp +
-                                 2 * kRows * kKeyBlock + 3 * Tiles::block() + (bp.separate() ? 3 * kRows * N : 0);
+                                 2 * kRows * kKeyBlock + 3 * Tiles::block() + (bp.separate() ? 3 * kRows * N : 0) +
+                                 kRows * d.Dv;
   float* bscratch = current_arena().alloc_floats(nt * bwd_per_thread);
   record("attention", y,
          [q, k, v, y, lse, bscratch, bwd_per_thread, d, Dp, Dvp, Sp, kc, vc, kr, tile, dy_tile, kld, vld, alpha, cap,
-          causal, bp, scales, lse_blk, o_blk, N] {
+          causal, bp, scales, lse_blk, o_blk, N, out_scale] {
     // fwd: y_i = Σ_j p_ij v_j, p_ij = exp(s_ij − L_i), s = cap(α q·k)  =>
     //   dv_j += p_ij dy_i;  dp_ij = dy_i·v_j;  ds_ij = p_ij (dp_ij − dy_i·y_i) (1 − (s/c)²);
     //   dq_i += α Σ_j ds_ij k_j;  dk_j += α Σ_i ds_ij q_i
@@ -269,6 +274,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
         float* Lb = p_cols + Tiles::block();  // separate blocks: [kRows, N] each
         float* Db = Lb + kRows * N;
         float* Wb = Db + kRows * N;
+        float* dys = Lb + (bp.separate() ? 3 * kRows * N : 0);  // with an output scale: the rows c_i · dy_i
         Tiles::gather_cols(kt, row(k, b, 0, g), kld, d.S, d.D, Dp, Sp);
         Tiles::gather_cols(vt, row(v, b, 0, g), vld, d.S, d.Dv, Dvp, Sp);
         Tiles::gather_rows(krows, row(k, b, 0, g), kld, d.S, d.D, Dp, Sp);
@@ -282,6 +288,12 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
             tile_rows(xrows, q.data, q, b, i0, rows, h);
             Tiles::gather_tile(qb, xrows, d.D, Dp);
             tile_rows(xrows, dy, y, b, i0, rows, h);
+            if (out_scale.kind != OutputScale::none)  // y_i = c_i · o_i: o_i's gradient is c_i · dy_i
+              for (int64_t r = 0; r < rows; ++r) {
+                const float c = out_scale.at(last_key(i0 + r, d, causal) + 1);
+                for (int64_t e = 0; e < d.Dv; ++e) dys[r * d.Dv + e] = c * xrows[r][e];
+                xrows[r] = dys + r * d.Dv;
+              }
             Tiles::gather_tile(dyb, xrows, d.Dv, Dvp);
             {
               const int64_t next = std::min<int64_t>(kRows, d.T - i0 - rows);
@@ -307,6 +319,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
                 float db = 0.f;
 #pragma omp simd reduction(+ : db)
                 for (int64_t e = 0; e < d.Dv; ++e) db += dyi[e] * o[e];
+                db *= out_scale.at(last_key(i0 + r, d, causal) + 1);  // (c_i dy_i) · o_β
                 Lb[r * N + bl] = lse_blk[x];
                 Db[r * N + bl] = db;
                 Wb[r * N + bl] = bp.weight(h, bl, t);

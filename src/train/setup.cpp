@@ -1,5 +1,6 @@
 #include "train/setup.h"
 
+#include <cmath>
 #include <string_view>
 #include <utility>
 
@@ -57,6 +58,17 @@ ModelSpec model_spec(const RunConfig& cfg, int vocab_size) {
                                           {"none", BlockSoftmaxMode::none},
                                           {"learned", BlockSoftmaxMode::learned}});
   s.block.blocks = a.block_softmax.blocks;
+  const OutputScaleRule& os = a.output_scale;
+  if (os.name == "none") {
+    s.output_scale = {};
+  } else if (os.name == "sqrt_dseq_over_e") {  // the source's constant, with d_seq = the context
+    s.output_scale = {OutputScale::constant, float(std::sqrt(double(m.context) / std::exp(1.0)))};
+  } else if (os.name == "causal") {
+    s.output_scale = {OutputScale::causal, 1.f};
+  } else {
+    ATTN_CHECK(os.name.empty(), "attention.output_scale: the schema allows \"", os.name, "\" but setup maps nothing to it");
+    s.output_scale = {OutputScale::constant, float(os.value)};
+  }
   s.block_per_head = a.block_softmax.per_head;
   s.mla.q_lora_rank = cfg.mla.q_lora_rank;
   s.mla.kv_lora_rank = cfg.mla.kv_lora_rank;

@@ -141,7 +141,8 @@ TEST_CASE("model (MLA): every parameter's gradient against finite differences", 
   }
 }
 
-TEST_CASE("model (block softmax): every parameter's gradient, the softmax scales' included", "[model][grad][blocks]") {
+TEST_CASE("model (block softmax, output scale): every parameter's gradient, the softmax scales' included",
+          "[model][grad][blocks]") {
   for (AttentionType type : {AttentionType::mha, AttentionType::mla})
     for (BlockSoftmaxMode mode : {BlockSoftmaxMode::exact, BlockSoftmaxMode::none, BlockSoftmaxMode::learned})
       for (bool per_head : {false, true}) {
@@ -156,6 +157,15 @@ TEST_CASE("model (block softmax): every parameter's gradient, the softmax scales
           check_model_grads(s);
         }
       }
+  // The output scale, alone and with the learned block softmax.
+  for (OutputScale out : {OutputScale{OutputScale::constant, 1.7f}, OutputScale{OutputScale::causal, 1.f}})
+    for (BlockSoftmaxMode mode : {BlockSoftmaxMode::exact, BlockSoftmaxMode::learned}) {
+      ModelSpec s = tiny_spec();
+      s.block = {mode, mode == BlockSoftmaxMode::exact ? 1 : 2, 0};
+      s.output_scale = out;
+      INFO("output scale " << int(out.kind) << " mode " << int(mode));
+      check_model_grads(s);
+    }
   // The scales are one parameter per layer, named, shaped [N, context] or [n_head, N, context].
   ModelSpec s = tiny_spec();
   s.block = {BlockSoftmaxMode::learned, 3, 0};

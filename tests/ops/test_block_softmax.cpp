@@ -21,6 +21,7 @@ struct BlockCase {
   int blocks;
   int64_t P;  // context positions the blocks cut (>= S)
   bool per_head = false;
+  OutputScale out = {};
 };
 
 const char* mode_name(BlockSoftmaxMode m) {
@@ -54,7 +55,7 @@ testing::OpCase block_case(const BlockCase& a, double scale, AttentionKernel ker
   c.ref_fwd = [=](const std::vector<Vec>& in) {
     Vec y(a.B * a.T * a.H * a.D);
     ref::attention_fwd(y.data(), in[0].data(), in[1].data(), in[2].data(), a.B, a.T, a.S, a.H, a.Hkv, a.D, a.D, scale,
-                       a.softcap, a.causal, (double*)nullptr, blocks(in, nullptr));
+                       a.softcap, a.causal, (double*)nullptr, blocks(in, nullptr), a.out);
     return y;
   };
   c.ref_bwd = [=](const std::vector<Vec>& in, const Vec& dy) {
@@ -62,7 +63,7 @@ testing::OpCase block_case(const BlockCase& a, double scale, AttentionKernel ker
     for (const Vec& x : in) g.emplace_back(x.size());
     ref::attention_bwd(g[0].data(), g[1].data(), g[2].data(), dy.data(), in[0].data(), in[1].data(), in[2].data(),
                        a.B, a.T, a.S, a.H, a.Hkv, a.D, a.D, scale, a.softcap, a.causal,
-                       blocks(in, learned ? g[3].data() : nullptr));
+                       blocks(in, learned ? g[3].data() : nullptr), a.out);
     return g;
   };
   c.fast = [=](const std::vector<Tensor>& in) {
@@ -72,6 +73,7 @@ testing::OpCase block_case(const BlockCase& a, double scale, AttentionKernel ker
     o.kernel = kernel;
     o.block = shape;
     if (learned) o.block_scales = in[3];
+    o.output_scale = a.out;
     return attention(in[0], in[1], in[2], o);
   };
   return c;
@@ -201,4 +203,74 @@ TEST_CASE("merge_partial_attention: parts over disjoint key sets merge into the 
   merge_partial_attention(e0.data(), Le, full.data(), L_full, Dv);
   CHECK(Le == L_full);
   CHECK(e0 == full);
+}
+
+TEST_CASE("block softmax: flash with bf16 products agrees with f32 within bf16 rounding, every mode",
+          "[ops][flash][blocks]") {
+  const int64_t B = 2, T = 190, H = 2, D = 32;
+  Arena outer;
+  ArenaScope as(outer);
+  for (BlockSoftmaxMode mode : {BlockSoftmaxMode::exact, BlockSoftmaxMode::none, BlockSoftmaxMode::learned}) {
+    INFO("mode " << mode_name(mode));
+    Tensor a = empty({3, T}, false);
+    Vec av = testing::randn(a.numel(), 8);
+    for (int64_t i = 0; i < a.numel(); ++i) a.data[i] = float(av[i]);
+    std::vector<Vec> outs, grads;
+    for (auto precision : {kernels::MatmulPrecision::f32, kernels::MatmulPrecision::bf16}) {
+      testing::PrecisionScope ps(precision);
+      AttentionOptions o(0.2f);
+      o.kernel = AttentionKernel::flash;
+      o.block = {mode, 3, T};
+      if (mode == BlockSoftmaxMode::learned) o.block_scales = a;
+      auto [y, g] = run(o, B, T, H, D);
+      outs.push_back(y);
+      grads.push_back(g);
+    }
+    CHECK(testing::rel_err(outs[0], outs[1]) <= 1e-2);
+    CHECK(testing::rel_err(grads[0], grads[1]) <= 2e-2);
+  }
+}
+
+TEST_CASE("output scale (every kernel): constant and causal multipliers, alone and with block softmax",
+          "[ops][grad][output_scale]") {
+  for (OutputScale out : {OutputScale{OutputScale::constant, 3.5f}, OutputScale{OutputScale::causal, 1.f}})
+    for (BlockSoftmaxMode mode : {BlockSoftmaxMode::exact, BlockSoftmaxMode::learned})
+      for (bool causal : {true, false}) {
+        BlockCase a{2, 11, causal ? 11 : 14, 4, 2, 6, causal, causal ? 0.0 : 2.0, mode, mode == BlockSoftmaxMode::exact ? 1 : 3,
+                    causal ? 11 : 14};
+        a.out = out;
+        for (AttentionKernel kernel : kAllAttentionKernels) {
+          INFO(kernel_name(kernel) << " kind " << int(out.kind) << " mode " << mode_name(mode) << " causal " << causal);
+          if (kernel == AttentionKernel::dense) testing::check_grad(block_case(a, 0.4, kernel));
+          testing::check_fast_vs_ref(block_case(a, 0.4, kernel));
+        }
+      }
+  for (AttentionKernel kernel : kAllAttentionKernels) {
+    BlockCase a{1, 300, 300, 2, 1, 16, true, 0.0, BlockSoftmaxMode::exact, 1, 300};
+    a.out = {OutputScale::causal, 1.f};
+    testing::check_fast_vs_ref(block_case(a, 0.25, kernel));
+  }
+}
+
+TEST_CASE("output scale: causal multiplies row i by sqrt(n_i / e), n_i = i + 1 keys", "[ops][output_scale]") {
+  // q = k = 0: every row averages its visible values uniformly; the scaled output is the plain one
+  // times sqrt((i + 1) / e).
+  Arena arena;
+  ArenaScope as(arena);
+  const int64_t B = 1, T = 50, H = 1, D = 4;
+  Tensor q = empty({B, T, H, D}), k = empty({B, T, H, D}), v = empty({B, T, H, D});
+  for (int64_t i = 0; i < q.numel(); ++i) {
+    q.data[i] = 0.f;
+    k.data[i] = 0.f;
+    v.data[i] = float(i % 7) - 3.f;
+  }
+  for (AttentionKernel kernel : kAllAttentionKernels) {
+    AttentionOptions plain(1.f), scaled(1.f);
+    plain.kernel = scaled.kernel = kernel;
+    scaled.output_scale = {OutputScale::causal, 1.f};
+    Tensor y0 = attention(q, k, v, plain), y1 = attention(q, k, v, scaled);
+    for (int64_t i = 0; i < T; ++i)
+      for (int64_t e = 0; e < D; ++e)
+        CHECK(y1.data[i * D + e] == Approx(y0.data[i * D + e] * std::sqrt((i + 1) / std::exp(1.0))).margin(1e-6));
+  }
 }

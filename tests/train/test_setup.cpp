@@ -2,6 +2,8 @@
 // setup's tables (a choice added to the schema without a table row fails here, not silently).
 #include <catch2/catch.hpp>
 
+#include <cmath>
+
 #include "config/config.h"
 #include "kernels/gemm.h"
 #include "train/setup.h"
@@ -32,4 +34,21 @@ TEST_CASE("setup: every allowed word of every choice key builds the model, optim
   CHECK(model_spec(config_from_yaml_text("", "t", {"attention.query_scaling=both"}).cfg, 11).query_scaling ==
         QueryScaling::both);
   CHECK(model_spec(config_from_yaml_text("", "t", {"model.norm=rmsnorm"}).cfg, 11).norm == NormKind::rmsnorm);
+}
+
+TEST_CASE("setup: attention.output_scale's rules and numbers reach the model spec", "[setup][output_scale]") {
+  auto spec_of = [](const std::string& v) {
+    return model_spec(config_from_yaml_text("", "t", {"attention.output_scale=" + v, "model.context=64"}).cfg, 11)
+        .output_scale;
+  };
+  CHECK(spec_of("none").kind == OutputScale::none);
+  const OutputScale c = spec_of("sqrt_dseq_over_e");
+  CHECK(c.kind == OutputScale::constant);
+  CHECK(c.value == Approx(std::sqrt(64.0 / std::exp(1.0))));
+  CHECK(spec_of("causal").kind == OutputScale::causal);
+  const OutputScale n = spec_of("2.5");
+  CHECK(n.kind == OutputScale::constant);
+  CHECK(n.value == 2.5f);
+  CHECK_THROWS_WITH(spec_of("huge"), Catch::Contains("expected none, sqrt_dseq_over_e, causal or a positive number"));
+  CHECK_THROWS_WITH(spec_of("0"), Catch::Contains("attention.output_scale"));
 }
