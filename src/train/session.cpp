@@ -93,8 +93,9 @@ void Session::save_checkpoint(const std::string& path) const {
     if (p->frozen) frozen.push_back(p->name);
   w.strings("frozen", frozen);  // what train.freeze / train.trainable left untrained
   for (const Param* p : store.params()) w.tensor("params/" + p->name, dims(p->shape, buf), p->data);
+  // A frozen parameter's optimizer state is never touched (it stays at its zero start): not stored.
   for (const auto& slot : optimizer->slots())
-    w.tensor(slot_dataset(optimizer->name(), slot), dims(slot.shape, buf), slot.data);
+    if (!slot.param->frozen) w.tensor(slot_dataset(optimizer->name(), slot), dims(slot.shape, buf), slot.data);
   w.commit();
 }
 
@@ -130,6 +131,7 @@ void Session::load_checkpoint(const std::string& path) {
     check_values(n, p->data, p->numel(), false);
   }
   for (const auto& slot : optimizer->slots()) {
+    if (slot.param->frozen) continue;  // not stored (save_checkpoint)
     const std::string n = slot_dataset(opt_name, slot);
     r.read(n, dims(slot.shape, buf), slot.data);
     check_values(n, slot.data, slot.shape.numel(), slot.name[0] == 'v');

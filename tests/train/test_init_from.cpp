@@ -29,8 +29,12 @@ TEST_CASE("init_from + trainable: only the softmax scales train; every other par
     INFO("params/" << n);
     CHECK(same_bits(read_f32(base.checkpoint_path, "params/" + n), read_f32(tuned.checkpoint_path, "params/" + n)));
   }
-  // The checkpoint names what was frozen: everything but the scales.
+  // The checkpoint names what was frozen: everything but the scales, which alone have optimizer state.
   CHECK(CheckpointReader(tuned.checkpoint_path).strings("frozen") == base_params);
+  for (const auto& n : list_datasets(tuned.checkpoint_path, "optim")) {
+    INFO("optim/" << n);
+    CHECK(contains(n, "softmax_scales"));
+  }
   // The scales moved from their init (what a fresh session draws from the same seed).
   auto fresh = Session::from_config(load_config(cfg, tuned_overrides));
   const Param& a0 = fresh->store.at("blocks.0.attn.softmax_scales");
