@@ -67,6 +67,8 @@ struct AttentionSection {
   AttentionScale scale;
   int n_kv_heads{};           // 0: n_head (use resolved_n_kv_heads)
   double softcap{};           // 0: off
+  int window{}, chunk{};      // local masks; 0: off
+  std::vector<std::string> layer_pattern;  // local | global per layer, repeated; empty: all local
   OutputScaleRule output_scale;
   BlockSoftmaxSection block_softmax;
   bool operator==(const AttentionSection&) const = default;

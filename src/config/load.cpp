@@ -260,6 +260,10 @@ struct Loader {
     if (!mla && m.n_head % kv != 0)
       fail({"attention.n_kv_heads", "model.n_head"}, "attention.n_kv_heads (" + std::to_string(kv) +
                                                         ") must divide model.n_head (" + std::to_string(m.n_head) + ")");
+    const auto& lp = cfg.attention.layer_pattern;
+    if (std::find(lp.begin(), lp.end(), "local") != lp.end() && cfg.attention.window == 0 && cfg.attention.chunk == 0)
+      fail({"attention.layer_pattern", "attention.window", "attention.chunk"},
+           "attention.layer_pattern has local layers but neither attention.window nor attention.chunk is set");
     const BlockSoftmaxSection& bs = cfg.attention.block_softmax;
     if (bs.blocks > m.context)
       fail({"attention.block_softmax.blocks", "model.context"},

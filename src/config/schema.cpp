@@ -216,12 +216,20 @@ Rule<std::vector<std::string>> globs() {
 }
 // Parameter roles (nn/param.h), each at most once.
 Rule<std::vector<std::string>> roles() {
-  return {"a list of parameter roles from matrix, embedding, gain, bias", [](const std::vector<std::string>& v) {
-            static const std::vector<std::string> known = {"matrix", "embedding", "gain", "bias"};
+  return {"a list of parameter roles from matrix, embedding, gain, bias, scale", [](const std::vector<std::string>& v) {
+            static const std::vector<std::string> known = {"matrix", "embedding", "gain", "bias", "scale"};
             for (size_t i = 0; i < v.size(); ++i) {
               if (std::find(known.begin(), known.end(), v[i]) == known.end()) return false;
               if (std::find(v.begin(), v.begin() + i, v[i]) != v.begin() + i) return false;
             }
+            return true;
+          }};
+}
+// attention.layer_pattern: local and global, repeated over the layers.
+Rule<std::vector<std::string>> layer_pattern() {
+  return {"a list of local, global", [](const std::vector<std::string>& v) {
+            for (const auto& w : v)
+              if (w != "local" && w != "global") return false;
             return true;
           }};
 }
@@ -303,6 +311,12 @@ std::vector<KeyDef> build_schema() {
       "rsqrt_dhead = 1/sqrt(d_head), inv_dhead = 1/d_head, or the number itself");
   key(KEY(attention, n_kv_heads), 0, int_at_least(0), "key/value heads; 0 means n_head (MHA), fewer = GQA");
   key(KEY(attention, softcap), 0.0, non_negative(), "tanh soft-cap of the attention logits; 0 = off");
+  key(KEY(attention, window), 0, int_at_least(0),
+      "sliding window: a query sees the last this many positions (itself included); 0 = off");
+  key(KEY(attention, chunk), 0, int_at_least(0),
+      "chunked attention: causal inside chunks of this many positions, nothing across; 0 = off");
+  key(KEY(attention, layer_pattern), {}, layer_pattern(),
+      "per layer, repeated: local = window/chunk apply, global = causal only; [] = every layer local");
   key(KEY(attention, output_scale), OutputScaleRule{"none", 0.0}, output_scale_rule(),
       "multiplier on each row of softmax(s)·V: sqrt_dseq_over_e = sqrt(context/e) (unit variance for "
       "unit-normal q, k, v without a mask); causal = sqrt(n_i/e), n_i the keys row i sees; or the number");

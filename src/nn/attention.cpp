@@ -27,6 +27,7 @@ AttentionOptions Attention::options(float* max_logits) const {
   opt.block.context = spec_.context;
   if (block_scales_) opt.block_scales = block_scales_->tensor();
   opt.output_scale = spec_.output_scale;
+  opt.mask = spec_.mask;
   return opt;
 }
 

@@ -61,6 +61,7 @@ struct AttentionSpec {
   BlockSoftmax block;             // block.context is set from context
   bool block_per_head = false;    // learned: scales [n_head, N, context] instead of [N, context]
   OutputScale output_scale;       // the multiplier on each output row of the attention op
+  AttentionMask mask;             // this layer's window / chunk (none: causal only)
 
   int qk_head_dim() const { return type == AttentionType::mla ? mla.qk_nope_head_dim + mla.qk_rope_head_dim : d_head; }
   int v_head_dim() const { return type == AttentionType::mla ? mla.v_head_dim : d_head; }

@@ -50,6 +50,8 @@ Transformer::Transformer(const ModelSpec& spec, ParamStore& store) : spec_(spec)
     Block b;
     b.norm1 = add_norm(name("blocks", l, "norm1"));
     b.norm2 = add_norm(name("blocks", l, "norm2"));
+    const bool local = s.layer_local.empty() || s.layer_local[size_t(l) % s.layer_local.size()];
+    as.mask = local ? s.mask : AttentionMask{};
     b.attn = make_attention(as, name("blocks", l, "attn"), store);
     b.w1 = store.add(name("blocks", l, "mlp.w1"), {C, s.d_ff}, Role::matrix, normal);
     if (s.mlp == MlpKind::swiglu) b.w3 = store.add(name("blocks", l, "mlp.w3"), {C, s.d_ff}, Role::matrix, normal);

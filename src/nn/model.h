@@ -51,6 +51,8 @@ struct ModelSpec {
   BlockSoftmax block;           // the block softmax (mode exact, 1 block: the plain softmax)
   bool block_per_head = false;  // learned scales per head
   OutputScale output_scale;     // the multiplier on attention's output rows
+  AttentionMask mask;           // window / chunk of the local layers
+  std::vector<bool> layer_local;  // layer l is local when layer_local[l % size]; empty: every layer
 };
 
 class Transformer {

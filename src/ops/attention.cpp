@@ -60,19 +60,22 @@ void attn_detail::store_scale_grads(const Tensor& scales, const float* partial, 
 
 namespace {
 
-// Row i's output from its logits s[0, n): p = softmax(s) into s, y = Σ_j p_j v_j (kv head (b, g)).
-void softmax_row(float* yi, float* s, int64_t n, const Tensor& v, int64_t b, int64_t g, const Dims& d) {
+// Row i's output from its logits s[first, n): p = softmax(s) into s (0 before first), y = Σ_j p_j v_j
+// (kv head (b, g)).
+void softmax_row(float* yi, float* s, int64_t first, int64_t n, const Tensor& v, int64_t b, int64_t g,
+                 const Dims& d) {
   float m = -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
+  for (int64_t j = first; j < n; ++j) m = std::max(m, s[j]);
   float l = 0.f;
 #pragma omp simd reduction(+ : l)
-  for (int64_t j = 0; j < n; ++j) {
+  for (int64_t j = first; j < n; ++j) {
     s[j] = kernels::fast_exp(s[j] - m);
     l += s[j];
   }
   const float inv_l = 1.f / l;
   std::fill(yi, yi + d.Dv, 0.f);
-  for (int64_t j = 0; j < n; ++j) {
+  std::fill(s, s + first, 0.f);
+  for (int64_t j = first; j < n; ++j) {
     const float pj = s[j] * inv_l;
     const float* vj = row(v, b, j, g);
 #pragma omp simd
@@ -83,14 +86,15 @@ void softmax_row(float* yi, float* s, int64_t n, const Tensor& v, int64_t b, int
 
 // The block softmax of row i (query position t, head h): each block's own softmax; y merges their
 // outputs (exact) or sums them weighted (none: 1, learned: |a|). s[0, n) holds the logits on
-// entry and, on return, what backward reads: the full softmax's p (exact) or each block's own p^β.
-// Scratch: ob [Dv], mb [N].
-void block_softmax_row(float* yi, float* s, int64_t n, const Tensor& v, int64_t b, int64_t g, int64_t h, int64_t t,
-                       const BlockPlan& bp, float* ob, float* mb, const Dims& d) {
+// entry and, on return, what backward reads: the full softmax's p (exact) or each block's own p^β
+// (0 before first, the row's first visible key). Scratch: ob [Dv], mb [N].
+void block_softmax_row(float* yi, float* s, int64_t first, int64_t n, const Tensor& v, int64_t b, int64_t g,
+                       int64_t h, int64_t t, const BlockPlan& bp, float* ob, float* mb, const Dims& d) {
   float L = -std::numeric_limits<float>::infinity();
   std::fill(yi, yi + d.Dv, 0.f);
+  std::fill(s, s + first, 0.f);
   for (int bl = 0; bl < bp.blocks(); ++bl) {
-    const int64_t j0 = bp.start(bl), j1 = std::min(n, bp.start(bl + 1));
+    const int64_t j0 = std::max(first, bp.start(bl)), j1 = std::min(n, bp.start(bl + 1));
     mb[bl] = -std::numeric_limits<float>::infinity();
     if (j0 >= j1) continue;
     float m = -std::numeric_limits<float>::infinity();
@@ -120,8 +124,8 @@ void block_softmax_row(float* yi, float* s, int64_t n, const Tensor& v, int64_t 
   }
   if (!bp.separate())  // p_j = exp(s_j − m_β) · exp(m_β − L), the full softmax
     for (int bl = 0; bl < bp.blocks(); ++bl) {
-      const int64_t j0 = bp.start(bl), j1 = std::min(n, bp.start(bl + 1));
-      if (j0 >= j1) break;
+      const int64_t j0 = std::max(first, bp.start(bl)), j1 = std::min(n, bp.start(bl + 1));
+      if (j0 >= j1) continue;
       const float c = std::exp(mb[bl] - L);
       for (int64_t j = j0; j < j1; ++j) s[j] *= c;
     }
@@ -155,6 +159,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
              " kv heads");
   ATTN_CHECK(!opt.causal || d.S >= d.T, "attention: causal with fewer keys (", d.S, ") than queries (", d.T, ")");
   ATTN_CHECK(opt.softcap >= 0.f, "attention: softcap ", opt.softcap, " must be >= 0");
+  ATTN_CHECK(!opt.mask.local() || opt.causal, "attention: a window or chunk mask needs the causal mask");
+  ATTN_CHECK(opt.mask.window >= 0 && opt.mask.chunk >= 0, "attention: window ", opt.mask.window, " and chunk ",
+             opt.mask.chunk, " must be >= 0");
   Dims dd = d;
   dd.G = d.H / d.Hkv;
   if (opt.kernel == AttentionKernel::flash) return attention_flash(q, k, v, opt, dd);
@@ -163,6 +170,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   const BlockPlan bp = block_plan(opt, dd);
   const Tensor scales = opt.block_scales;
   const OutputScale out = opt.output_scale;
+  const AttentionMask mask = opt.mask;
 
   Tensor y = new_output({d.B, d.T, d.H, d.Dv}, needs_grad(q, k, v) || scales.requires_grad());
   const bool save = y.requires_grad();
@@ -185,16 +193,17 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
         const int64_t h = g * dd.G + hh;
         float hmax = -std::numeric_limits<float>::infinity();
         for (int64_t i = 0; i < d.T; ++i) {
-          const int64_t n = causal ? i + (d.S - d.T) + 1 : d.S;
-          hmax = std::max(hmax, logits_row(s, row(q, b, i, h), kt, n, dd, alpha, cap));
+          const int64_t n = causal ? i + (d.S - d.T) + 1 : d.S, first = mask.first_key(i + d.S - d.T);
+          dot_rows(s, row(q, b, i, h), kt, n, d.D, dd);
+          hmax = std::max(hmax, finish_logits(s + first, n - first, alpha, cap));  // visible keys only
           float* yi = y.data + ((b * d.T + i) * d.H + h) * d.Dv;
           if (bp.plain()) {
-            softmax_row(yi, s, n, v, b, g, d);
+            softmax_row(yi, s, first, n, v, b, g, d);
           } else {
-            block_softmax_row(yi, s, n, v, b, g, h, i + d.S - d.T, bp, s + 3 * d.S, s + 3 * d.S + d.Dv, d);
+            block_softmax_row(yi, s, first, n, v, b, g, h, i + d.S - d.T, bp, s + 3 * d.S, s + 3 * d.S + d.Dv, d);
           }
           if (out.kind != OutputScale::none) {
-            const float c = out.at(n);
+            const float c = out.at(n - first);
             for (int64_t e = 0; e < d.Dv; ++e) yi[e] *= c;
           }
           if (p) std::memcpy(p + ((b * d.H + h) * d.T + i) * d.S, s, n * sizeof(float));
@@ -205,7 +214,8 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   record_max_logits(opt, head_max, d);
 
   if (save) {
-    record("attention", y, [q, k, v, y, p, scratch, scratch_per_thread, dd, alpha, cap, causal, bp, scales, out] {
+    record("attention", y, [q, k, v, y, p, scratch, scratch_per_thread, dd, alpha, cap, causal, bp, scales, out,
+                            mask] {
       // fwd: y_i = Σ_j p_ij v_j, p_i = softmax(s_i), s = cap(α q·k)  =>  see ref::attention_bwd
       const Dims& d = dd;
       const float* dy = y.grad_in();
@@ -229,11 +239,11 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
           for (int64_t hh = 0; hh < d.G; ++hh) {
             const int64_t h = g * d.G + hh;
             for (int64_t i = 0; i < d.T; ++i) {
-              const int64_t n = causal ? i + (d.S - d.T) + 1 : d.S;
+              const int64_t n = causal ? i + (d.S - d.T) + 1 : d.S, first = mask.first_key(i + d.S - d.T);
               const float* pi = p + ((b * d.H + h) * d.T + i) * d.S;
               const float* dyi = dy + ((b * d.T + i) * d.H + h) * d.Dv;
               if (out.kind != OutputScale::none) {  // y_i = c_i · o_i: o_i's gradient is c_i · dy_i
-                const float c = out.at(n);
+                const float c = out.at(n - first);
                 for (int64_t e = 0; e < d.Dv; ++e) dyc[e] = c * dyi[e];
                 dyi = dyc;
               }
@@ -249,8 +259,8 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
               } else {
                 const int64_t t = i + d.S - d.T;
                 for (int bl = 0; bl < bp.blocks(); ++bl) {
-                  const int64_t j0 = bp.start(bl), j1 = std::min(n, bp.start(bl + 1));
-                  if (j0 >= j1) break;
+                  const int64_t j0 = std::max(first, bp.start(bl)), j1 = std::min(n, bp.start(bl + 1));
+                  if (j0 >= j1) continue;
                   float rowdot = 0.f;  // D_β = dy_i · o_β
 #pragma omp simd reduction(+ : rowdot)
                   for (int64_t j = j0; j < j1; ++j) rowdot += pi[j] * dp[j];
@@ -262,7 +272,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
                 pv = pw;
               }
               float* dqi = qg ? grad_row(qg, q, b, i, h) : nullptr;
-              for (int64_t j = 0; j < n; ++j) {
+              for (int64_t j = first; j < n; ++j) {  // keys before first have p = ds = 0
                 const float a = dp[j], pij = pv[j];
                 const float* kj = row(k, b, j, g);
                 if (dqi) {

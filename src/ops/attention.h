@@ -5,6 +5,8 @@
 //   r[i,j] = α · q_i·k_j                      α = options.logit_scale (NOTE [attention scale])
 //   s      = c · tanh(r / c)                  when options.softcap = c > 0   [Gemma 2]; else s = r
 //   s[i,j] = -∞ for j > i + (S - T)           when causal (queries are the last T of S positions)
+//   s[i,j] = -∞ for j < first_key(i + S − T)   the local masks (options.mask, causal only): a
+//            sliding window sees the last W positions, a chunk only its own chunk's earlier ones
 //   p_i    = softmax_j(s[i, :]),   y_i = Σ_j p[i,j] v_j
 // q: [B, T, H, Dqk]   k: [B, S, Hkv, Dqk]   v: [B, S, Hkv, Dv] (strided views, last dim dense; H a
 // multiple of Hkv: query head h reads kv head h / (H / Hkv), i.e. GQA; Dv may differ from Dqk, as
@@ -61,6 +63,20 @@ struct BlockSoftmax {
   int64_t start(int b, int64_t P) const { return (int64_t(b) * P + blocks - 1) / blocks; }
 };
 
+// Masks on top of the causal one; a row at position t sees keys [first_key(t), t]. Key blocks
+// wholly before a tile's first visible key are skipped by the flash kernel.
+struct AttentionMask {
+  int64_t window = 0;  // > 0: the last `window` positions, t − window < j ≤ t
+  int64_t chunk = 0;   // > 0: causal inside chunks of `chunk` positions, ⌊t / chunk⌋·chunk ≤ j ≤ t
+  bool local() const { return window > 0 || chunk > 0; }
+  int64_t first_key(int64_t t) const {
+    int64_t lo = 0;
+    if (window > 0) lo = std::max(lo, t - window + 1);
+    if (chunk > 0) lo = std::max(lo, t / chunk * chunk);
+    return lo;
+  }
+};
+
 // The multiplier c_i on query row i's output.
 struct OutputScale {
   enum Kind { none, constant, causal };
@@ -82,6 +98,7 @@ struct AttentionOptions {
   BlockSoftmax block;
   Tensor block_scales;  // mode learned: [N, P] or [H, N, P] (gradient: sign(a)·(dy·o_β), summed)
   OutputScale output_scale;
+  AttentionMask mask;   // window / chunk (needs causal)
 };
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt);
@@ -138,7 +155,7 @@ struct Blocks {
 template <class T>
 void attention_fwd(T* y, const T* q, const T* k, const T* v, int64_t B, int64_t Tq, int64_t S, int64_t H,
                    int64_t Hkv, int64_t D, int64_t Dv, T scale, T softcap, bool causal, T* max_logits,
-                   const Blocks<T>& blk = {}, const OutputScale& out = {}) {
+                   const Blocks<T>& blk = {}, const OutputScale& out = {}, const AttentionMask& mask = {}) {
   const int64_t G = H / Hkv;
   const bool blocked = blk.shape.mode != BlockSoftmaxMode::exact;
   const int N = blocked ? blk.shape.blocks : 1;
@@ -147,14 +164,19 @@ void attention_fwd(T* y, const T* q, const T* k, const T* v, int64_t B, int64_t 
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i = 0; i < Tq; ++i) {
-        const int64_t last = causal ? i + (S - Tq) : S - 1;
+        const int64_t last = causal ? i + (S - Tq) : S - 1, first = mask.first_key(i + S - Tq);
         const T* qi = q + ((b * Tq + i) * H + h) * D;
-        const T r = logits_row(s.data(), qi, k + (b * S * Hkv + h / G) * D, last + 1, Hkv * D, D, scale, softcap);
-        if (max_logits) max_logits[h] = std::max(max_logits[h], r);
+        logits_row(s.data(), qi, k + (b * S * Hkv + h / G) * D, last + 1, Hkv * D, D, scale, softcap);
+        if (max_logits)  // the largest visible logit before the cap
+          for (int64_t j = first; j <= last; ++j) {
+            T dot = 0;
+            for (int64_t d = 0; d < D; ++d) dot += qi[d] * k[((b * S + j) * Hkv + h / G) * D + d];
+            max_logits[h] = std::max(max_logits[h], scale * dot);
+          }
         T* yi = y + ((b * Tq + i) * H + h) * Dv;
         for (int64_t d = 0; d < Dv; ++d) yi[d] = 0;
         for (int bl = 0; bl < N; ++bl) {  // one softmax per block (one block unless none/learned)
-          const int64_t j0 = blocked ? blk.shape.start(bl, P) : 0;
+          const int64_t j0 = std::max(first, blocked ? blk.shape.start(bl, P) : 0);
           const int64_t j1 = std::min(last + 1, blocked ? blk.shape.start(bl + 1, P) : S);
           if (j0 >= j1) continue;
           T w = 1;
@@ -169,7 +191,8 @@ void attention_fwd(T* y, const T* q, const T* k, const T* v, int64_t B, int64_t 
             for (int64_t d = 0; d < Dv; ++d) yi[d] += p * vj[d];
           }
         }
-        const T c = out.kind == OutputScale::causal ? std::sqrt(T(last + 1) / std::exp(T(1))) : T(out.at(last + 1));
+        const int64_t n = last + 1 - first;  // keys the row sees
+        const T c = out.kind == OutputScale::causal ? std::sqrt(T(n) / std::exp(T(1))) : T(out.at(n));
         for (int64_t d = 0; d < Dv; ++d) yi[d] *= c;
       }
 }
@@ -182,7 +205,7 @@ void attention_fwd(T* y, const T* q, const T* k, const T* v, int64_t B, int64_t 
 template <class T>
 void attention_bwd(T* dq, T* dk, T* dv, const T* dy, const T* q, const T* k, const T* v, int64_t B, int64_t Tq,
                    int64_t S, int64_t H, int64_t Hkv, int64_t D, int64_t Dv, T scale, T softcap, bool causal,
-                   const Blocks<T>& blk = {}, const OutputScale& out = {}) {
+                   const Blocks<T>& blk = {}, const OutputScale& out = {}, const AttentionMask& mask = {}) {
   const int64_t G = H / Hkv;
   const bool blocked = blk.shape.mode != BlockSoftmaxMode::exact;
   const int N = blocked ? blk.shape.blocks : 1;
@@ -191,15 +214,16 @@ void attention_bwd(T* dq, T* dk, T* dv, const T* dy, const T* q, const T* k, con
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i = 0; i < Tq; ++i) {
-        const int64_t last = causal ? i + (S - Tq) : S - 1;
+        const int64_t last = causal ? i + (S - Tq) : S - 1, first = mask.first_key(i + S - Tq);
         const T* qi = q + ((b * Tq + i) * H + h) * D;
         // y_i = c_i · (the attention output): everything below sees dy_i times c_i
-        const T c = out.kind == OutputScale::causal ? std::sqrt(T(last + 1) / std::exp(T(1))) : T(out.at(last + 1));
+        const int64_t n = last + 1 - first;
+        const T c = out.kind == OutputScale::causal ? std::sqrt(T(n) / std::exp(T(1))) : T(out.at(n));
         for (int64_t d = 0; d < Dv; ++d) dyc[d] = c * dy[((b * Tq + i) * H + h) * Dv + d];
         const T* dyi = dyc.data();
         logits_row(s.data(), qi, k + (b * S * Hkv + h / G) * D, last + 1, Hkv * D, D, scale, softcap);
         for (int bl = 0; bl < N; ++bl) {
-          const int64_t j0 = blocked ? blk.shape.start(bl, P) : 0;
+          const int64_t j0 = std::max(first, blocked ? blk.shape.start(bl, P) : 0);
           const int64_t j1 = std::min(last + 1, blocked ? blk.shape.start(bl + 1, P) : S);
           if (j0 >= j1) continue;
           T w = 1, sign = 0;

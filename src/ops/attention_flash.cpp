@@ -87,6 +87,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
   const BlockPlan bp = block_plan(opt, d);
   const Tensor scales = opt.block_scales;
   const OutputScale out_scale = opt.output_scale;
+  const AttentionMask mask = opt.mask;
   const int N = bp.blocks();
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   Tensor y = new_output({d.B, d.T, d.H, d.Dv}, needs_grad(q, k, v) || scales.requires_grad());
@@ -135,20 +136,24 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
           prefetch_rows(q.data, q, b, i0 + rows, std::min<int64_t>(kRows, d.T - i0 - rows), h, d.D);
           if (hh == d.G - 1) prefetch_next_kv(k, v, b, g, i0 / kRows, d);
           const int64_t keys = last_key(i0 + rows - 1, d, causal) + 1;  // blocks past the diagonal: skipped
+          // Each row's first visible key; the tile's first row has the smallest, and key tiles
+          // before it are skipped (a sliding window's cost is linear in T).
+          int64_t first[kRows];
+          for (int64_t r = 0; r < kRows; ++r) first[r] = mask.first_key(std::min(i0 + r, d.T - 1) + d.S - d.T);
           // The online softmax of the tile's rows over keys [a, e): leaves each row's running max m,
           // sum l (0: no visible key) and unnormalised output acc.
           auto segment = [&](int64_t a, int64_t e) {
             std::fill(m, m + kRows, kNegInf);
             std::fill(l, l + kRows, 0.f);
             std::fill(acc, acc + kRows * Dvp, 0.f);
-            for (int64_t j0 = a / kKeyTile * kKeyTile; j0 < e; j0 += kKeyBlock) {
+            for (int64_t j0 = std::max(a, first[0]) / kKeyTile * kKeyTile; j0 < e; j0 += kKeyBlock) {
               const int64_t nb = std::min(e, j0 + kKeyBlock) - j0;
               const int64_t nb_tiles = std::min(round_up(nb, kKeyTile), kKeyBlock);  // what the tiles read
               Tiles::logits(s, qb, kt, j0, nb, Dp, Sp);
               float corr[kRows];  // the rescaling of each row's accumulator, applied by ab_acc
               for (int64_t r = 0; r < kRows; ++r) {
                 float* sr = s + r * kKeyBlock;
-                const int64_t st = std::max<int64_t>(a - j0, 0);
+                const int64_t st = std::max<int64_t>(std::max(a, first[r]) - j0, 0);
                 const int64_t en = r < rows ? std::min(nb, last_key(i0 + r, d, causal) + 1 - j0) : 0;
                 corr[r] = 1.f;
                 if (en <= st) {  // no key of this chunk is visible to row r: it adds nothing
@@ -178,11 +183,11 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
             segment(0, keys);
             for (int64_t r = 0; r < rows; ++r) {
               const int64_t i = i0 + r;
-              float f = 1.f / l[r];  // times the output scale c_i, when there is one
-              if (out_scale.kind != OutputScale::none) f *= out_scale.at(last_key(i, d, causal) + 1);
+              float f = l[r] > 0.f ? 1.f / l[r] : 0.f;  // times the output scale c_i, when there is one
+              if (out_scale.kind != OutputScale::none) f *= out_scale.at(last_key(i, d, causal) + 1 - first[r]);
               float* yi = y.data + ((b * d.T + i) * d.H + h) * d.Dv;
               for (int64_t e = 0; e < d.Dv; ++e) yi[e] = acc[r * Dvp + e] * f;
-              lse[(b * d.H + h) * d.T + i] = m[r] + std::log(l[r]);
+              lse[(b * d.H + h) * d.T + i] = l[r] > 0.f ? m[r] + std::log(l[r]) : kNegInf;
             }
             continue;
           }
@@ -220,7 +225,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
           }
           for (int64_t r = 0; r < rows; ++r) {
             const int64_t i = i0 + r;
-            const float c = out_scale.at(last_key(i, d, causal) + 1);
+            const float c = out_scale.at(last_key(i, d, causal) + 1 - first[r]);
             float* yi = y.data + ((b * d.T + i) * d.H + h) * d.Dv;
             for (int64_t e = 0; e < d.Dv; ++e) yi[e] = out[r * Dvp + e] * c;
             lse[(b * d.H + h) * d.T + i] = L[r];  // exact: the full softmax's; unused otherwise
@@ -243,7 +248,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
   float* bscratch = current_arena().alloc_floats(nt * bwd_per_thread);
   record("attention", y,
          [q, k, v, y, lse, bscratch, bwd_per_thread, d, Dp, Dvp, Sp, kc, vc, kr, tile, dy_tile, kld, vld, alpha, cap,
-          causal, bp, scales, lse_blk, o_blk, N, out_scale] {
+          causal, bp, scales, lse_blk, o_blk, N, out_scale, mask] {
     // fwd: y_i = Σ_j p_ij v_j, p_ij = exp(s_ij − L_i), s = cap(α q·k)  =>
     //   dv_j += p_ij dy_i;  dp_ij = dy_i·v_j;  ds_ij = p_ij (dp_ij − dy_i·y_i) (1 − (s/c)²);
     //   dq_i += α Σ_j ds_ij k_j;  dk_j += α Σ_i ds_ij q_i
@@ -285,12 +290,14 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
           for (int64_t i0 = 0; i0 < d.T; i0 += kRows) {
             const int64_t rows = std::min<int64_t>(kRows, d.T - i0);
             const float* xrows[kRows];
+            int64_t first[kRows];  // each row's first visible key (the local masks)
+            for (int64_t r = 0; r < kRows; ++r) first[r] = mask.first_key(std::min(i0 + r, d.T - 1) + d.S - d.T);
             tile_rows(xrows, q.data, q, b, i0, rows, h);
             Tiles::gather_tile(qb, xrows, d.D, Dp);
             tile_rows(xrows, dy, y, b, i0, rows, h);
             if (out_scale.kind != OutputScale::none)  // y_i = c_i · o_i: o_i's gradient is c_i · dy_i
               for (int64_t r = 0; r < rows; ++r) {
-                const float c = out_scale.at(last_key(i0 + r, d, causal) + 1);
+                const float c = out_scale.at(last_key(i0 + r, d, causal) + 1 - first[r]);
                 for (int64_t e = 0; e < d.Dv; ++e) dys[r * d.Dv + e] = c * xrows[r][e];
                 xrows[r] = dys + r * d.Dv;
               }
@@ -319,7 +326,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
                 float db = 0.f;
 #pragma omp simd reduction(+ : db)
                 for (int64_t e = 0; e < d.Dv; ++e) db += dyi[e] * o[e];
-                db *= out_scale.at(last_key(i0 + r, d, causal) + 1);  // (c_i dy_i) · o_β
+                db *= out_scale.at(last_key(i0 + r, d, causal) + 1 - first[r]);  // (c_i dy_i) · o_β
                 Lb[r * N + bl] = lse_blk[x];
                 Db[r * N + bl] = db;
                 Wb[r * N + bl] = bp.weight(h, bl, t);
@@ -329,7 +336,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
             }
             std::fill(dq, dq + kRows * Dp, 0.f);
             const int64_t keys = last_key(i0 + rows - 1, d, causal) + 1;
-            for (int64_t j0 = 0; j0 < keys; j0 += kKeyBlock) {
+            for (int64_t j0 = first[0] / kKeyTile * kKeyTile; j0 < keys; j0 += kKeyBlock) {
               const int64_t nb = std::min(keys, j0 + kKeyBlock) - j0;
               const int64_t nb_tiles = std::min(round_up(nb, kKeyTile), kKeyBlock);
               Tiles::logits(p, qb, kt, j0, nb, Dp, Sp);     // s, turned into p below
@@ -337,7 +344,8 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
               for (int64_t r = 0; r < kRows; ++r) {
                 float *pr = p + r * kKeyBlock, *dsr = ds + r * kKeyBlock;
                 const int64_t n = r < rows ? std::max<int64_t>(0, std::min(nb, last_key(i0 + r, d, causal) + 1 - j0)) : 0;
-                if (n > 0) finish_logits(pr, n, alpha, cap);
+                const int64_t st = std::min(n, std::max<int64_t>(first[r] - j0, 0));  // keys before st: masked
+                if (n > st) finish_logits(pr + st, n - st, alpha, cap);
                 // p_j = w·exp(s_j − L), ds_j = p_j (dp_j − D) (1 − (s_j/c)²) over keys [j1, j2) of the
                 // chunk: the whole row with the full softmax's L and D = dy·y and w = 1, or one
                 // block's part with that block's L_β, D_β and w_β.
@@ -352,13 +360,15 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
                   }
                 };
                 if (!bp.separate()) {
-                  grad_part(0, n, L[r], rowdot[r], 1.f);
+                  grad_part(st, n, L[r], rowdot[r], 1.f);
                 } else {
-                  for (int bl = int(j0 * N / bp.P); bl < N && bp.start(bl) < j0 + n; ++bl) {
-                    const int64_t j1 = std::max<int64_t>(bp.start(bl) - j0, 0), j2 = std::min(bp.start(bl + 1) - j0, n);
+                  for (int bl = int((j0 + st) * N / bp.P); bl < N && bp.start(bl) < j0 + n; ++bl) {
+                    const int64_t j1 = std::max<int64_t>(bp.start(bl) - j0, st), j2 = std::min(bp.start(bl + 1) - j0, n);
                     grad_part(j1, j2, Lb[r * N + bl], Db[r * N + bl], Wb[r * N + bl]);
                   }
                 }
+                std::fill(pr, pr + st, 0.f);
+                std::fill(dsr, dsr + st, 0.f);
                 std::fill(pr + n, pr + nb_tiles, 0.f);
                 std::fill(dsr + n, dsr + nb_tiles, 0.f);
               }

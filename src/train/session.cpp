@@ -3,6 +3,7 @@
 #include "train/distributed.h"
 
 #include <cmath>
+#include <set>
 
 #include "autograd/tape.h"
 #include "io/checkpoint.h"
@@ -130,8 +131,16 @@ void Session::load_checkpoint(const std::string& path) {
     r.read(n, dims(p->shape, buf), p->data);
     check_values(n, p->data, p->numel(), false);
   }
+  // The parameters the writing run froze have no optimizer state stored (save_checkpoint): theirs
+  // is the zero it started at, whether or not this run trains them.
+  std::set<std::string> stored_frozen;
+  if (r.has("frozen"))
+    for (const std::string& n : r.strings("frozen")) stored_frozen.insert(n);
   for (const auto& slot : optimizer->slots()) {
-    if (slot.param->frozen) continue;  // not stored (save_checkpoint)
+    if (stored_frozen.count(slot.param->name)) {
+      std::fill(slot.data, slot.data + slot.shape.numel(), 0.f);
+      continue;
+    }
     const std::string n = slot_dataset(opt_name, slot);
     r.read(n, dims(slot.shape, buf), slot.data);
     check_values(n, slot.data, slot.shape.numel(), slot.name[0] == 'v');

@@ -58,6 +58,8 @@ ModelSpec model_spec(const RunConfig& cfg, int vocab_size) {
                                           {"none", BlockSoftmaxMode::none},
                                           {"learned", BlockSoftmaxMode::learned}});
   s.block.blocks = a.block_softmax.blocks;
+  s.mask = {a.window, a.chunk};
+  for (const std::string& w : a.layer_pattern) s.layer_local.push_back(w == "local");
   const OutputScaleRule& os = a.output_scale;
   if (os.name == "none") {
     s.output_scale = {};

@@ -43,7 +43,7 @@ TEST_CASE("config errors: a wrong value names line, column, key, allowed and fou
   CHECK(file_error("train:\n  freeze: [a, '']\n") ==
         "x.yaml:2:11: train.freeze: expected a list of non-empty glob patterns (* and ?), got a list");
   CHECK(file_error("optimizer:\n  decay_roles: [matrix, norm]\n") ==
-        "x.yaml:2:16: optimizer.decay_roles: expected a list of parameter roles from matrix, embedding, gain, bias, "
+        "x.yaml:2:16: optimizer.decay_roles: expected a list of parameter roles from matrix, embedding, gain, bias, scale, "
         "got a list");
   // An empty value is pointed at by its key's position.
   CHECK(file_error("optimizer:\n  lr:\n") == "x.yaml:2:3: optimizer.lr: expected a positive number, got an empty value");
@@ -177,6 +177,18 @@ TEST_CASE("config errors: inconsistent MLA sizes stop with one line naming file,
                                                 {"attention.type=mha"}); }) ==
         "override attention.type=mha: mla.kv_lora_rank is set (32) but attention.type is mha; set attention.type: "
         "mla, or drop the mla keys");
+}
+
+TEST_CASE("config errors: local masks and the layer pattern", "[config][errors][masks]") {
+  CHECK(file_error("attention:\n  window: -2\n") ==
+        "x.yaml:2:11: attention.window: expected an integer >= 0, got \"-2\"");
+  CHECK(file_error("attention:\n  layer_pattern: [local, sliding]\n") ==
+        "x.yaml:2:18: attention.layer_pattern: expected a list of local, global, got a list");
+  CHECK(file_error("attention:\n  layer_pattern: [local, global]\n") ==
+        "x.yaml:2:18: attention.layer_pattern has local layers but neither attention.window nor attention.chunk is set");
+  TempDir tmp;
+  const RunConfig c = load_config(tmp.write("x.yaml", "attention:\n  window: 16\n  layer_pattern: [local, global]\n")).cfg;
+  CHECK(c.attention.layer_pattern == std::vector<std::string>{"local", "global"});
 }
 
 TEST_CASE("config errors: block softmax keys name file, line and key", "[config][errors][blocks]") {

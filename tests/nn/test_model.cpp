@@ -166,6 +166,19 @@ TEST_CASE("model (block softmax, output scale): every parameter's gradient, the 
       INFO("output scale " << int(out.kind) << " mode " << int(mode));
       check_model_grads(s);
     }
+  // Local masks: a window in every layer, and a chunk in the first of each [local, global] pair.
+  {
+    ModelSpec s = tiny_spec();
+    s.mask = {3, 0};
+    check_model_grads(s);
+    s.mask = {0, 4};
+    s.layer_local = {true, false};
+    s.block = {BlockSoftmaxMode::learned, 2, 0};
+    check_model_grads(s);
+    ModelSpec m = tiny_mla_spec(0);
+    m.mask = {4, 3};
+    check_model_grads(m);
+  }
   // The scales are one parameter per layer, named, shaped [N, context] or [n_head, N, context].
   ModelSpec s = tiny_spec();
   s.block = {BlockSoftmaxMode::learned, 3, 0};

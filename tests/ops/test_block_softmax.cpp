@@ -22,6 +22,7 @@ struct BlockCase {
   int64_t P;  // context positions the blocks cut (>= S)
   bool per_head = false;
   OutputScale out = {};
+  AttentionMask mask = {};
 };
 
 const char* mode_name(BlockSoftmaxMode m) {
@@ -43,6 +44,9 @@ testing::OpCase block_case(const BlockCase& a, double scale, AttentionKernel ker
     c.inputs.push_back(testing::randn(n_scales, c.seed + 3));
   }
   c.max_coords = 120;
+  // A window of 1: every softmax has one key, so the true q and k gradients are exactly 0 and the
+  // fast path returns float rounding noise: judge it against a floor (as for one key).
+  if (a.mask.window == 1) c.grad_floor = 0.1;
   BlockSoftmax shape{a.mode, a.blocks, a.P};
   auto blocks = [=](const std::vector<Vec>& in, double* ds) {
     ref::Blocks<double> b;
@@ -55,7 +59,7 @@ testing::OpCase block_case(const BlockCase& a, double scale, AttentionKernel ker
   c.ref_fwd = [=](const std::vector<Vec>& in) {
     Vec y(a.B * a.T * a.H * a.D);
     ref::attention_fwd(y.data(), in[0].data(), in[1].data(), in[2].data(), a.B, a.T, a.S, a.H, a.Hkv, a.D, a.D, scale,
-                       a.softcap, a.causal, (double*)nullptr, blocks(in, nullptr), a.out);
+                       a.softcap, a.causal, (double*)nullptr, blocks(in, nullptr), a.out, a.mask);
     return y;
   };
   c.ref_bwd = [=](const std::vector<Vec>& in, const Vec& dy) {
@@ -63,7 +67,7 @@ testing::OpCase block_case(const BlockCase& a, double scale, AttentionKernel ker
     for (const Vec& x : in) g.emplace_back(x.size());
     ref::attention_bwd(g[0].data(), g[1].data(), g[2].data(), dy.data(), in[0].data(), in[1].data(), in[2].data(),
                        a.B, a.T, a.S, a.H, a.Hkv, a.D, a.D, scale, a.softcap, a.causal,
-                       blocks(in, learned ? g[3].data() : nullptr), a.out);
+                       blocks(in, learned ? g[3].data() : nullptr), a.out, a.mask);
     return g;
   };
   c.fast = [=](const std::vector<Tensor>& in) {
@@ -74,6 +78,7 @@ testing::OpCase block_case(const BlockCase& a, double scale, AttentionKernel ker
     o.block = shape;
     if (learned) o.block_scales = in[3];
     o.output_scale = a.out;
+    o.mask = a.mask;
     return attention(in[0], in[1], in[2], o);
   };
   return c;
@@ -272,5 +277,70 @@ TEST_CASE("output scale: causal multiplies row i by sqrt(n_i / e), n_i = i + 1 k
     for (int64_t i = 0; i < T; ++i)
       for (int64_t e = 0; e < D; ++e)
         CHECK(y1.data[i * D + e] == Approx(y0.data[i * D + e] * std::sqrt((i + 1) / std::exp(1.0))).margin(1e-6));
+  }
+}
+
+TEST_CASE("masks (every kernel): sliding window and chunks, alone, together and with block softmax and output scale",
+          "[ops][grad][masks]") {
+  for (AttentionMask mask : {AttentionMask{3, 0}, AttentionMask{0, 4}, AttentionMask{5, 3}, AttentionMask{1, 0}})
+    for (BlockSoftmaxMode mode : {BlockSoftmaxMode::exact, BlockSoftmaxMode::none, BlockSoftmaxMode::learned})
+      for (int64_t S : {13, 17}) {  // S = 17: the 13 queries are the last positions
+        BlockCase a{2, 13, S, 4, 2, 6, true, mode == BlockSoftmaxMode::none ? 2.0 : 0.0, mode,
+                    mode == BlockSoftmaxMode::exact ? 1 : 3, S};
+        a.mask = mask;
+        if (mode == BlockSoftmaxMode::learned) a.out = {OutputScale::causal, 1.f};
+        for (AttentionKernel kernel : kAllAttentionKernels) {
+          INFO(kernel_name(kernel) << " window " << mask.window << " chunk " << mask.chunk << " mode "
+                                   << mode_name(mode) << " S " << S);
+          if (kernel == AttentionKernel::dense) testing::check_grad(block_case(a, 0.4, kernel));
+          testing::check_fast_vs_ref(block_case(a, 0.4, kernel));
+        }
+      }
+  // Long rows: key blocks wholly before a tile's window are skipped; chunk edges inside key blocks.
+  for (AttentionKernel kernel : kAllAttentionKernels)
+    for (AttentionMask mask : {AttentionMask{50, 0}, AttentionMask{0, 96}, AttentionMask{200, 70}}) {
+      INFO(kernel_name(kernel) << " window " << mask.window << " chunk " << mask.chunk);
+      BlockCase a{1, 300, 300, 2, 1, 16, true, 0.0, BlockSoftmaxMode::exact, 1, 300};
+      a.mask = mask;
+      testing::check_fast_vs_ref(block_case(a, 0.25, kernel));
+      BlockCase c{1, 260, 300, 2, 2, 8, true, 1.5, BlockSoftmaxMode::learned, 3, 300, true};
+      c.mask = mask;
+      testing::check_fast_vs_ref(block_case(c, 0.3, kernel));
+    }
+}
+
+TEST_CASE("masks: a window as long as the context is the causal mask; max logits skip masked keys",
+          "[ops][masks]") {
+  const int64_t B = 2, T = 150, H = 2, D = 16;
+  for (AttentionKernel kernel : kAllAttentionKernels) {
+    AttentionOptions plain(0.25f), wide(0.25f);
+    plain.kernel = wide.kernel = kernel;
+    wide.mask.window = T;
+    const auto [y0, g0] = run(plain, B, T, H, D);
+    const auto [y1, g1] = run(wide, B, T, H, D);
+    CHECK(y1 == y0);
+    CHECK(g1 == g0);
+  }
+  // Key 0 of head 0 made huge: with a window of 4 only rows 0..3 see it.
+  Arena arena;
+  ArenaScope as(arena);
+  Tensor q = empty({1, 10, 1, 2}), k = empty({1, 10, 1, 2}), v = empty({1, 10, 1, 2});
+  for (int64_t i = 0; i < q.numel(); ++i) {
+    q.data[i] = 1.f;
+    k.data[i] = 0.f;
+    v.data[i] = 1.f;
+  }
+  k.data[0] = k.data[1] = 100.f;
+  for (AttentionKernel kernel : kAllAttentionKernels) {
+    float with_key0 = -1e30f, without = -1e30f;
+    AttentionOptions o(1.f);
+    o.kernel = kernel;
+    o.max_logits = &with_key0;
+    attention(q, k, v, o);
+    CHECK(with_key0 == 200.f);
+    o.max_logits = &without;
+    o.mask.chunk = 5;  // rows 5..9 do not see key 0, but rows 0..4 do
+    attention(q.slice(1, 5, 5), k, v, o);  // the last 5 queries: positions 5..9
+    CHECK(without == 0.f);
   }
 }

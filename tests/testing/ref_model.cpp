@@ -54,6 +54,11 @@ double ref_model_loss(const ModelSpec& s, const ParamValues& p, const std::vecto
     }
     return b;
   };
+  // Layer l's local mask (attention.layer_pattern repeated over the layers; empty: every layer).
+  auto mask = [&](int l) {
+    const bool local = s.layer_local.empty() || s.layer_local[size_t(l) % s.layer_local.size()];
+    return local ? s.mask : AttentionMask{};
+  };
   for (int l = 0; l < s.n_layer; ++l) {
     const std::string blk = "blocks." + std::to_string(l);
     V h = norm(blk + ".norm1", x);
@@ -91,7 +96,7 @@ double ref_model_loss(const ModelSpec& s, const ParamValues& p, const std::vecto
       for (auto& e : qf) e *= double(plan.query);
       a.assign(N * H * dv, 0.0);
       ref::attention_fwd(a.data(), qf.data(), k.data(), v.data(), B, T, T, H, H, Dq, dv, double(plan.logits),
-                         double(s.softcap), true, (double*)nullptr, blocks(blk), s.output_scale);
+                         double(s.softcap), true, (double*)nullptr, blocks(blk), s.output_scale, mask(l));
       o = mm(a, P(blk + ".attn.wo"), N, H * dv, C);
     } else {
       V q = mm(h, P(blk + ".attn.wq"), N, C, H * D), k = mm(h, P(blk + ".attn.wk"), N, C, Hkv * D),
@@ -106,7 +111,7 @@ double ref_model_loss(const ModelSpec& s, const ParamValues& p, const std::vecto
       for (auto& e : q) e *= double(plan.query);
       a.assign(N * H * D, 0.0);
       ref::attention_fwd(a.data(), q.data(), k.data(), v.data(), B, T, T, H, Hkv, D, D, double(plan.logits),
-                         double(s.softcap), true, (double*)nullptr, blocks(blk), s.output_scale);
+                         double(s.softcap), true, (double*)nullptr, blocks(blk), s.output_scale, mask(l));
       o = mm(a, P(blk + ".attn.wo"), N, H * D, C);
     }
     for (int64_t i = 0; i < N * C; ++i) x[i] += o[i];
