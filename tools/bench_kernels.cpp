@@ -1,6 +1,7 @@
 // Building-block speed: GFLOP/s of attnlab's linear (forward + both backward products) next to
 // raw oneDNN matmul primitives on the same shapes, and of the attention op forward + backward.
 //   build/bench_kernels [--reps N] [--threads N] [--attention-only] [--bf16] [--shape B,H,T,D]
+//   build/bench_kernels --window W [--shape B,H,T,D]   flash with a sliding window of W against causal
 //   build/bench_kernels --newton-schulz [--bf16]   Muon's NS5 on the mid and baby-gpt matrices
 // --bf16 runs the attention table with bf16 products (precision.matmul=bf16); the linear table
 // compares f32 products with f32 primitives either way.
@@ -123,7 +124,7 @@ std::pair<double, double> linear_vs_raw_seconds(int64_t M, int64_t K, int64_t N,
 // Median seconds of attention forward + backward; `arena_mb` receives the step arena's high water
 // (inputs, output, and what the kernel keeps for backward).
 double attention_seconds(int64_t B, int64_t T, int64_t H, int64_t D, int reps, AttentionKernel kernel,
-                         double& arena_mb) {
+                         double& arena_mb, int64_t window = 0) {
   Arena arena;
   Tape tape;
   ArenaScope as(arena);
@@ -143,6 +144,7 @@ double attention_seconds(int64_t B, int64_t T, int64_t H, int64_t D, int reps, A
     qb.written = kb.written = vb.written = false;
     AttentionOptions o(1.f / 8.f);
     o.kernel = kernel;
+    o.mask.window = window;
     Tensor y = attention(qt, kt, vt, o);
     backward_from(y, dy.data());
   });
@@ -184,6 +186,7 @@ int newton_schulz_table(int reps, bool bf16) {
 int main(int argc, char** argv) {
   int reps = 20, threads = omp_get_max_threads();
   bool linear_table = true, bf16_attention = false, newton_schulz = false;
+  int64_t window = 0;
   // Attention B, H, T, D: the default run's shape (batch 12, 4 heads of 32, context 64), 8192
   // tokens at growing context, then one layer of the mid and baby-gpt benchmark presets.
   std::vector<std::array<int64_t, 4>> attn_shapes = {{12, 4, 64, 32}, {128, 4, 64, 64}, {32, 4, 256, 64},
@@ -194,6 +197,7 @@ int main(int argc, char** argv) {
     else if (i + 1 < argc && !std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--bf16")) bf16_attention = true;
     else if (!std::strcmp(argv[i], "--newton-schulz")) newton_schulz = true;
+    else if (i + 1 < argc && !std::strcmp(argv[i], "--window")) window = std::atoll(argv[++i]);
     else if (std::array<long long, 4> s; i + 1 < argc && !std::strcmp(argv[i], "--shape") &&
              std::sscanf(argv[i + 1], "%lld,%lld,%lld,%lld", &s[0], &s[1], &s[2], &s[3]) == 4 && s[0] > 0 &&
              s[1] > 0 && s[2] > 0 && s[3] > 0) {
@@ -202,7 +206,7 @@ int main(int argc, char** argv) {
       ++i;
     } else {
       std::fprintf(stderr, "usage: bench_kernels [--reps N] [--threads N] [--attention-only] [--bf16] [--shape B,H,T,D] "
-                           "[--newton-schulz]\n");
+                           "[--newton-schulz] [--window W]\n");
       return 2;
     }
   }
@@ -210,6 +214,21 @@ int main(int argc, char** argv) {
   if (newton_schulz) {
     std::printf("threads %d, median of %d repetitions\n\n", threads, reps);
     return newton_schulz_table(reps, bf16_attention);
+  }
+  if (window > 0) {  // the flash kernel with a sliding window against the causal mask, growing T
+    if (bf16_attention) kernels::set_matmul_precision(kernels::MatmulPrecision::bf16);
+    std::printf("threads %d, median of %d repetitions\n\n| flash fwd+bwd%s B×H, T, D | causal ms | window %lld ms "
+                "| causal / window |\n|---|---|---|---|\n",
+                threads, std::max(3, reps / 4), bf16_attention ? " (bf16 products)" : "", (long long)window);
+    const std::vector<std::array<int64_t, 4>> window_shapes = {{1, 4, 1024, 64}, {1, 4, 2048, 64}, {1, 4, 4096, 64}};
+    for (auto [B, H, T, D] : attn_shapes.size() == 1 ? attn_shapes : window_shapes) {
+      double mb = 0;
+      const double causal = attention_seconds(B, T, H, D, std::max(3, reps / 4), AttentionKernel::flash, mb);
+      const double local = attention_seconds(B, T, H, D, std::max(3, reps / 4), AttentionKernel::flash, mb, window);
+      std::printf("| %lld×%lld, %lld, %lld | %.2f | %.2f | %.2f× |\n", (long long)B, (long long)H, (long long)T,
+                  (long long)D, causal * 1e3, local * 1e3, causal / local);
+    }
+    return 0;
   }
   std::printf("threads %d, median of %d repetitions (attnlab and raw oneDNN timed alternately)\n\n", threads, reps);
   const int64_t shapes[][3] = {{768, 128, 384}, {8192, 256, 1024}, {16384, 384, 1536},
