@@ -134,7 +134,7 @@ static std::pair<Vec, Vec> run(const AttentionOptions& o, int64_t B, int64_t T, 
   return {Vec(y.data, y.data + y.numel()), g};
 }
 
-TEST_CASE("block softmax: exact equals the plain softmax to float rounding; none equals learned at |a| = 1",
+TEST_CASE("block softmax: exact equals the plain softmax to float rounding, and none equals learned at |a| = 1",
           "[ops][blocks]") {
   const int64_t B = 2, T = 200, H = 2, D = 16;
   for (AttentionKernel kernel : kAllAttentionKernels) {
@@ -309,7 +309,7 @@ TEST_CASE("masks (every kernel): sliding window and chunks, alone, together and 
     }
 }
 
-TEST_CASE("masks: a window as long as the context is the causal mask; max logits skip masked keys",
+TEST_CASE("masks: a window as long as the context is the causal mask, and max logits skip masked keys",
           "[ops][masks]") {
   const int64_t B = 2, T = 150, H = 2, D = 16;
   for (AttentionKernel kernel : kAllAttentionKernels) {
