@@ -38,7 +38,7 @@ TEST_CASE("config: a file sets its keys, the rest keep their defaults", "[config
   CHECK(load_config(tmp.write("comments.yaml", "# nothing\n"), {}).cfg == RunConfig{});
 }
 
-TEST_CASE("config: base_config chains; child keys beat base keys; overrides beat both", "[config]") {
+TEST_CASE("config: base_config chains, child keys beat base keys, overrides beat both", "[config]") {
   TempDir tmp;
   std::string root = tmp.write("root.yaml",
                                "model:\n  n_layer: 8\n  d_model: 256\n  norm: rmsnorm\n"

@@ -268,7 +268,7 @@ TEST_CASE("model: parameter names, shapes, roles and head views", "[model]") {
   REQUIRE(store.at("blocks.1.mlp.w1").tensor().requires_grad());
 }
 
-TEST_CASE("model: init is per-name; query_scaling init draws the same W_q, scaled", "[model]") {
+TEST_CASE("model: init is per-name, query_scaling init draws the same W_q, scaled", "[model]") {
   ModelSpec s = tiny_spec();
   ParamStore a, b;
   Transformer ma(s, a);

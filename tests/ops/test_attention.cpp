@@ -75,7 +75,7 @@ std::pair<Vec, Vec> run_attention(int64_t B, int64_t T, int64_t S, int64_t H, in
 }
 }  // namespace
 
-TEST_CASE("attention (every kernel): gradients and fast path; causal, full, GQA, soft-cap", "[ops][grad]") {
+TEST_CASE("attention (every kernel): gradients and fast path, causal, full, GQA, soft-cap", "[ops][grad]") {
   for (AttentionKernel kernel : kAllAttentionKernels)
   for (int64_t T : testing::odd_sizes())
     for (auto [H, Hkv] : {std::pair<int64_t, int64_t>{2, 2}, {4, 2}, {3, 1}})

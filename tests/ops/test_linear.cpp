@@ -89,7 +89,7 @@ TEST_CASE("matmul: leading dims flatten into rows", "[ops]") {
   REQUIRE_THROWS_AS(matmul(a, empty({5, 4})), InternalError);
 }
 
-TEST_CASE("residual_linear: gradients and fast path; bit-identical to add(r, linear(x, w))", "[ops][grad]") {
+TEST_CASE("residual_linear: gradients and fast path, bit-identical to add(r, linear(x, w))", "[ops][grad]") {
   for (int64_t M : testing::odd_sizes())
     for (auto [K, N] : {std::pair<int64_t, int64_t>{1, 3}, {17, 65}, {65, 17}}) {
       INFO("M " << M << " K " << K << " N " << N);

@@ -37,7 +37,7 @@ TEST_CASE("cross_entropy: gradients and fast path, with ignored rows", "[ops][gr
     }
 }
 
-TEST_CASE("cross_entropy: uniform logits give log V; bad targets are errors", "[ops]") {
+TEST_CASE("cross_entropy: uniform logits give log V, bad targets are errors", "[ops]") {
   Arena a;
   ArenaScope s(a);
   Tensor z = zeros({4, 65});

@@ -35,7 +35,7 @@ TEST_CASE("transpose12: gradients and fast path", "[ops][grad]") {
   }
 }
 
-TEST_CASE("concat_last: gradients and fast path; split by slices is its inverse", "[ops][grad]") {
+TEST_CASE("concat_last: gradients and fast path, split by slices is its inverse", "[ops][grad]") {
   for (int64_t M : testing::odd_sizes())
     for (int64_t N : {1, 17}) {
       const int64_t R = 6;

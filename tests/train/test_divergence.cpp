@@ -35,7 +35,7 @@ const std::vector<std::string> kNanGrad{"run.name=grad", "optimizer.lr=1e6", "sc
 
 }  // namespace
 
-TEST_CASE("a non-finite loss throws DivergedError naming the step; the log says diverged", "[train][diverge]") {
+TEST_CASE("a non-finite loss throws DivergedError naming the step, the log says diverged", "[train][diverge]") {
   TempDir dir;
   const std::string cfg = write_tiny_config(dir, 50);
   const std::string msg = diverged_message(cfg, kNanLoss);

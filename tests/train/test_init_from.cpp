@@ -8,7 +8,7 @@
 using namespace attnlab;
 using namespace attnlab::testing;
 
-TEST_CASE("init_from + trainable: only the softmax scales train; every other parameter keeps its bits",
+TEST_CASE("init_from + trainable: only the softmax scales train, every other parameter keeps its bits",
           "[train][blocks]") {
   TempDir dir;
   const std::string cfg = write_tiny_config(dir, 6);

@@ -143,7 +143,7 @@ TEST_CASE("qk_clip: MHA, GQA and MLA (both query ranks), every placement, with a
         }
 }
 
-TEST_CASE("qk_clip: a head at 2 tau gets its logits exactly halved; nothing above tau, nothing moves", "[qk_clip]") {
+TEST_CASE("qk_clip: a head at 2 tau gets its logits exactly halved, nothing above tau, nothing moves", "[qk_clip]") {
   for (AttentionType type : {AttentionType::mha, AttentionType::mla}) {
     ParamStore store;
     Transformer model(spec_of({"", type, 4, 0}, QueryScaling::logits, 0.f), store);
