@@ -198,8 +198,8 @@ int run_sweep(const std::string& file, int jobs, int threads, bool dry_run, int 
   // Every point's config is checked before anything runs or is printed.
   std::vector<PointPlan> plans;
   for (const SweepPoint& p : points) plans.push_back(plan_point(s, p));
-  // Default: one point per core, one thread each. Measured on 2 cores (docs/sweeps.md): four points
-  // of the default model took 39.1 s as 2 jobs of 1 thread against 43.8 s as 1 job of 2 threads.
+  // Default: one point per core, one thread each: on 2 cores it ran the query-scaling grid faster
+  // than one job of 2 threads (docs/sweeps.md has the measurement).
   if (jobs == 0) jobs = hardware_threads();
   if (jobs < 1) throw ConfigError("--jobs " + std::to_string(jobs) + ": expected at least 1 (0: one per core)");
   if (threads <= 0) threads = std::max(1, hardware_threads() / jobs);
