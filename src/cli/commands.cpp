@@ -74,7 +74,8 @@ Command add_sample(CLI::App& app, const Globals&) {
     int tokens = 200, top_k = 0;
     float temperature = 1.f;
     uint64_t seed = 0;
-    bool given_prompt = false;
+    bool given_prompt = false, no_cache = false;
+    int shift = 0;
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("sample", "generate text from a checkpoint");
@@ -86,6 +87,11 @@ Command add_sample(CLI::App& app, const Globals&) {
   sub->add_option("--temperature", a->temperature, "softmax temperature; 0 = greedy")->check(CLI::Range(0.f, 100.f));
   sub->add_option("--top-k", a->top_k, "sample among the k most likely tokens; 0 = all")->check(CLI::Range(0, 1 << 20));
   sub->add_option("--seed", a->seed, "random seed of the draws");
+  sub->add_flag("--no-cache", a->no_cache, "recompute the whole window for every token instead of decoding with a KV cache");
+  sub->add_option("--shift", a->shift,
+                  "when the sequence outgrows the context, drop this many oldest tokens at a time and rebuild "
+                  "the cache; 1 = the classic sliding window; default context/4")
+      ->check(CLI::Range(1, 1 << 20));
   CLI::Option* prompt_opt = sub->get_option("--prompt");
   return {sub, [a, prompt_opt] {
             a->given_prompt = prompt_opt->count() > 0;
@@ -104,9 +110,24 @@ Command add_sample(CLI::App& app, const Globals&) {
                 throw ConfigError(std::string("--prompt: ") + e.what());
               }
             }
-            SampleOptions so{a->tokens, a->temperature, a->top_k, a->seed};
-            auto ids = sample(*s->model, prompt, so);
-            std::printf("%s\n", s->vocab.decode(ids).c_str());
+            SampleOptions so{a->tokens, a->temperature, a->top_k, a->seed, !a->no_cache, a->shift};
+            const Transformer& m = *s->model;
+            const int context = m.spec().context;
+            if (prompt.size() > size_t(context))
+              log::warn("sample: the prompt's {} tokens are longer than the context ({}): the model sees its last {}",
+                           prompt.size(), context, context);
+            SampleResult r = sample(*s->model, prompt, so);
+            std::printf("%s\n", s->vocab.decode(r.ids).c_str());
+            if (r.slides > 0)
+              log::info("sample: the sequence outgrew the context ({}): the window slid {} times, {} tokens at a "
+                           "time (--shift){}",
+                           context, r.slides, r.shift, so.cache ? ", each time rebuilding the cache" : "");
+            const int64_t floats = m.cache_floats_per_token(0);
+            log::info("sample: {} tokens in {:.3f} s, {:.1f} tokens/s ({}; cache {} bytes per token per layer = {} "
+                         "floats{})",
+                         a->tokens, r.seconds, r.seconds > 0 ? a->tokens / r.seconds : 0.0,
+                         so.cache ? "KV cache" : "no cache, every window recomputed", floats * 4, floats,
+                         m.spec().attention == AttentionType::mla ? ": kv_lora_rank + qk_rope_head_dim" : ": k and v");
             return kExitOk;
           }};
 }

@@ -42,6 +42,13 @@ void Attention::add_block_scales(const std::string& prefix, ParamStore& store) {
 
 namespace {
 
+// A [1, S, heads, D] view of S cached positions whose rows are `row` floats apart.
+Tensor cache_view(float* base, int64_t S, int64_t heads, int64_t D, int64_t row) {
+  Tensor t(base, nullptr, {1, S, heads, D});
+  t.strides = {S * row, row, D, 1};
+  return t;
+}
+
 // MHA, and GQA when n_kv_head < n_head: query head h reads kv head h / (n_head / n_kv_head).
 class MultiHeadAttention final : public Attention {
  public:
@@ -75,6 +82,29 @@ class MultiHeadAttention final : public Attention {
     }
     if (s.plan.query != 1.f) q = scale(q, s.plan.query);
     return attention(q, k, v, options(max_logits)).reshape({int64_t(B) * T, HD});
+  }
+
+  int64_t cache_floats_per_token() const override { return 2 * int64_t(spec_.n_kv_head) * spec_.d_head; }
+
+  Tensor decode(const Tensor& h, int T, int pos, float* cache) override {
+    const AttentionSpec& s = spec_;
+    const int64_t HD = int64_t(s.n_head) * s.d_head, KD = int64_t(s.n_kv_head) * s.d_head, row = 2 * KD;
+    Tensor q = linear(h, wq_->tensor()).reshape({1, T, HD}).split_last(s.n_head);
+    Tensor k = linear(h, wk_->tensor()).reshape({1, T, KD}).split_last(s.n_kv_head);
+    Tensor v = linear(h, wv_->tensor());
+    if (s.rope) {
+      q = rope(q, s.rope_base, pos);
+      k = rope(k, s.rope_base, pos);
+    }
+    if (s.plan.query != 1.f) q = scale(q, s.plan.query);
+    for (int t = 0; t < T; ++t) {  // k and v are contiguous [T, KD]
+      std::copy(k.data + t * KD, k.data + (t + 1) * KD, cache + (pos + t) * row);
+      std::copy(v.data + t * KD, v.data + (t + 1) * KD, cache + (pos + t) * row + KD);
+    }
+    const int64_t S = pos + T;
+    return attention(q, cache_view(cache, S, s.n_kv_head, s.d_head, row),
+                     cache_view(cache + KD, S, s.n_kv_head, s.d_head, row), options(nullptr))
+        .reshape({T, HD});
   }
 
  private:
@@ -139,6 +169,62 @@ class LatentAttention final : public Attention {
     Tensor v = kv.slice(3, dn, dv);
     if (s.plan.query != 1.f) qh = scale(qh, s.plan.query);
     return attention(qh, k, v, options(max_logits)).reshape({int64_t(B) * T, H * dv});
+  }
+
+  int64_t cache_floats_per_token() const override { return spec_.mla.kv_lora_rank + spec_.mla.qk_rope_head_dim; }
+
+  // The absorbed form [DeepSeek-V2, 2024, section 2.1.2]: q^C_h·k^C_h(j) = (q^C_h·W^Kᵀ_h)·c_j and
+  // o_h = Σ_j p_hj v_h(j) = (Σ_j p_hj c_j)·W^V_h, so the cache holds c_kv and RoPE(k^R) only.
+  Tensor decode(const Tensor& h, int T, int pos, float* cache) override {
+    const AttentionSpec& s = spec_;
+    const MlaSizes& m = s.mla;
+    const int64_t H = s.n_head, dn = m.qk_nope_head_dim, dr = m.qk_rope_head_dim, dv = m.v_head_dim,
+                  r = m.kv_lora_rank, row = r + dr;
+    Tensor q = wq_a_ ? linear(rms_norm(linear(h, wq_a_->tensor()), q_norm_->tensor(), s.norm_eps), wq_->tensor())
+                     : linear(h, wq_->tensor());
+    Tensor qh = q.reshape({1, T, H * (dn + dr)}).split_last(H);
+    qh = rope_concat(qh.slice(3, 0, dn), qh.slice(3, dn, dr), s.rope_base, pos);
+    if (s.plan.query != 1.f) qh = scale(qh, s.plan.query);
+    Tensor kva = linear(h, wkv_a_->tensor());
+    Tensor c = rms_norm(contiguous(kva.slice(1, 0, r)), kv_norm_->tensor(), s.norm_eps);
+    Tensor k_rope = rope(kva.reshape({1, T, r + dr}).slice(2, r, dr).split_last(1), s.rope_base, pos);
+    for (int t = 0; t < T; ++t) {
+      std::copy(c.data + t * r, c.data + (t + 1) * r, cache + (pos + t) * row);
+      std::copy(k_rope.data + t * dr, k_rope.data + (t + 1) * dr, cache + (pos + t) * row + r);
+    }
+    const float* w = wkv_b_->data;  // [r, H·(dn + dv)]: head h's k_nope columns, then its v columns
+    const int64_t ld = H * (dn + dv);
+    Tensor qa = new_output({1, T, H, row}, false);
+#pragma omp parallel for collapse(2) if (T * H * r * dn > (1 << 16))
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t hh = 0; hh < H; ++hh) {
+        const float* qc = qh.data + (t * H + hh) * (dn + dr);
+        float* out = qa.data + (t * H + hh) * row;
+        for (int64_t e = 0; e < r; ++e) {  // q^C_h · W^Kᵀ_h
+          const float* we = w + e * ld + hh * (dn + dv);
+          float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+          for (int64_t x = 0; x < dn; ++x) dot += qc[x] * we[x];
+          out[e] = dot;
+        }
+        std::copy(qc + dn, qc + dn + dr, out + r);  // RoPE(q^R_h)
+      }
+    const int64_t S = pos + T;
+    Tensor o = attention(qa, cache_view(cache, S, 1, row, row), cache_view(cache, S, 1, r, row), options(nullptr));
+    Tensor y = new_output({T, H * dv}, false);
+#pragma omp parallel for collapse(2) if (T * H * r * dv > (1 << 16))
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t hh = 0; hh < H; ++hh) {
+        const float* oh = o.data + (t * H + hh) * r;
+        float* yh = y.data + t * H * dv + hh * dv;
+        std::fill(yh, yh + dv, 0.f);
+        for (int64_t e = 0; e < r; ++e) {  // o_h · W^V_h
+          const float* we = w + e * ld + hh * (dn + dv) + dn;
+#pragma omp simd
+          for (int64_t x = 0; x < dv; ++x) yh[x] += oh[e] * we[x];
+        }
+      }
+    return y;
   }
 
  private:

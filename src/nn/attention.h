@@ -87,6 +87,17 @@ class Attention {
   // [B·T, H·Dv], the heads' outputs before wo. max_logits: n_head floats updated with the
   // pre-cap max logit of each head (ops/attention.h), or null.
   virtual Tensor forward(const Tensor& h, const uint16_t* h16, int B, int T, float* max_logits) = 0;
+  // Decoding with a KV cache (docs/attention.md, "KV-cache decoding"): h [T, C] is the normed
+  // stream of T new positions [pos, pos + T) of one sequence; `cache` holds cache_floats_per_token()
+  // floats for each position up to the context, those of [0, pos) already written. Writes the new
+  // positions' entries and returns [T, H·Dv], the rows forward would give at those positions.
+  //   MHA/GQA: a position's entry is [k (n_kv_head·d_head) | v (n_kv_head·d_head)].
+  //   MLA:     [c_kv (kv_lora_rank) | RoPE(k^R) (qk_rope_head_dim)], with wkv_b absorbed: head h's
+  //            query becomes [q^C_h·W^Kᵀ_h; RoPE(q^R_h)] against the key [c_kv; RoPE(k^R)] shared by
+  //            every head, its value is c_kv, and its output o_h·W^V_h (W^K_h, W^V_h: head h's
+  //            k_nope and v columns of wkv_b).
+  virtual Tensor decode(const Tensor& h, int T, int pos, float* cache) = 0;
+  virtual int64_t cache_floats_per_token() const = 0;
   Param& wo() const { return *wo_; }
   const AttentionSpec& spec() const { return spec_; }
   // Key heads: query head h reads key head h / (n_head / key_heads()) (MHA/GQA: n_kv_head; MLA:

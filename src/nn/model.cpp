@@ -67,9 +67,13 @@ Tensor Transformer::norm(const Norm& n, const Tensor& x, const uint16_t** y16) c
   return rms_norm(x, n.g->tensor(), spec_.norm_eps, y16);
 }
 
-Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_seed, uint64_t step) {
+Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_seed, uint64_t step, KvCache* cache) {
   const auto& s = spec_;
-  ATTN_CHECK(T >= 1 && T <= s.context, "Transformer: sequence length ", T, " outside [1, ", s.context, "]");
+  const int pos = cache ? cache->length : 0;  // the first position of these rows
+  ATTN_CHECK(T >= 1 && pos + T <= s.context, "Transformer: positions [", pos, ", ", pos + T, ") outside [0, ",
+             s.context, ")");
+  ATTN_CHECK(!cache || (B == 1 && !grad_enabled() && cache->layers.size() == blocks_.size()),
+             "Transformer: decoding takes one sequence, no gradient and a cache from new_cache()");
   const int64_t N = int64_t(B) * T, C = s.d_model;
   // Dropout streams: one per site, distinct per step (counter-based masks, see ops/elementwise.h).
   uint64_t site = 0;
@@ -83,14 +87,15 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
     return residual_linear(stream, branch, w.tensor());
   };
   Tensor x = embedding(ids, N, tok_emb_->tensor());
-  if (pos_emb_) x = add(x.reshape({B, T, C}), pos_emb_->tensor().slice(0, 0, T)).reshape({N, C});
+  if (pos_emb_) x = add(x.reshape({B, T, C}), pos_emb_->tensor().slice(0, pos, T)).reshape({N, C});
   x = drop(x);
-  std::fill(max_logits_.begin(), max_logits_.end(), -std::numeric_limits<float>::infinity());
+  if (!cache) std::fill(max_logits_.begin(), max_logits_.end(), -std::numeric_limits<float>::infinity());
   for (int l = 0; l < s.n_layer; ++l) {
     const Block& b = blocks_[l];
     const uint16_t* h16 = nullptr;  // bf16 products: h converted once, by the norm, for the projections
     Tensor h = norm(b.norm1, x, &h16);
-    Tensor a = b.attn->forward(h, h16, B, T, max_logits_.data() + size_t(l) * s.n_head);
+    Tensor a = cache ? b.attn->decode(h, T, pos, cache->layers[l].data())
+                     : b.attn->forward(h, h16, B, T, max_logits_.data() + size_t(l) * s.n_head);
     x = residual(x, a, b.attn->wo());
     h = norm(b.norm2, x, &h16);  // h16 read forward and by the weight gradient (and by w3's products)
     if (b.w3) {
@@ -101,7 +106,18 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
                                              : residual_gelu_mlp(x, h, b.w1->tensor(), b.w2->tensor(), h16);
     }
   }
+  if (cache) cache->length += T;
   return norm(norm_f_, x);
+}
+
+KvCache Transformer::new_cache() const {
+  KvCache c;
+  for (const Block& b : blocks_) c.layers.emplace_back(size_t(spec_.context) * b.attn->cache_floats_per_token());
+  return c;
+}
+
+Tensor Transformer::decode(const int32_t* ids, int T, KvCache& cache) {
+  return matmul(hidden(ids, 1, T, 0, 0, &cache), tok_emb_->tensor(), /*trans_b=*/true);
 }
 
 Tensor Transformer::logits(const int32_t* ids, int B, int T, uint64_t dropout_seed, uint64_t step) {

@@ -55,6 +55,13 @@ struct ModelSpec {
   std::vector<bool> layer_local;  // layer l is local when layer_local[l % size]; empty: every layer
 };
 
+// The keys and values of the positions decoded so far, per layer (Attention::decode states what a
+// position's entry holds). Positions [0, length) are filled; capacity is the model's context.
+struct KvCache {
+  int length = 0;
+  std::vector<std::vector<float>> layers;
+};
+
 class Transformer {
  public:
   // Registers every parameter in `store`; the caller then calls store.finalize(seed).
@@ -66,6 +73,14 @@ class Transformer {
               uint64_t step = 0);
   // Logits [B·T, V].
   Tensor logits(const int32_t* ids, int B, int T, uint64_t dropout_seed = 0, uint64_t step = 0);
+
+  // Decoding with a cache (no gradient): logits [T, V] of positions [cache.length, cache.length + T)
+  // of one sequence, given their ids; the positions before come from the cache, which gains these.
+  // Equal to rows [cache.length, cache.length + T) of logits() over the whole sequence.
+  KvCache new_cache() const;
+  Tensor decode(const int32_t* ids, int T, KvCache& cache);
+  // Floats a position adds to layer l's cache.
+  int64_t cache_floats_per_token(int l) const { return blocks_[l].attn->cache_floats_per_token(); }
 
   // Per layer and head, the max attention logit (before the cap, after the mask) of the last forward
   // pass, over batch and positions: [n_layer · n_head], layer-major.
@@ -86,7 +101,8 @@ class Transformer {
   };
   // y16: as for layer_norm (the bf16 copy of the output for the products that read it).
   Tensor norm(const Norm& n, const Tensor& x, const uint16_t** y16 = nullptr) const;
-  Tensor hidden(const int32_t* ids, int B, int T, uint64_t dropout_seed, uint64_t step);
+  // With a cache: B = 1, the positions start at cache->length, attention decodes.
+  Tensor hidden(const int32_t* ids, int B, int T, uint64_t dropout_seed, uint64_t step, KvCache* cache = nullptr);
 
   ModelSpec spec_;
   ScalePlan plan_;

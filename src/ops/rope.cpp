@@ -70,7 +70,7 @@ Tensor rope(const Tensor& x, float base, int64_t pos_offset) {
   return y;
 }
 
-Tensor rope_concat(const Tensor& x, const Tensor& r, float base) {
+Tensor rope_concat(const Tensor& x, const Tensor& r, float base, int64_t pos_offset) {
   PhaseScope phase(Phase::norm_act);
   ATTN_CHECK(x.rank() == 4 && r.rank() == 4 && x.stride(3) == 1 && r.stride(3) == 1, "rope_concat: x ", x.shape,
              " and r ", r.shape, " must be [B, T, heads, D] with dense D");
@@ -78,7 +78,7 @@ Tensor rope_concat(const Tensor& x, const Tensor& r, float base) {
   ATTN_CHECK(r.size(0) == B && r.size(1) == T && (Hr == H || Hr == 1), "rope_concat: r ", r.shape,
              " must match x ", x.shape, " in batch and positions, with ", H, " heads or one");
   ATTN_CHECK(Dr % 2 == 0, "rope_concat: rotated head size ", Dr, " must be even");
-  const auto [cos_t, sin_t] = rope_tables(T, Dr, base, 0);
+  const auto [cos_t, sin_t] = rope_tables(T, Dr, base, pos_offset);
   Tensor y = new_output({B, T, H, Dx + Dr}, needs_grad(x, r));
   // A shared r is read by every head: head stride 0.
   const std::array<int64_t, 3> rs{r.strides[0], r.strides[1], Hr == 1 ? 0 : r.strides[2]};

@@ -19,7 +19,8 @@ Tensor rope(const Tensor& x, float base, int64_t pos_offset = 0);
 //   y[b, t, h] = [x[b, t, h, :];  rope(r)[b, t, h', :]],   h' = h, or 0 when r has a single head
 // x: [B, T, H, Dx]   r: [B, T, H or 1, Dr] (strided views, last dim dense; Dr even)
 //   ->   y: [B, T, H, Dx + Dr] contiguous.  A shared r's gradient is the sum over the heads.
-Tensor rope_concat(const Tensor& x, const Tensor& r, float base);
+// pos_offset: the position of row t is t + pos_offset (decoding with a cache).
+Tensor rope_concat(const Tensor& x, const Tensor& r, float base, int64_t pos_offset = 0);
 
 namespace ref {
 // Contiguous [B, T, H, D]. inverse = true applies the rotation by -θ (the backward).

@@ -200,8 +200,7 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt_given) 
     so.tokens = cfg.eval.sample_tokens;
     so.seed = uint64_t(cfg.run.seed);
     std::vector<int32_t> prompt{s.split.val.empty() ? 0 : s.split.val[0]};
-    auto ids = sample(model, prompt, so);
-    res.sample_text = s.vocab.decode(ids);
+    res.sample_text = s.vocab.decode(sample(model, prompt, so).ids);
   }
   if (!opt.quiet) {
     if (res.status == TrainResult::interrupted)
