@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <bit>
 #include <chrono>
 #include <cstring>
@@ -185,9 +186,59 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
   gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, PackedOperands{});
 }
 
+namespace {
+
+// C[1, N] (+)= a[1, K] · B[K, N] (row stride ldb): one row, as in decoding with a KV cache. Memory
+// bound (each weight is read once and used once), where oneDNN's matmul, built for many rows,
+// spends as long again around the product (with bf16 products it would first reorder all of B).
+// Each thread streams a contiguous range of B's rows into its own partial sums over N; the
+// partials are then added in thread order (fixed for a thread count). With bf16 products a and B
+// are rounded as pack_bf16 rounds them, and the sums stay f32.
+// a16: a's bf16 copy when the caller has one (a producer may write only that one).
+void gemv(int64_t N, int64_t K, const float* a, const uint16_t* a16, const float* B, int64_t ldb, float* C,
+          bool accumulate, bool bf16) {
+  auto round = [](float x) { return std::bit_cast<float>(uint32_t(to_bf16(x)) << 16); };
+  const int threads = N * K > (1 << 15) ? std::min<int>(omp_get_max_threads(), int(K)) : 1;
+  static thread_local std::vector<float> partial;
+  if (partial.size() < size_t(threads * N)) partial.resize(size_t(threads * N));
+  float* part = partial.data();
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    float* acc = part + int64_t(t) * N;
+    std::fill(acc, acc + N, 0.f);
+    for (int64_t k = K * t / nt; k < K * (t + 1) / nt; ++k) {
+      const float* b = B + k * ldb;
+      if (bf16) {
+        const float ak = a16 ? std::bit_cast<float>(uint32_t(a16[k]) << 16) : round(a[k]);
+#pragma omp simd
+        for (int64_t j = 0; j < N; ++j) acc[j] += ak * round(b[j]);
+      } else {
+        const float ak = a[k];
+#pragma omp simd
+        for (int64_t j = 0; j < N; ++j) acc[j] += ak * b[j];
+      }
+    }
+#pragma omp barrier
+#pragma omp for schedule(static)
+    for (int64_t j = 0; j < N; ++j) {
+      float sum = part[j];
+      for (int x = 1; x < nt; ++x) sum += part[int64_t(x) * N + j];
+      C[j] = accumulate ? C[j] + sum : sum;
+    }
+  }
+}
+
+}  // namespace
+
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
           const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate, PackedOperands packed) {
   if (M == 0 || N == 0) return;
+  if (M == 1 && !trans_a && !trans_b && !packed.b && K > 0) {
+    const bool bf16 = backend().precision == MatmulPrecision::bf16;
+    gemv(N, K, A, bf16 ? packed.a : nullptr, B, ldb, C, accumulate, bf16);
+    return;
+  }
   if (K == 0) {  // empty sum: C = 0 (or unchanged when accumulating)
     if (!accumulate)
       for (int64_t i = 0; i < M; ++i)

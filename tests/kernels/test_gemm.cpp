@@ -35,7 +35,8 @@ using testing::PrecisionScope;
 
 TEST_CASE("gemm: every transpose and accumulate combination, f32 and bf16 operands", "[kernels]") {
   for (auto prec : {kernels::MatmulPrecision::f32, kernels::MatmulPrecision::bf16})
-    for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {3, 17, 65}, {65, 3, 17}, {130, 67, 129}})
+    for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {3, 17, 65}, {65, 3, 17}, {130, 67, 129},
+                                  {1, 17, 65}, {1, 300, 200}})  // one row: the decoding path
       for (bool ta : {false, true})
         for (bool tb : {false, true})
           for (bool acc : {false, true}) {
@@ -64,11 +65,12 @@ TEST_CASE("gemm: operands converted once (PackedOperands) give the bits of conve
     CHECK(copy.pack(x.data(), 2, 3, 3) == nullptr);  // f32 products read f32 operands
   }
   PrecisionScope ps(kernels::MatmulPrecision::bf16);
-  const int64_t M = 37, N = 19, K = 70;
+  const int64_t N = 19, K = 70;
+  for (int64_t M : {37, 1})  // 1: the one-row path
   for (bool ta : {false, true})
     for (bool tb : {false, true})
       for (bool acc : {false, true}) {
-        INFO("ta " << ta << " tb " << tb << " acc " << acc);
+        INFO("M " << M << " ta " << ta << " tb " << tb << " acc " << acc);
         Vec A = testing::randn(M * K, 11), B = testing::randn(K * N, 12), C0 = testing::randn(M * N, 13);
         std::vector<float> a(A.begin(), A.end()), b(B.begin(), B.end()), c0(C0.begin(), C0.end());
         const int64_t lda = ta ? M : K, ldb = tb ? K : N;
