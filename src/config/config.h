@@ -67,6 +67,7 @@ struct AttentionSection {
   AttentionScale scale;
   int n_kv_heads{};           // 0: n_head (use resolved_n_kv_heads)
   double softcap{};           // 0: off
+  bool sinks{};               // a learned sink logit per head
   int window{}, chunk{};      // local masks; 0: off
   std::vector<std::string> layer_pattern;  // local | global per layer, repeated; empty: all local
   OutputScaleRule output_scale;

@@ -269,6 +269,10 @@ struct Loader {
       fail({"attention.block_softmax.blocks", "model.context"},
            "attention.block_softmax.blocks (" + std::to_string(bs.blocks) + ") must be <= model.context (" +
                std::to_string(m.context) + "): every block holds at least one position");
+    if (cfg.attention.sinks && bs.mode != "exact")
+      fail({"attention.sinks", "attention.block_softmax.mode"},
+           "attention.sinks needs attention.block_softmax.mode exact (the mode is " + bs.mode +
+               "): a sink takes its share of the one softmax over all keys");
     if (bs.per_head && bs.mode != "learned")
       fail({"attention.block_softmax.per_head", "attention.block_softmax.mode"},
            "attention.block_softmax.per_head is for mode learned (the mode is " + bs.mode + ")");

@@ -311,6 +311,9 @@ std::vector<KeyDef> build_schema() {
       "rsqrt_dhead = 1/sqrt(d_head), inv_dhead = 1/d_head, or the number itself");
   key(KEY(attention, n_kv_heads), 0, int_at_least(0), "key/value heads; 0 means n_head (MHA), fewer = GQA");
   key(KEY(attention, softcap), 0.0, non_negative(), "tanh soft-cap of the attention logits; 0 = off");
+  key(KEY(attention, sinks), false, boolean(),
+      "a learned logit per head (blocks.l.attn.sinks) in every softmax's sum, with no value; needs "
+      "block_softmax.mode exact");
   key(KEY(attention, window), 0, int_at_least(0),
       "sliding window: a query sees the last this many positions (itself included); 0 = off");
   key(KEY(attention, chunk), 0, int_at_least(0),

@@ -26,9 +26,16 @@ AttentionOptions Attention::options(float* max_logits) const {
   opt.block = spec_.block;
   opt.block.context = spec_.context;
   if (block_scales_) opt.block_scales = block_scales_->tensor();
+  if (sinks_) opt.sinks = sinks_->tensor();
   opt.output_scale = spec_.output_scale;
   opt.mask = spec_.mask;
   return opt;
+}
+
+void Attention::add_sinks(const std::string& prefix, ParamStore& store) {
+  if (!spec_.sinks) return;
+  ATTN_CHECK(spec_.block.mode == BlockSoftmaxMode::exact, "attention: sinks need the block softmax's mode exact");
+  sinks_ = store.add(name(prefix, "sinks"), {spec_.n_head}, Role::bias, {Init::zeros});
 }
 
 void Attention::add_block_scales(const std::string& prefix, ParamStore& store) {
@@ -68,6 +75,7 @@ class MultiHeadAttention final : public Attention {
     for (int h = 0; h < s.n_head; ++h) targets_.push_back({wq_, QkClipTarget::query, h, "q"});
     for (int g = 0; g < s.n_kv_head; ++g) targets_.push_back({wk_, QkClipTarget::key, g, "k"});
     add_block_scales(prefix, store);
+    add_sinks(prefix, store);
   }
 
   Tensor forward(const Tensor& h, const uint16_t* h16, int B, int T, float* max_logits) override {
@@ -143,6 +151,7 @@ class LatentAttention final : public Attention {
       targets_.push_back({wkv_b_, QkClipTarget::key, h, "k_nope"});
     }
     add_block_scales(prefix, store);
+    add_sinks(prefix, store);
   }
 
   Tensor forward(const Tensor& h, const uint16_t* h16, int B, int T, float* max_logits) override {

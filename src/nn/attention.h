@@ -56,6 +56,7 @@ struct AttentionSpec {
   float init_std = 0.02f, out_init_std = 0.02f;  // projections; wo
   ScalePlan plan;
   float softcap = 0.f;
+  bool sinks = false;             // a learned sink logit per head: param `sinks` [n_head]
   AttentionKernel kernel = AttentionKernel::flash;
   int context = 0;                // positions; the block softmax cuts them into blocks
   BlockSoftmax block;             // block.context is set from context
@@ -110,9 +111,12 @@ class Attention {
   AttentionOptions options(float* max_logits) const;
   // The learned block softmax's scales `softmax_scales`, drawn from N(0, 1) as in the source.
   void add_block_scales(const std::string& prefix, ParamStore& store);
+  // The sinks `sinks` [n_head] when asked for, zero at init (one extra logit 0 per softmax).
+  void add_sinks(const std::string& prefix, ParamStore& store);
   AttentionSpec spec_;
   Param* wo_ = nullptr;
   Param* block_scales_ = nullptr;
+  Param* sinks_ = nullptr;
   std::vector<QkClipTarget> targets_;
 };
 

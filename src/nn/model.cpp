@@ -39,6 +39,7 @@ Transformer::Transformer(const ModelSpec& spec, ParamStore& store) : spec_(spec)
   as.out_init_std = resid_std;
   as.plan = plan_;
   as.softcap = s.softcap;
+  as.sinks = s.sinks;
   as.kernel = s.kernel;
   as.context = s.context;
   as.block = s.block;

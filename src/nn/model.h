@@ -47,6 +47,7 @@ struct ModelSpec {
   QueryScaling query_scaling = QueryScaling::logits;
   float attn_scale = 0.f;  // the value s (e.g. 1/√d_head; MLA: 1/√(qk_nope + qk_rope))
   float softcap = 0.f;
+  bool sinks = false;  // a learned sink logit per head and layer (blocks.l.attn.sinks)
   AttentionKernel kernel = AttentionKernel::dense;
   BlockSoftmax block;           // the block softmax (mode exact, 1 block: the plain softmax)
   bool block_per_head = false;  // learned scales per head

@@ -58,21 +58,30 @@ void attn_detail::store_scale_grads(const Tensor& scales, const float* partial, 
   for (int64_t x = 0; x < heads * NP; ++x) g.ptr[x] = g.accumulate ? g.ptr[x] + sum[x] : sum[x];
 }
 
+void attn_detail::store_sink_grads(const Tensor& sinks, const float* partial, const Dims& d) {
+  const GradSink g = sinks.grad_out();
+  for (int64_t h = 0; h < d.H; ++h) {
+    float sum = 0.f;
+    for (int64_t b = 0; b < d.B; ++b) sum += partial[b * d.H + h];
+    g.ptr[h] = g.accumulate ? g.ptr[h] + sum : sum;
+  }
+}
+
 namespace {
 
 // Row i's output from its logits s[first, n): p = softmax(s) into s (0 before first), y = Σ_j p_j v_j
-// (kv head (b, g)).
-void softmax_row(float* yi, float* s, int64_t first, int64_t n, const Tensor& v, int64_t b, int64_t g,
-                 const Dims& d) {
-  float m = -std::numeric_limits<float>::infinity();
+// (kv head (b, g)); sink: the sink logit σ, or −∞. Returns the log-sum-exp (−∞: no key, no sink).
+float softmax_row(float* yi, float* s, int64_t first, int64_t n, const Tensor& v, int64_t b, int64_t g, float sink,
+                  const Dims& d) {
+  float m = sink;
   for (int64_t j = first; j < n; ++j) m = std::max(m, s[j]);
-  float l = 0.f;
+  float l = m == -std::numeric_limits<float>::infinity() ? 0.f : std::exp(sink - m);
 #pragma omp simd reduction(+ : l)
   for (int64_t j = first; j < n; ++j) {
     s[j] = kernels::fast_exp(s[j] - m);
     l += s[j];
   }
-  const float inv_l = 1.f / l;
+  const float inv_l = l > 0.f ? 1.f / l : 0.f;
   std::fill(yi, yi + d.Dv, 0.f);
   std::fill(s, s + first, 0.f);
   for (int64_t j = first; j < n; ++j) {
@@ -82,14 +91,17 @@ void softmax_row(float* yi, float* s, int64_t first, int64_t n, const Tensor& v,
     for (int64_t e = 0; e < d.Dv; ++e) yi[e] += pj * vj[e];
     s[j] = pj;
   }
+  return l > 0.f ? m + std::log(l) : m;
 }
 
 // The block softmax of row i (query position t, head h): each block's own softmax; y merges their
 // outputs (exact) or sums them weighted (none: 1, learned: |a|). s[0, n) holds the logits on
 // entry and, on return, what backward reads: the full softmax's p (exact) or each block's own p^β
 // (0 before first, the row's first visible key). Scratch: ob [Dv], mb [N].
-void block_softmax_row(float* yi, float* s, int64_t first, int64_t n, const Tensor& v, int64_t b, int64_t g,
-                       int64_t h, int64_t t, const BlockPlan& bp, float* ob, float* mb, const Dims& d) {
+// Exact: returns the merged log-sum-exp, the sink (σ, or −∞) merged in as one more part whose
+// output is zero.
+float block_softmax_row(float* yi, float* s, int64_t first, int64_t n, const Tensor& v, int64_t b, int64_t g,
+                        int64_t h, int64_t t, const BlockPlan& bp, float* ob, float* mb, float sink, const Dims& d) {
   float L = -std::numeric_limits<float>::infinity();
   std::fill(yi, yi + d.Dv, 0.f);
   std::fill(s, s + first, 0.f);
@@ -122,13 +134,19 @@ void block_softmax_row(float* yi, float* s, int64_t first, int64_t n, const Tens
       mb[bl] = m;
     }
   }
-  if (!bp.separate())  // p_j = exp(s_j − m_β) · exp(m_β − L), the full softmax
-    for (int bl = 0; bl < bp.blocks(); ++bl) {
-      const int64_t j0 = std::max(first, bp.start(bl)), j1 = std::min(n, bp.start(bl + 1));
-      if (j0 >= j1) continue;
-      const float c = std::exp(mb[bl] - L);
-      for (int64_t j = j0; j < j1; ++j) s[j] *= c;
-    }
+  if (bp.separate()) return L;
+  if (sink != -std::numeric_limits<float>::infinity()) {
+    std::fill(ob, ob + d.Dv, 0.f);
+    merge_partial_attention(yi, L, ob, sink, d.Dv);
+  }
+  // p_j = exp(s_j − m_β) · exp(m_β − L), the full softmax
+  for (int bl = 0; bl < bp.blocks(); ++bl) {
+    const int64_t j0 = std::max(first, bp.start(bl)), j1 = std::min(n, bp.start(bl + 1));
+    if (j0 >= j1) continue;
+    const float c = std::exp(mb[bl] - L);
+    for (int64_t j = j0; j < j1; ++j) s[j] *= c;
+  }
+  return L;
 }
 
 // ds for keys [j0, j1) of one row, into dp (which holds dp_j = dy·v_j on entry): α·ds_j with
@@ -157,11 +175,15 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
              " differ in batch, positions or heads");
   ATTN_CHECK(d.Hkv > 0 && d.H % d.Hkv == 0, "attention: ", d.H, " query heads are not a multiple of ", d.Hkv,
              " kv heads");
-  ATTN_CHECK(!opt.causal || d.S >= d.T, "attention: causal with fewer keys (", d.S, ") than queries (", d.T, ")");
   ATTN_CHECK(opt.softcap >= 0.f, "attention: softcap ", opt.softcap, " must be >= 0");
   ATTN_CHECK(!opt.mask.local() || opt.causal, "attention: a window or chunk mask needs the causal mask");
   ATTN_CHECK(opt.mask.window >= 0 && opt.mask.chunk >= 0, "attention: window ", opt.mask.window, " and chunk ",
              opt.mask.chunk, " must be >= 0");
+  const Tensor& sk = opt.sinks;
+  ATTN_CHECK(!sk.defined() || (sk.rank() == 1 && sk.size(0) == d.H && sk.is_contiguous()), "attention: sinks ",
+             sk.shape, " must be [", d.H, "] (one per query head)");
+  ATTN_CHECK(!sk.defined() || opt.block.mode == BlockSoftmaxMode::exact,
+             "attention: sinks need the block softmax's mode exact");
   Dims dd = d;
   dd.G = d.H / d.Hkv;
   if (opt.kernel == AttentionKernel::flash) return attention_flash(q, k, v, opt, dd);
@@ -171,9 +193,12 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   const Tensor scales = opt.block_scales;
   const OutputScale out = opt.output_scale;
   const AttentionMask mask = opt.mask;
+  const Tensor sinks = opt.sinks;
 
-  Tensor y = new_output({d.B, d.T, d.H, d.Dv}, needs_grad(q, k, v) || scales.requires_grad());
+  Tensor y = new_output({d.B, d.T, d.H, d.Dv}, needs_grad(q, k, v) || scales.requires_grad() || sinks.requires_grad());
   const bool save = y.requires_grad();
+  // With sinks: each row's log-sum-exp [B, H, T], for the sinks' gradient.
+  float* lse = save && sinks.defined() ? current_arena().alloc_floats(d.B * d.H * d.T) : nullptr;
   // p: [B, H, T, S] softmax probabilities kept for backward (this is the dense kernel); with
   // separate block softmaxes, each block's own probabilities (unweighted).
   float* p = save ? current_arena().alloc_floats(d.B * d.H * d.T * d.S) : nullptr;
@@ -192,16 +217,18 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
       for (int64_t hh = 0; hh < dd.G; ++hh) {
         const int64_t h = g * dd.G + hh;
         float hmax = -std::numeric_limits<float>::infinity();
+        const float sink = sinks.defined() ? sinks.data[h] : -std::numeric_limits<float>::infinity();
         for (int64_t i = 0; i < d.T; ++i) {
-          const int64_t n = causal ? i + (d.S - d.T) + 1 : d.S, first = mask.first_key(i + d.S - d.T);
+          // keys [first, n) are visible; none when the row precedes every key
+          const int64_t n = causal ? std::max<int64_t>(0, i + (d.S - d.T) + 1) : d.S;
+          const int64_t first = std::min(n, mask.first_key(i + d.S - d.T));
           dot_rows(s, row(q, b, i, h), kt, n, d.D, dd);
-          hmax = std::max(hmax, finish_logits(s + first, n - first, alpha, cap));  // visible keys only
+          if (n > first) hmax = std::max(hmax, finish_logits(s + first, n - first, alpha, cap));  // visible keys only
           float* yi = y.data + ((b * d.T + i) * d.H + h) * d.Dv;
-          if (bp.plain()) {
-            softmax_row(yi, s, first, n, v, b, g, d);
-          } else {
-            block_softmax_row(yi, s, first, n, v, b, g, h, i + d.S - d.T, bp, s + 3 * d.S, s + 3 * d.S + d.Dv, d);
-          }
+          const float L = bp.plain() ? softmax_row(yi, s, first, n, v, b, g, sink, d)
+                                     : block_softmax_row(yi, s, first, n, v, b, g, h, i + d.S - d.T, bp, s + 3 * d.S,
+                                                         s + 3 * d.S + d.Dv, sink, d);
+          if (lse) lse[(b * d.H + h) * d.T + i] = L;
           if (out.kind != OutputScale::none) {
             const float c = out.at(n - first);
             for (int64_t e = 0; e < d.Dv; ++e) yi[e] *= c;
@@ -215,7 +242,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
 
   if (save) {
     record("attention", y, [q, k, v, y, p, scratch, scratch_per_thread, dd, alpha, cap, causal, bp, scales, out,
-                            mask] {
+                            mask, sinks, lse] {
       // fwd: y_i = Σ_j p_ij v_j, p_i = softmax(s_i), s = cap(α q·k)  =>  see ref::attention_bwd
       const Dims& d = dd;
       const float* dy = y.grad_in();
@@ -225,6 +252,8 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
       // Separate block softmaxes: the scales' gradient per (batch, head), summed after the loop.
       float* da = bp.a && scales.requires_grad() ? current_arena().alloc_zeroed(d.B * d.H * bp.blocks() * bp.P)
                                                  : nullptr;
+      // The sinks' gradient per (batch, head), summed over the batch after the loop.
+      float* dsink = sinks.requires_grad() ? current_arena().alloc_zeroed(d.B * d.H) : nullptr;
 #pragma omp parallel for collapse(2) schedule(static)
       for (int64_t b = 0; b < d.B; ++b)
         for (int64_t g = 0; g < d.Hkv; ++g) {
@@ -239,7 +268,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
           for (int64_t hh = 0; hh < d.G; ++hh) {
             const int64_t h = g * d.G + hh;
             for (int64_t i = 0; i < d.T; ++i) {
-              const int64_t n = causal ? i + (d.S - d.T) + 1 : d.S, first = mask.first_key(i + d.S - d.T);
+              const int64_t n = causal ? std::max<int64_t>(0, i + (d.S - d.T) + 1) : d.S;
+              const int64_t first = std::min(n, mask.first_key(i + d.S - d.T));
+              if (n == first) continue;  // the row sees no key: no gradient
               const float* pi = p + ((b * d.H + h) * d.T + i) * d.S;
               const float* dyi = dy + ((b * d.T + i) * d.H + h) * d.Dv;
               if (out.kind != OutputScale::none) {  // y_i = c_i · o_i: o_i's gradient is c_i · dy_i
@@ -256,6 +287,8 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
 #pragma omp simd reduction(+ : rowdot)
                 for (int64_t j = 0; j < n; ++j) rowdot += pi[j] * dp[j];
                 grad_logits(dp, pi, s, 0, n, rowdot, alpha, cap);
+                if (dsink)  // −p_σ · (dy·y)
+                  dsink[b * d.H + h] -= std::exp(sinks.data[h] - lse[(b * d.H + h) * d.T + i]) * rowdot;
               } else {
                 const int64_t t = i + d.S - d.T;
                 for (int bl = 0; bl < bp.blocks(); ++bl) {
@@ -294,6 +327,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
           }
         }
       if (da) store_scale_grads(scales, da, bp, d);
+      if (dsink) store_sink_grads(sinks, dsink, d);
     });
   }
   return y;

@@ -26,6 +26,14 @@
 //                                                                [H, N, P] (per head: a[h, β, t])
 // with t = i + (S − T) the query's position. Mode exact with N = 1 is the plain softmax above.
 //
+// Sinks (options.sinks, [H]; gpt-oss): head h's softmax gets one more logit σ_h, taken as it is
+// (no α, no cap, no mask), whose value is zero: p_ij = e^{s_ij} / (e^{σ_h} + Σ_j' e^{s_ij'}), so
+// y_i = Σ_j p_ij v_j weighs less when σ_h is large. Gradient: dσ_h = −Σ_i e^{σ_h − L_i} (dy_i·y_i)
+// (L_i the log-sum-exp including the sink). Needs the block softmax's mode exact.
+//
+// A row that sees no key (a causal call with fewer keys than queries: row i sees keys up to
+// i + S − T) has output 0 and passes no gradient.
+//
 // Output scale (options.output_scale; docs/almost_scaled.md): y_i is multiplied by c_i, a constant,
 // or √(n_i / e) with n_i the number of keys row i sees (the causal form of the √(d_seq/e) that
 // makes attention's output unit-variance). Its backward scales dy_i by c_i.
@@ -99,6 +107,7 @@ struct AttentionOptions {
   Tensor block_scales;  // mode learned: [N, P] or [H, N, P] (gradient: sign(a)·(dy·o_β), summed)
   OutputScale output_scale;
   AttentionMask mask;   // window / chunk (needs causal)
+  Tensor sinks;         // [H] sink logits, or undefined: none
 };
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt);
@@ -155,7 +164,8 @@ struct Blocks {
 template <class T>
 void attention_fwd(T* y, const T* q, const T* k, const T* v, int64_t B, int64_t Tq, int64_t S, int64_t H,
                    int64_t Hkv, int64_t D, int64_t Dv, T scale, T softcap, bool causal, T* max_logits,
-                   const Blocks<T>& blk = {}, const OutputScale& out = {}, const AttentionMask& mask = {}) {
+                   const Blocks<T>& blk = {}, const OutputScale& out = {}, const AttentionMask& mask = {},
+                   const T* sinks = nullptr) {
   const int64_t G = H / Hkv;
   const bool blocked = blk.shape.mode != BlockSoftmaxMode::exact;
   const int N = blocked ? blk.shape.blocks : 1;
@@ -181,9 +191,9 @@ void attention_fwd(T* y, const T* q, const T* k, const T* v, int64_t B, int64_t 
           if (j0 >= j1) continue;
           T w = 1;
           if (blk.shape.mode == BlockSoftmaxMode::learned) w = std::abs(blk.scales[blk.at(h, bl, i + S - Tq, P)]);
-          T m = -std::numeric_limits<T>::infinity();
+          T m = sinks ? sinks[h] : -std::numeric_limits<T>::infinity();
           for (int64_t j = j0; j < j1; ++j) m = std::max(m, s[j]);
-          T l = 0;
+          T l = sinks ? std::exp(sinks[h] - m) : T(0);
           for (int64_t j = j0; j < j1; ++j) l += std::exp(s[j] - m);
           for (int64_t j = j0; j < j1; ++j) {
             const T* vj = v + ((b * S + j) * Hkv + h / G) * Dv;
@@ -191,7 +201,7 @@ void attention_fwd(T* y, const T* q, const T* k, const T* v, int64_t B, int64_t 
             for (int64_t d = 0; d < Dv; ++d) yi[d] += p * vj[d];
           }
         }
-        const int64_t n = last + 1 - first;  // keys the row sees
+        const int64_t n = std::max<int64_t>(0, last + 1 - first);  // keys the row sees
         const T c = out.kind == OutputScale::causal ? std::sqrt(T(n) / std::exp(T(1))) : T(out.at(n));
         for (int64_t d = 0; d < Dv; ++d) yi[d] *= c;
       }
@@ -205,7 +215,8 @@ void attention_fwd(T* y, const T* q, const T* k, const T* v, int64_t B, int64_t 
 template <class T>
 void attention_bwd(T* dq, T* dk, T* dv, const T* dy, const T* q, const T* k, const T* v, int64_t B, int64_t Tq,
                    int64_t S, int64_t H, int64_t Hkv, int64_t D, int64_t Dv, T scale, T softcap, bool causal,
-                   const Blocks<T>& blk = {}, const OutputScale& out = {}, const AttentionMask& mask = {}) {
+                   const Blocks<T>& blk = {}, const OutputScale& out = {}, const AttentionMask& mask = {},
+                   const T* sinks = nullptr, T* dsinks = nullptr) {
   const int64_t G = H / Hkv;
   const bool blocked = blk.shape.mode != BlockSoftmaxMode::exact;
   const int N = blocked ? blk.shape.blocks : 1;
@@ -217,7 +228,7 @@ void attention_bwd(T* dq, T* dk, T* dv, const T* dy, const T* q, const T* k, con
         const int64_t last = causal ? i + (S - Tq) : S - 1, first = mask.first_key(i + S - Tq);
         const T* qi = q + ((b * Tq + i) * H + h) * D;
         // y_i = c_i · (the attention output): everything below sees dy_i times c_i
-        const int64_t n = last + 1 - first;
+        const int64_t n = std::max<int64_t>(0, last + 1 - first);
         const T c = out.kind == OutputScale::causal ? std::sqrt(T(n) / std::exp(T(1))) : T(out.at(n));
         for (int64_t d = 0; d < Dv; ++d) dyc[d] = c * dy[((b * Tq + i) * H + h) * Dv + d];
         const T* dyi = dyc.data();
@@ -233,9 +244,9 @@ void attention_bwd(T* dq, T* dk, T* dv, const T* dy, const T* q, const T* k, con
             w = std::abs(blk.scales[ai]);
             sign = blk.scales[ai] > 0 ? T(1) : blk.scales[ai] < 0 ? T(-1) : T(0);
           }
-          T m = -std::numeric_limits<T>::infinity();
+          T m = sinks ? sinks[h] : -std::numeric_limits<T>::infinity();
           for (int64_t j = j0; j < j1; ++j) m = std::max(m, s[j]);
-          T l = 0;
+          T l = sinks ? std::exp(sinks[h] - m) : T(0);
           for (int64_t j = j0; j < j1; ++j) l += std::exp(s[j] - m);
           T rowdot = 0;
           for (int64_t j = j0; j < j1; ++j) {
@@ -246,6 +257,7 @@ void attention_bwd(T* dq, T* dk, T* dv, const T* dy, const T* q, const T* k, con
             rowdot += p[j] * dp[j];
           }
           if (blk.dscales && blk.shape.mode == BlockSoftmaxMode::learned) blk.dscales[ai] += sign * rowdot;
+          if (dsinks) dsinks[h] -= std::exp(sinks[h] - m) / l * rowdot;  // −p_σ (dy·y)
           for (int64_t j = j0; j < j1; ++j) {
             T ds = w * p[j] * (dp[j] - rowdot);
             if (softcap > 0) ds *= T(1) - (s[j] / softcap) * (s[j] / softcap);

@@ -41,8 +41,12 @@ namespace {
 
 using namespace kernels::flash;
 
-// Last key index query row i may see.
+// Last key index query row i may see (negative: none, a row before every key).
 inline int64_t last_key(int64_t i, const Dims& d, bool causal) { return causal ? i + (d.S - d.T) : d.S - 1; }
+// How many keys row i sees, given its first visible key.
+inline int64_t visible(int64_t i, int64_t first, const Dims& d, bool causal) {
+  return std::max<int64_t>(0, last_key(i, d, causal) + 1 - first);
+}
 
 // Asks for the cache lines of rows [i0, i0 + n) of head (b, h) of a strided [B, T, heads, D] tensor
 // (rows with x's strides, starting at base): the next query tile's rows, fetched while the
@@ -88,9 +92,10 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
   const Tensor scales = opt.block_scales;
   const OutputScale out_scale = opt.output_scale;
   const AttentionMask mask = opt.mask;
+  const Tensor sinks = opt.sinks;
   const int N = bp.blocks();
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  Tensor y = new_output({d.B, d.T, d.H, d.Dv}, needs_grad(q, k, v) || scales.requires_grad());
+  Tensor y = new_output({d.B, d.T, d.H, d.Dv}, needs_grad(q, k, v) || scales.requires_grad() || sinks.requires_grad());
   float* lse = current_arena().alloc_floats(d.B * d.H * d.T);  // [B, H, T]
   // Separate block softmaxes (none/learned): each block's log-sum-exp [B, H, T, N] and normalised
   // output [B, H, T, N, Dv], which backward needs (D_β = dy·o_β).
@@ -127,6 +132,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
       Tiles::gather_rows(vr, row(v, b, 0, g), vld, d.S, d.Dv, Dvp, Sp);
       for (int64_t hh = 0; hh < d.G; ++hh) {
         const int64_t h = g * d.G + hh;
+        const float sink = sinks.defined() ? sinks.data[h] : kNegInf;
         float hmax = kNegInf;  // the largest logit before the cap (QK-Clip's S_max)
         for (int64_t i0 = 0; i0 < d.T; i0 += kRows) {
           const int64_t rows = std::min<int64_t>(kRows, d.T - i0);
@@ -183,11 +189,17 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
             segment(0, keys);
             for (int64_t r = 0; r < rows; ++r) {
               const int64_t i = i0 + r;
-              float f = l[r] > 0.f ? 1.f / l[r] : 0.f;  // times the output scale c_i, when there is one
-              if (out_scale.kind != OutputScale::none) f *= out_scale.at(last_key(i, d, causal) + 1 - first[r]);
+              float L = l[r] > 0.f ? m[r] + std::log(l[r]) : kNegInf;
+              float f = l[r] > 0.f ? 1.f / l[r] : 0.f;  // times the sink's share and the output scale c_i
+              if (sink != kNegInf) {  // the sink: one more term of the sum, with no value
+                const float Ls = std::max(L, sink) + std::log1p(std::exp(-std::fabs(L - sink)));
+                f *= L == kNegInf ? 0.f : std::exp(L - Ls);
+                L = Ls;
+              }
+              if (out_scale.kind != OutputScale::none) f *= out_scale.at(visible(i, first[r], d, causal));
               float* yi = y.data + ((b * d.T + i) * d.H + h) * d.Dv;
               for (int64_t e = 0; e < d.Dv; ++e) yi[e] = acc[r * Dvp + e] * f;
-              lse[(b * d.H + h) * d.T + i] = l[r] > 0.f ? m[r] + std::log(l[r]) : kNegInf;
+              lse[(b * d.H + h) * d.T + i] = L;
             }
             continue;
           }
@@ -225,7 +237,11 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
           }
           for (int64_t r = 0; r < rows; ++r) {
             const int64_t i = i0 + r;
-            const float c = out_scale.at(last_key(i, d, causal) + 1 - first[r]);
+            if (sink != kNegInf) {  // the sink: a part with output zero
+              std::fill(ob, ob + d.Dv, 0.f);
+              merge_partial_attention(out + r * Dvp, L[r], ob, sink, d.Dv);
+            }
+            const float c = out_scale.at(visible(i, first[r], d, causal));
             float* yi = y.data + ((b * d.T + i) * d.H + h) * d.Dv;
             for (int64_t e = 0; e < d.Dv; ++e) yi[e] = out[r * Dvp + e] * c;
             lse[(b * d.H + h) * d.T + i] = L[r];  // exact: the full softmax's; unused otherwise
@@ -248,7 +264,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
   float* bscratch = current_arena().alloc_floats(nt * bwd_per_thread);
   record("attention", y,
          [q, k, v, y, lse, bscratch, bwd_per_thread, d, Dp, Dvp, Sp, kc, vc, kr, tile, dy_tile, kld, vld, alpha, cap,
-          causal, bp, scales, lse_blk, o_blk, N, out_scale, mask] {
+          causal, bp, scales, lse_blk, o_blk, N, out_scale, mask, sinks] {
     // fwd: y_i = Σ_j p_ij v_j, p_ij = exp(s_ij − L_i), s = cap(α q·k)  =>
     //   dv_j += p_ij dy_i;  dp_ij = dy_i·v_j;  ds_ij = p_ij (dp_ij − dy_i·y_i) (1 − (s/c)²);
     //   dq_i += α Σ_j ds_ij k_j;  dk_j += α Σ_i ds_ij q_i
@@ -260,6 +276,8 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
     const GradSink vg = v.requires_grad() ? v.grad_out() : GradSink{};
     // Separate block softmaxes: the scales' gradient per (batch, head), summed after the loop.
     float* da = bp.a && scales.requires_grad() ? current_arena().alloc_zeroed(d.B * d.H * N * bp.P) : nullptr;
+    // The sinks' gradient per (batch, head), summed over the batch after the loop.
+    float* dsink = sinks.requires_grad() ? current_arena().alloc_zeroed(d.B * d.H) : nullptr;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t b = 0; b < d.B; ++b)
       for (int64_t g = 0; g < d.Hkv; ++g) {
@@ -297,7 +315,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
             tile_rows(xrows, dy, y, b, i0, rows, h);
             if (out_scale.kind != OutputScale::none)  // y_i = c_i · o_i: o_i's gradient is c_i · dy_i
               for (int64_t r = 0; r < rows; ++r) {
-                const float c = out_scale.at(last_key(i0 + r, d, causal) + 1 - first[r]);
+                const float c = out_scale.at(visible(i0 + r, first[r], d, causal));
                 for (int64_t e = 0; e < d.Dv; ++e) dys[r * d.Dv + e] = c * xrows[r][e];
                 xrows[r] = dys + r * d.Dv;
               }
@@ -318,6 +336,8 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
               for (int64_t e = 0; e < d.Dv; ++e) dot += dyi[e] * yi[e];
               rowdot[r] = dot;
               L[r] = lse[(b * d.H + h) * d.T + i0 + r];
+              if (dsink && L[r] != -std::numeric_limits<float>::infinity())  // −p_σ · (dy·y)
+                dsink[b * d.H + h] -= std::exp(sinks.data[h] - L[r]) * dot;
               if (!bp.separate()) continue;
               const int64_t t = i0 + r + d.S - d.T;
               for (int bl = 0; bl < N; ++bl) {  // D_β = dy_i · o_β
@@ -326,7 +346,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
                 float db = 0.f;
 #pragma omp simd reduction(+ : db)
                 for (int64_t e = 0; e < d.Dv; ++e) db += dyi[e] * o[e];
-                db *= out_scale.at(last_key(i0 + r, d, causal) + 1 - first[r]);  // (c_i dy_i) · o_β
+                db *= out_scale.at(visible(i0 + r, first[r], d, causal));  // (c_i dy_i) · o_β
                 Lb[r * N + bl] = lse_blk[x];
                 Db[r * N + bl] = db;
                 Wb[r * N + bl] = bp.weight(h, bl, t);
@@ -386,6 +406,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
         }
       }
     if (da) store_scale_grads(scales, da, bp, d);
+    if (dsink) store_sink_grads(sinks, dsink, d);
   });
   return y;
 }

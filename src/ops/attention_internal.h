@@ -120,6 +120,9 @@ BlockPlan block_plan(const AttentionOptions& opt, const Dims& d);
 // batch (and over heads unless per head) in a fixed order, then written to scales' gradient.
 void store_scale_grads(const Tensor& scales, const float* partial, const BlockPlan& bp, const Dims& d);
 
+// The sinks' gradient from per-(batch, head) partial sums [B, H], summed over the batch in order.
+void store_sink_grads(const Tensor& sinks, const float* partial, const Dims& d);
+
 // The flash kernel (attention_flash.cpp): same contract as attention().
 Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt, const Dims& d);
 

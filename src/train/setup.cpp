@@ -51,6 +51,7 @@ ModelSpec model_spec(const RunConfig& cfg, int vocab_size) {
                             {"both", QueryScaling::both}});
   s.attn_scale = float(attention_scale_value(cfg));
   s.softcap = float(a.softcap);
+  s.sinks = a.sinks;
   s.kernel = choice<AttentionKernel>("attention.kernel", a.kernel, {{"dense", AttentionKernel::dense}, {"flash", AttentionKernel::flash}});
   s.attention = choice<AttentionType>("attention.type", a.type, {{"mha", AttentionType::mha}, {"mla", AttentionType::mla}});
   s.block.mode = choice<BlockSoftmaxMode>("attention.block_softmax.mode", a.block_softmax.mode,

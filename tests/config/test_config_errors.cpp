@@ -186,6 +186,10 @@ TEST_CASE("config errors: local masks and the layer pattern", "[config][errors][
         "x.yaml:2:18: attention.layer_pattern: expected a list of local, global, got a list");
   CHECK(file_error("attention:\n  layer_pattern: [local, global]\n") ==
         "x.yaml:2:18: attention.layer_pattern has local layers but neither attention.window nor attention.chunk is set");
+  CHECK(file_error("attention:\n  sinks: yes please\n") ==
+        "x.yaml:2:10: attention.sinks: expected true or false, got \"yes please\"");
+  CHECK(file_error("attention:\n  sinks: true\n  block_softmax:\n    mode: none\n    blocks: 2\n").find(
+            "attention.sinks needs attention.block_softmax.mode exact") != std::string::npos);
   TempDir tmp;
   const RunConfig c = load_config(tmp.write("x.yaml", "attention:\n  window: 16\n  layer_pattern: [local, global]\n")).cfg;
   CHECK(c.attention.layer_pattern == std::vector<std::string>{"local", "global"});

@@ -56,6 +56,8 @@ const std::vector<Variant>& variants() {
        [](ModelSpec& s) { s.mask.window = 5, s.layer_local = {true, false}; }},
       {"chunk, rope", [](ModelSpec& s) { s.mask.chunk = 7, s.positions = Positions::rope; }},
       {"MLA, window and chunk", [](ModelSpec& s) { use_mla(s), s.mask.window = 6, s.mask.chunk = 10; }},
+      {"sinks, GQA, window", [](ModelSpec& s) { s.sinks = true, s.n_kv_head = 2, s.mask.window = 6; }},
+      {"MLA, sinks", [](ModelSpec& s) { use_mla(s), s.sinks = true; }},
       {"soft-cap, query scaling in q", [](ModelSpec& s) { s.softcap = 2.f, s.query_scaling = QueryScaling::query; }},
       {"MLA, soft-cap, scaled init",
        [](ModelSpec& s) { use_mla(s), s.softcap = 2.f, s.query_scaling = QueryScaling::init; }},

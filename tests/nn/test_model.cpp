@@ -179,6 +179,18 @@ TEST_CASE("model (block softmax, output scale): every parameter's gradient, the 
     m.mask = {4, 3};
     check_model_grads(m);
   }
+  // Sinks (their gradient included), in MHA with a window and soft-cap, and in MLA with exact blocks.
+  {
+    ModelSpec s = tiny_spec();
+    s.sinks = true;
+    s.mask = {3, 0};
+    s.softcap = 2.f;
+    check_model_grads(s);
+    ModelSpec m = tiny_mla_spec(0);
+    m.sinks = true;
+    m.block = {BlockSoftmaxMode::exact, 2, 0};
+    check_model_grads(m);
+  }
   // The scales are one parameter per layer, named, shaped [N, context] or [n_head, N, context].
   ModelSpec s = tiny_spec();
   s.block = {BlockSoftmaxMode::learned, 3, 0};

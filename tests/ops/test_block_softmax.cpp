@@ -23,6 +23,7 @@ struct BlockCase {
   bool per_head = false;
   OutputScale out = {};
   AttentionMask mask = {};
+  bool sinks = false;  // a sink logit per head, the last differentiable input
 };
 
 const char* mode_name(BlockSoftmaxMode m) {
@@ -43,6 +44,12 @@ testing::OpCase block_case(const BlockCase& a, double scale, AttentionKernel ker
     c.shapes.push_back(a.per_head ? Shape{a.H, a.blocks, a.P} : Shape{a.blocks, a.P});
     c.inputs.push_back(testing::randn(n_scales, c.seed + 3));
   }
+  const size_t sink_input = c.inputs.size();
+  if (a.sinks) {
+    c.shapes.push_back(Shape{a.H});
+    c.inputs.push_back(testing::randn(a.H, c.seed + 4, 1.5));
+  }
+  auto sinks_of = [=](const std::vector<Vec>& in) { return a.sinks ? in[sink_input].data() : (const double*)nullptr; };
   c.max_coords = 120;
   // A window of 1: every softmax has one key, so the true q and k gradients are exactly 0 and the
   // fast path returns float rounding noise: judge it against a floor (as for one key).
@@ -59,7 +66,7 @@ testing::OpCase block_case(const BlockCase& a, double scale, AttentionKernel ker
   c.ref_fwd = [=](const std::vector<Vec>& in) {
     Vec y(a.B * a.T * a.H * a.D);
     ref::attention_fwd(y.data(), in[0].data(), in[1].data(), in[2].data(), a.B, a.T, a.S, a.H, a.Hkv, a.D, a.D, scale,
-                       a.softcap, a.causal, (double*)nullptr, blocks(in, nullptr), a.out, a.mask);
+                       a.softcap, a.causal, (double*)nullptr, blocks(in, nullptr), a.out, a.mask, sinks_of(in));
     return y;
   };
   c.ref_bwd = [=](const std::vector<Vec>& in, const Vec& dy) {
@@ -67,7 +74,8 @@ testing::OpCase block_case(const BlockCase& a, double scale, AttentionKernel ker
     for (const Vec& x : in) g.emplace_back(x.size());
     ref::attention_bwd(g[0].data(), g[1].data(), g[2].data(), dy.data(), in[0].data(), in[1].data(), in[2].data(),
                        a.B, a.T, a.S, a.H, a.Hkv, a.D, a.D, scale, a.softcap, a.causal,
-                       blocks(in, learned ? g[3].data() : nullptr), a.out, a.mask);
+                       blocks(in, learned ? g[3].data() : nullptr), a.out, a.mask, sinks_of(in),
+                       a.sinks ? g[sink_input].data() : nullptr);
     return g;
   };
   c.fast = [=](const std::vector<Tensor>& in) {
@@ -79,6 +87,7 @@ testing::OpCase block_case(const BlockCase& a, double scale, AttentionKernel ker
     if (learned) o.block_scales = in[3];
     o.output_scale = a.out;
     o.mask = a.mask;
+    if (a.sinks) o.sinks = in[sink_input];
     return attention(in[0], in[1], in[2], o);
   };
   return c;
@@ -343,4 +352,66 @@ TEST_CASE("masks: a window as long as the context is the causal mask, and max lo
     attention(q.slice(1, 5, 5), k, v, o);  // the last 5 queries: positions 5..9
     CHECK(without == 0.f);
   }
+}
+
+TEST_CASE("sinks (every kernel): gradients of q, k, v and the sinks, with masks, cap, exact blocks, output scale",
+          "[ops][grad][sinks]") {
+  for (bool causal : {true, false})
+    for (int64_t S : {13, 17})
+      for (int variant = 0; variant < 4; ++variant) {
+        BlockCase a{2, 13, S, 4, 2, 6, causal, variant == 1 ? 2.0 : 0.0, BlockSoftmaxMode::exact,
+                    variant == 2 ? 3 : 1, S};
+        a.sinks = true;
+        if (causal && variant == 3) a.mask = {5, 4};
+        if (variant == 2) a.out = {OutputScale::causal, 1.f};
+        for (AttentionKernel kernel : kAllAttentionKernels) {
+          INFO(kernel_name(kernel) << " causal " << causal << " S " << S << " variant " << variant);
+          if (kernel == AttentionKernel::dense) testing::check_grad(block_case(a, 0.4, kernel));
+          testing::check_fast_vs_ref(block_case(a, 0.4, kernel));
+        }
+      }
+  for (AttentionKernel kernel : kAllAttentionKernels) {  // long rows: the sink merged once per row
+    INFO(kernel_name(kernel));
+    BlockCase a{1, 300, 300, 2, 1, 16, true, 0.0, BlockSoftmaxMode::exact, 3, 300};
+    a.sinks = true;
+    a.mask = {100, 0};
+    testing::check_fast_vs_ref(block_case(a, 0.25, kernel));
+  }
+}
+
+TEST_CASE("rows that see no key (fewer keys than queries, causal): zero output, zero gradient, with and without sinks",
+          "[ops][grad][sinks]") {
+  const int64_t B = 1, T = 7, S = 4, H = 2, D = 8;  // rows 0..2 precede every key
+  for (bool with_sinks : {false, true})
+    for (AttentionKernel kernel : kAllAttentionKernels) {
+      INFO(kernel_name(kernel) << " sinks " << with_sinks);
+      BlockCase a{B, T, S, H, H, D, true, 0.0, BlockSoftmaxMode::exact, 1, S};
+      a.sinks = with_sinks;
+      a.out = {OutputScale::causal, 1.f};  // c = sqrt(0 / e) = 0 must not turn into NaN
+      if (kernel == AttentionKernel::dense) testing::check_grad(block_case(a, 0.4, kernel));
+      testing::check_fast_vs_ref(block_case(a, 0.4, kernel));
+      Arena arena;
+      Tape tape;
+      ArenaScope as(arena);
+      TapeScope ts(tape);
+      auto filled = [](const Shape& shape, uint64_t seed, bool grad) {
+        Tensor t = empty(shape, grad);
+        Vec x = testing::randn(t.numel(), seed);
+        for (int64_t j = 0; j < t.numel(); ++j) t.data[j] = float(x[j]);
+        return t;
+      };
+      Tensor q = filled({B, T, H, D}, 1, true), k = filled({B, S, H, D}, 2, false), v = filled({B, S, H, D}, 3, false);
+      AttentionOptions o(0.4f);
+      o.kernel = kernel;
+      if (with_sinks) o.sinks = filled({H}, 4, true);
+      Tensor y = attention(q, k, v, o);
+      std::vector<float> ones(size_t(y.numel()), 1.f);
+      backward_from(y, ones.data());
+      for (int64_t x = 0; x < 3 * H * D; ++x) {
+        CHECK(y.data[x] == 0.f);
+        CHECK(q.grad()[x] == 0.f);
+      }
+      CHECK(std::isfinite(y.data[T * H * D - 1]));
+      CHECK(y.data[T * H * D - 1] != 0.f);
+    }
 }

@@ -96,7 +96,8 @@ double ref_model_loss(const ModelSpec& s, const ParamValues& p, const std::vecto
       for (auto& e : qf) e *= double(plan.query);
       a.assign(N * H * dv, 0.0);
       ref::attention_fwd(a.data(), qf.data(), k.data(), v.data(), B, T, T, H, H, Dq, dv, double(plan.logits),
-                         double(s.softcap), true, (double*)nullptr, blocks(blk), s.output_scale, mask(l));
+                         double(s.softcap), true, (double*)nullptr, blocks(blk), s.output_scale, mask(l),
+                         s.sinks ? P(blk + ".attn.sinks").data() : (const double*)nullptr);
       o = mm(a, P(blk + ".attn.wo"), N, H * dv, C);
     } else {
       V q = mm(h, P(blk + ".attn.wq"), N, C, H * D), k = mm(h, P(blk + ".attn.wk"), N, C, Hkv * D),
@@ -111,7 +112,8 @@ double ref_model_loss(const ModelSpec& s, const ParamValues& p, const std::vecto
       for (auto& e : q) e *= double(plan.query);
       a.assign(N * H * D, 0.0);
       ref::attention_fwd(a.data(), q.data(), k.data(), v.data(), B, T, T, H, Hkv, D, D, double(plan.logits),
-                         double(s.softcap), true, (double*)nullptr, blocks(blk), s.output_scale, mask(l));
+                         double(s.softcap), true, (double*)nullptr, blocks(blk), s.output_scale, mask(l),
+                         s.sinks ? P(blk + ".attn.sinks").data() : (const double*)nullptr);
       o = mm(a, P(blk + ".attn.wo"), N, H * D, C);
     }
     for (int64_t i = 0; i < N * C; ++i) x[i] += o[i];
