@@ -19,6 +19,8 @@ struct RunSection {
 struct DataSection {
   std::string path;     // relative paths are relative to the current directory
   double val_fraction{};
+  std::string packing;    // none | separator
+  std::string separator;  // ends a document when packing is separator
   bool operator==(const DataSection&) const = default;
 };
 

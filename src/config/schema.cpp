@@ -191,6 +191,9 @@ Rule<double> unit_interval() { return {"a number in [0, 1]", [](double v) { retu
 Rule<double> unit_from_zero() { return {"a number in [0, 1)", [](double v) { return v >= 0 && v < 1; }}; }
 Rule<bool> boolean() { return {"true or false", [](bool) { return true; }}; }
 Rule<std::string> any_text() { return {"a string", [](const std::string&) { return true; }}; }
+Rule<std::string> non_empty_text() {
+  return {"a non-empty string", [](const std::string& s) { return !s.empty(); }};
+}
 Rule<std::string> one_of(std::vector<std::string> choices) {
   std::string desc = "one of ";
   for (size_t i = 0; i < choices.size(); ++i) desc += (i ? ", " : "") + choices[i];
@@ -285,6 +288,11 @@ std::vector<KeyDef> build_schema() {
   key(KEY(data, path), "data/tinyshakespeare.txt", any_text(),
       "any UTF-8 or byte text file; relative to the working directory, stored absolute in a run's files");
   key(KEY(data, val_fraction), 0.1, open_unit(), "tail fraction of the corpus held out for validation");
+  key(KEY(data, packing), "none", one_of({"none", "separator"}),
+      "none: a training sequence is one stream; separator: documents end at each data.separator, and "
+      "attention never crosses a document's start");
+  key(KEY(data, separator), "\n\n", non_empty_text(),
+      "packing separator: symbols of the vocabulary that end a document (default: a blank line)");
 
   key(KEY(model, n_layer), 4, int_in(1, 1024), "transformer blocks");
   key(KEY(model, n_head), 4, int_at_least(1), "attention (query) heads");

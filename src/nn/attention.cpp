@@ -18,7 +18,7 @@ ScalePlan plan_attention_scale(QueryScaling where, float s) {
   return {};
 }
 
-AttentionOptions Attention::options(float* max_logits) const {
+AttentionOptions Attention::options(float* max_logits, const int32_t* docs, int64_t docs_stride) const {
   AttentionOptions opt(spec_.plan.logits);
   opt.softcap = spec_.softcap;
   opt.kernel = spec_.kernel;
@@ -29,6 +29,8 @@ AttentionOptions Attention::options(float* max_logits) const {
   if (sinks_) opt.sinks = sinks_->tensor();
   opt.output_scale = spec_.output_scale;
   opt.mask = spec_.mask;
+  opt.mask.docs = docs;
+  opt.mask.docs_stride = docs_stride;
   return opt;
 }
 
@@ -78,7 +80,8 @@ class MultiHeadAttention final : public Attention {
     add_sinks(prefix, store);
   }
 
-  Tensor forward(const Tensor& h, const uint16_t* h16, int B, int T, float* max_logits) override {
+  Tensor forward(const Tensor& h, const uint16_t* h16, int B, int T, float* max_logits,
+                 const int32_t* docs) override {
     const AttentionSpec& s = spec_;
     const int64_t HD = int64_t(s.n_head) * s.d_head, KD = int64_t(s.n_kv_head) * s.d_head;
     Tensor q = linear(h, wq_->tensor(), h16).reshape({B, T, HD}).split_last(s.n_head);
@@ -89,12 +92,12 @@ class MultiHeadAttention final : public Attention {
       k = rope(k, s.rope_base);
     }
     if (s.plan.query != 1.f) q = scale(q, s.plan.query);
-    return attention(q, k, v, options(max_logits)).reshape({int64_t(B) * T, HD});
+    return attention(q, k, v, options(max_logits, docs, T)).reshape({int64_t(B) * T, HD});
   }
 
   int64_t cache_floats_per_token() const override { return 2 * int64_t(spec_.n_kv_head) * spec_.d_head; }
 
-  Tensor decode(const Tensor& h, int T, int pos, float* cache) override {
+  Tensor decode(const Tensor& h, int T, int pos, float* cache, const int32_t* docs) override {
     const AttentionSpec& s = spec_;
     const int64_t HD = int64_t(s.n_head) * s.d_head, KD = int64_t(s.n_kv_head) * s.d_head, row = 2 * KD;
     Tensor q = linear(h, wq_->tensor()).reshape({1, T, HD}).split_last(s.n_head);
@@ -111,7 +114,7 @@ class MultiHeadAttention final : public Attention {
     }
     const int64_t S = pos + T;
     return attention(q, cache_view(cache, S, s.n_kv_head, s.d_head, row),
-                     cache_view(cache + KD, S, s.n_kv_head, s.d_head, row), options(nullptr))
+                     cache_view(cache + KD, S, s.n_kv_head, s.d_head, row), options(nullptr, docs, S))
         .reshape({T, HD});
   }
 
@@ -154,7 +157,8 @@ class LatentAttention final : public Attention {
     add_sinks(prefix, store);
   }
 
-  Tensor forward(const Tensor& h, const uint16_t* h16, int B, int T, float* max_logits) override {
+  Tensor forward(const Tensor& h, const uint16_t* h16, int B, int T, float* max_logits,
+                 const int32_t* docs) override {
     const AttentionSpec& s = spec_;
     const MlaSizes& m = s.mla;
     const int64_t H = s.n_head, dn = m.qk_nope_head_dim, dr = m.qk_rope_head_dim, dv = m.v_head_dim,
@@ -177,14 +181,14 @@ class LatentAttention final : public Attention {
     Tensor k = rope_concat(kv.slice(3, 0, dn), k_rope, s.rope_base);           // [k^C; RoPE(k^R)]
     Tensor v = kv.slice(3, dn, dv);
     if (s.plan.query != 1.f) qh = scale(qh, s.plan.query);
-    return attention(qh, k, v, options(max_logits)).reshape({int64_t(B) * T, H * dv});
+    return attention(qh, k, v, options(max_logits, docs, T)).reshape({int64_t(B) * T, H * dv});
   }
 
   int64_t cache_floats_per_token() const override { return spec_.mla.kv_lora_rank + spec_.mla.qk_rope_head_dim; }
 
   // The absorbed form [DeepSeek-V2, 2024, section 2.1.2]: q^C_h·k^C_h(j) = (q^C_h·W^Kᵀ_h)·c_j and
   // o_h = Σ_j p_hj v_h(j) = (Σ_j p_hj c_j)·W^V_h, so the cache holds c_kv and RoPE(k^R) only.
-  Tensor decode(const Tensor& h, int T, int pos, float* cache) override {
+  Tensor decode(const Tensor& h, int T, int pos, float* cache, const int32_t* docs) override {
     const AttentionSpec& s = spec_;
     const MlaSizes& m = s.mla;
     const int64_t H = s.n_head, dn = m.qk_nope_head_dim, dr = m.qk_rope_head_dim, dv = m.v_head_dim,
@@ -219,7 +223,7 @@ class LatentAttention final : public Attention {
         std::copy(qc + dn, qc + dn + dr, out + r);  // RoPE(q^R_h)
       }
     const int64_t S = pos + T;
-    Tensor o = attention(qa, cache_view(cache, S, 1, row, row), cache_view(cache, S, 1, r, row), options(nullptr));
+    Tensor o = attention(qa, cache_view(cache, S, 1, row, row), cache_view(cache, S, 1, r, row), options(nullptr, docs, S));
     Tensor y = new_output({T, H * dv}, false);
 #pragma omp parallel for collapse(2) if (T * H * r * dv > (1 << 16))
     for (int64_t t = 0; t < T; ++t)

@@ -86,8 +86,10 @@ class Attention {
   virtual ~Attention() = default;
   // h: the normed stream [B·T, C] (h16: its bf16 copy with bf16 products, else null). Returns
   // [B·T, H·Dv], the heads' outputs before wo. max_logits: n_head floats updated with the
-  // pre-cap max logit of each head (ops/attention.h), or null.
-  virtual Tensor forward(const Tensor& h, const uint16_t* h16, int B, int T, float* max_logits) = 0;
+  // pre-cap max logit of each head (ops/attention.h), or null. docs: [B, T] document starts
+  // (AttentionMask::docs), or null.
+  virtual Tensor forward(const Tensor& h, const uint16_t* h16, int B, int T, float* max_logits,
+                         const int32_t* docs = nullptr) = 0;
   // Decoding with a KV cache (docs/attention.md, "KV-cache decoding"): h [T, C] is the normed
   // stream of T new positions [pos, pos + T) of one sequence; `cache` holds cache_floats_per_token()
   // floats for each position up to the context, those of [0, pos) already written. Writes the new
@@ -97,7 +99,8 @@ class Attention {
   //            query becomes [q^C_h·W^Kᵀ_h; RoPE(q^R_h)] against the key [c_kv; RoPE(k^R)] shared by
   //            every head, its value is c_kv, and its output o_h·W^V_h (W^K_h, W^V_h: head h's
   //            k_nope and v columns of wkv_b).
-  virtual Tensor decode(const Tensor& h, int T, int pos, float* cache) = 0;
+  // docs: [pos + T] document starts of the positions so far, or null.
+  virtual Tensor decode(const Tensor& h, int T, int pos, float* cache, const int32_t* docs = nullptr) = 0;
   virtual int64_t cache_floats_per_token() const = 0;
   Param& wo() const { return *wo_; }
   const AttentionSpec& spec() const { return spec_; }
@@ -108,7 +111,8 @@ class Attention {
 
  protected:
   explicit Attention(const AttentionSpec& spec) : spec_(spec) {}
-  AttentionOptions options(float* max_logits) const;
+  // docs: [B, S] document starts (S = docs_stride keys), or null.
+  AttentionOptions options(float* max_logits, const int32_t* docs = nullptr, int64_t docs_stride = 0) const;
   // The learned block softmax's scales `softmax_scales`, drawn from N(0, 1) as in the source.
   void add_block_scales(const std::string& prefix, ParamStore& store);
   // The sinks `sinks` [n_head] when asked for, zero at init (one extra logit 0 per softmax).

@@ -87,6 +87,21 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
     if (s.dropout > 0.f && grad_enabled()) return add(stream, drop(linear(branch, w.tensor())));
     return residual_linear(stream, branch, w.tensor());
   };
+  // Document starts of every position the attention sees: [B, T], or with a cache [pos + T].
+  const int32_t* docs = nullptr;
+  if (!s.doc_separator.empty()) {
+    if (cache) {
+      cache->ids.resize(size_t(pos));
+      cache->ids.insert(cache->ids.end(), ids, ids + T);
+      cache->docs.resize(cache->ids.size());
+      document_starts(cache->docs.data(), cache->ids.data(), pos + T, s.doc_separator);
+      docs = cache->docs.data();
+    } else {
+      int32_t* d = static_cast<int32_t*>(current_arena().alloc_bytes(size_t(N) * sizeof(int32_t)));
+      for (int b = 0; b < B; ++b) document_starts(d + int64_t(b) * T, ids + int64_t(b) * T, T, s.doc_separator);
+      docs = d;
+    }
+  }
   Tensor x = embedding(ids, N, tok_emb_->tensor());
   if (pos_emb_) x = add(x.reshape({B, T, C}), pos_emb_->tensor().slice(0, pos, T)).reshape({N, C});
   x = drop(x);
@@ -95,8 +110,8 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
     const Block& b = blocks_[l];
     const uint16_t* h16 = nullptr;  // bf16 products: h converted once, by the norm, for the projections
     Tensor h = norm(b.norm1, x, &h16);
-    Tensor a = cache ? b.attn->decode(h, T, pos, cache->layers[l].data())
-                     : b.attn->forward(h, h16, B, T, max_logits_.data() + size_t(l) * s.n_head);
+    Tensor a = cache ? b.attn->decode(h, T, pos, cache->layers[l].data(), docs)
+                     : b.attn->forward(h, h16, B, T, max_logits_.data() + size_t(l) * s.n_head, docs);
     x = residual(x, a, b.attn->wo());
     h = norm(b.norm2, x, &h16);  // h16 read forward and by the weight gradient (and by w3's products)
     if (b.w3) {

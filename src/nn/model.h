@@ -48,6 +48,9 @@ struct ModelSpec {
   float attn_scale = 0.f;  // the value s (e.g. 1/√d_head; MLA: 1/√(qk_nope + qk_rope))
   float softcap = 0.f;
   bool sinks = false;  // a learned sink logit per head and layer (blocks.l.attn.sinks)
+  // Packed documents: a document ends with each occurrence of these ids (data.packing separator),
+  // and no position attends across a document's start. Empty: one document per sequence.
+  std::vector<int32_t> doc_separator;
   AttentionKernel kernel = AttentionKernel::dense;
   BlockSoftmax block;           // the block softmax (mode exact, 1 block: the plain softmax)
   bool block_per_head = false;  // learned scales per head
@@ -60,6 +63,7 @@ struct ModelSpec {
 // position's entry holds). Positions [0, length) are filled; capacity is the model's context.
 struct KvCache {
   int length = 0;
+  std::vector<int32_t> ids, docs;  // the positions' ids and document starts (with doc_separator)
   std::vector<std::vector<float>> layers;
 };
 

@@ -67,6 +67,15 @@ void attn_detail::store_sink_grads(const Tensor& sinks, const float* partial, co
   }
 }
 
+void document_starts(int32_t* out, const int32_t* ids, int64_t n, const std::vector<int32_t>& separator) {
+  const int64_t L = int64_t(separator.size());
+  int32_t start = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    out[t] = start;
+    if (L > 0 && t + 1 >= L && std::equal(separator.begin(), separator.end(), ids + t + 1 - L)) start = int32_t(t + 1);
+  }
+}
+
 namespace {
 
 // Row i's output from its logits s[first, n): p = softmax(s) into s (0 before first), y = Σ_j p_j v_j
@@ -176,7 +185,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   ATTN_CHECK(d.Hkv > 0 && d.H % d.Hkv == 0, "attention: ", d.H, " query heads are not a multiple of ", d.Hkv,
              " kv heads");
   ATTN_CHECK(opt.softcap >= 0.f, "attention: softcap ", opt.softcap, " must be >= 0");
-  ATTN_CHECK(!opt.mask.local() || opt.causal, "attention: a window or chunk mask needs the causal mask");
+  ATTN_CHECK(!opt.mask.local() || opt.causal, "attention: a window, chunk or document mask needs the causal mask");
+  ATTN_CHECK(!opt.mask.docs || opt.mask.docs_stride == k.size(1), "attention: document starts per ",
+             opt.mask.docs_stride, " positions, but ", k.size(1), " keys");
   ATTN_CHECK(opt.mask.window >= 0 && opt.mask.chunk >= 0, "attention: window ", opt.mask.window, " and chunk ",
              opt.mask.chunk, " must be >= 0");
   const Tensor& sk = opt.sinks;
@@ -221,7 +232,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
         for (int64_t i = 0; i < d.T; ++i) {
           // keys [first, n) are visible; none when the row precedes every key
           const int64_t n = causal ? std::max<int64_t>(0, i + (d.S - d.T) + 1) : d.S;
-          const int64_t first = std::min(n, mask.first_key(i + d.S - d.T));
+          const int64_t first = std::min(n, mask.first_key(i + d.S - d.T, b));
           dot_rows(s, row(q, b, i, h), kt, n, d.D, dd);
           if (n > first) hmax = std::max(hmax, finish_logits(s + first, n - first, alpha, cap));  // visible keys only
           float* yi = y.data + ((b * d.T + i) * d.H + h) * d.Dv;
@@ -269,7 +280,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
             const int64_t h = g * d.G + hh;
             for (int64_t i = 0; i < d.T; ++i) {
               const int64_t n = causal ? std::max<int64_t>(0, i + (d.S - d.T) + 1) : d.S;
-              const int64_t first = std::min(n, mask.first_key(i + d.S - d.T));
+              const int64_t first = std::min(n, mask.first_key(i + d.S - d.T, b));
               if (n == first) continue;  // the row sees no key: no gradient
               const float* pi = p + ((b * d.H + h) * d.T + i) * d.S;
               const float* dyi = dy + ((b * d.T + i) * d.H + h) * d.Dv;

@@ -6,7 +6,8 @@
 //   s      = c · tanh(r / c)                  when options.softcap = c > 0   [Gemma 2]; else s = r
 //   s[i,j] = -∞ for j > i + (S - T)           when causal (queries are the last T of S positions)
 //   s[i,j] = -∞ for j < first_key(i + S − T)   the local masks (options.mask, causal only): a
-//            sliding window sees the last W positions, a chunk only its own chunk's earlier ones
+//            sliding window sees the last W positions, a chunk only its own chunk's earlier ones,
+//            a document (packed sequences) only its own document's
 //   p_i    = softmax_j(s[i, :]),   y_i = Σ_j p[i,j] v_j
 // q: [B, T, H, Dqk]   k: [B, S, Hkv, Dqk]   v: [B, S, Hkv, Dv] (strided views, last dim dense; H a
 // multiple of Hkv: query head h reads kv head h / (H / Hkv), i.e. GQA; Dv may differ from Dqk, as
@@ -71,19 +72,30 @@ struct BlockSoftmax {
   int64_t start(int b, int64_t P) const { return (int64_t(b) * P + blocks - 1) / blocks; }
 };
 
-// Masks on top of the causal one; a row at position t sees keys [first_key(t), t]. Key blocks
-// wholly before a tile's first visible key are skipped by the flash kernel.
+// Masks on top of the causal one; a row at position t (of sequence b) sees keys [first_key(t, b), t].
+// Each bound is non-decreasing in t. Key blocks wholly before a tile's first visible key are skipped
+// by the flash kernel.
 struct AttentionMask {
   int64_t window = 0;  // > 0: the last `window` positions, t − window < j ≤ t
   int64_t chunk = 0;   // > 0: causal inside chunks of `chunk` positions, ⌊t / chunk⌋·chunk ≤ j ≤ t
-  bool local() const { return window > 0 || chunk > 0; }
-  int64_t first_key(int64_t t) const {
+  // Documents: docs[b·docs_stride + t] is the first position of the document that holds position t
+  // of sequence b (non-decreasing in t, ≤ t); null: one document. docs_stride = the key count S.
+  const int32_t* docs = nullptr;
+  int64_t docs_stride = 0;
+  bool local() const { return window > 0 || chunk > 0 || docs; }
+  int64_t first_key(int64_t t, int64_t b = 0) const {
     int64_t lo = 0;
     if (window > 0) lo = std::max(lo, t - window + 1);
     if (chunk > 0) lo = std::max(lo, t / chunk * chunk);
+    if (docs && t >= 0) lo = std::max<int64_t>(lo, docs[b * docs_stride + t]);
     return lo;
   }
 };
+
+// docs for AttentionMask: out[t] = the first position of t's document, for ids [0, n) of one
+// sequence; a document ends with each occurrence of `separator` (a run of ids), so the position
+// after it starts a new one. An empty separator: one document.
+void document_starts(int32_t* out, const int32_t* ids, int64_t n, const std::vector<int32_t>& separator);
 
 // The multiplier c_i on query row i's output.
 struct OutputScale {
@@ -174,7 +186,7 @@ void attention_fwd(T* y, const T* q, const T* k, const T* v, int64_t B, int64_t 
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i = 0; i < Tq; ++i) {
-        const int64_t last = causal ? i + (S - Tq) : S - 1, first = mask.first_key(i + S - Tq);
+        const int64_t last = causal ? i + (S - Tq) : S - 1, first = mask.first_key(i + S - Tq, b);
         const T* qi = q + ((b * Tq + i) * H + h) * D;
         logits_row(s.data(), qi, k + (b * S * Hkv + h / G) * D, last + 1, Hkv * D, D, scale, softcap);
         if (max_logits)  // the largest visible logit before the cap
@@ -225,7 +237,7 @@ void attention_bwd(T* dq, T* dk, T* dv, const T* dy, const T* q, const T* k, con
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i = 0; i < Tq; ++i) {
-        const int64_t last = causal ? i + (S - Tq) : S - 1, first = mask.first_key(i + S - Tq);
+        const int64_t last = causal ? i + (S - Tq) : S - 1, first = mask.first_key(i + S - Tq, b);
         const T* qi = q + ((b * Tq + i) * H + h) * D;
         // y_i = c_i · (the attention output): everything below sees dy_i times c_i
         const int64_t n = std::max<int64_t>(0, last + 1 - first);

@@ -145,7 +145,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
           // Each row's first visible key; the tile's first row has the smallest, and key tiles
           // before it are skipped (a sliding window's cost is linear in T).
           int64_t first[kRows];
-          for (int64_t r = 0; r < kRows; ++r) first[r] = mask.first_key(std::min(i0 + r, d.T - 1) + d.S - d.T);
+          for (int64_t r = 0; r < kRows; ++r) first[r] = mask.first_key(std::min(i0 + r, d.T - 1) + d.S - d.T, b);
           // The online softmax of the tile's rows over keys [a, e): leaves each row's running max m,
           // sum l (0: no visible key) and unnormalised output acc.
           auto segment = [&](int64_t a, int64_t e) {
@@ -309,7 +309,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
             const int64_t rows = std::min<int64_t>(kRows, d.T - i0);
             const float* xrows[kRows];
             int64_t first[kRows];  // each row's first visible key (the local masks)
-            for (int64_t r = 0; r < kRows; ++r) first[r] = mask.first_key(std::min(i0 + r, d.T - 1) + d.S - d.T);
+            for (int64_t r = 0; r < kRows; ++r) first[r] = mask.first_key(std::min(i0 + r, d.T - 1) + d.S - d.T, b);
             tile_rows(xrows, q.data, q, b, i0, rows, h);
             Tiles::gather_tile(qb, xrows, d.D, Dp);
             tile_rows(xrows, dy, y, b, i0, rows, h);

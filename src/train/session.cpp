@@ -35,7 +35,15 @@ Session::Session(const LoadedConfig& cfg, Vocab v, std::optional<Corpus> c)
     BatchSampler(split.train, 0, "data.train").check_fits(rc.model.context, "train", corpus->path);
     BatchSampler(split.val, 0, "data.val").check_fits(rc.model.context, "val", corpus->path);
   }
-  model = std::make_unique<Transformer>(model_spec(rc, vocab.size()), store);
+  ModelSpec spec = model_spec(rc, vocab.size());
+  if (rc.data.packing == "separator") {
+    try {
+      spec.doc_separator = vocab.encode(rc.data.separator);
+    } catch (const DataError& e) {
+      throw ConfigError(std::string("data.separator: not in the vocabulary of ") + rc.data.path + ": " + e.what());
+    }
+  }
+  model = std::make_unique<Transformer>(spec, store);
   store.finalize(uint64_t(rc.run.seed));
   auto check_matched = [](const char* key, const std::vector<std::string>& patterns, const std::vector<int>& counts) {
     for (size_t i = 0; i < counts.size(); ++i)

@@ -179,6 +179,19 @@ TEST_CASE("model (block softmax, output scale): every parameter's gradient, the 
     m.mask = {4, 3};
     check_model_grads(m);
   }
+  // Packed documents (separator [2, 2], frequent among 11 symbols), in MHA with a window and in MLA.
+  {
+    ModelSpec s = tiny_spec();
+    s.vocab = 3;  // random ids from 3 symbols: the separator occurs in every sequence
+    s.doc_separator = {2, 2};
+    s.mask = {5, 0};
+    check_model_grads(s);
+    ModelSpec m = tiny_mla_spec(0);
+    m.vocab = 3;
+    m.doc_separator = {1};
+    m.sinks = true;
+    check_model_grads(m);
+  }
   // Sinks (their gradient included), in MHA with a window and soft-cap, and in MLA with exact blocks.
   {
     ModelSpec s = tiny_spec();

@@ -415,3 +415,50 @@ TEST_CASE("rows that see no key (fewer keys than queries, causal): zero output, 
       CHECK(y.data[T * H * D - 1] != 0.f);
     }
 }
+
+TEST_CASE("document_starts: a document ends with each occurrence of the separator", "[ops][masks]") {
+  const std::vector<int32_t> ids{5, 1, 1, 2, 1, 1, 1, 3, 1};
+  std::vector<int32_t> out(ids.size());
+  document_starts(out.data(), ids.data(), int64_t(ids.size()), {1, 1});
+  CHECK(out == std::vector<int32_t>{0, 0, 0, 3, 3, 3, 6, 7, 7});  // "1 1" ends at 2, at 5 and at 6
+  document_starts(out.data(), ids.data(), int64_t(ids.size()), {3});
+  CHECK(out == std::vector<int32_t>{0, 0, 0, 0, 0, 0, 0, 0, 8});
+  document_starts(out.data(), ids.data(), int64_t(ids.size()), {});
+  CHECK(out == std::vector<int32_t>(ids.size(), 0));
+}
+
+TEST_CASE("document masks (every kernel): packed sequences, alone and with a window, sinks and block softmax",
+          "[ops][grad][masks]") {
+  // Two sequences of S positions with their own document boundaries; the T queries are the last.
+  for (int64_t S : {13, 17}) {
+    static std::vector<int32_t> docs;
+    docs.assign(size_t(2 * S), 0);
+    const std::vector<int64_t> starts0{4, 5, 11}, starts1{7};  // 5: a one-position document
+    for (int64_t t = 0; t < S; ++t) {
+      for (int64_t x : starts0) if (t >= x) docs[t] = int32_t(x);
+      for (int64_t x : starts1) if (t >= x) docs[S + t] = int32_t(x);
+    }
+    for (int variant = 0; variant < 3; ++variant) {
+      BlockCase a{2, 13, S, 4, 2, 6, true, 0.0, variant == 2 ? BlockSoftmaxMode::learned : BlockSoftmaxMode::exact,
+                  variant == 2 ? 3 : 1, S};
+      a.mask.docs = docs.data();
+      a.mask.docs_stride = S;
+      if (variant == 1) a.mask.window = 4, a.sinks = true;
+      for (AttentionKernel kernel : kAllAttentionKernels) {
+        INFO(kernel_name(kernel) << " S " << S << " variant " << variant);
+        if (kernel == AttentionKernel::dense) testing::check_grad(block_case(a, 0.4, kernel));
+        testing::check_fast_vs_ref(block_case(a, 0.4, kernel));
+      }
+    }
+  }
+  // Long rows: key tiles before a document's start are skipped.
+  static std::vector<int32_t> long_docs(300);
+  for (int64_t t = 0; t < 300; ++t) long_docs[t] = int32_t(t < 70 ? 0 : t < 200 ? 70 : 200);
+  for (AttentionKernel kernel : kAllAttentionKernels) {
+    INFO(kernel_name(kernel));
+    BlockCase a{1, 300, 300, 2, 1, 16, true, 0.0, BlockSoftmaxMode::exact, 1, 300};
+    a.mask.docs = long_docs.data();
+    a.mask.docs_stride = 300;
+    testing::check_fast_vs_ref(block_case(a, 0.25, kernel));
+  }
+}

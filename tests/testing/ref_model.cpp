@@ -54,10 +54,21 @@ double ref_model_loss(const ModelSpec& s, const ParamValues& p, const std::vecto
     }
     return b;
   };
+  // Documents: a new one starts after each occurrence of the separator, in every layer.
+  std::vector<int32_t> docs(N, 0);
+  const size_t L = s.doc_separator.size();
+  for (int64_t b = 0; b < B && L > 0; ++b)
+    for (int64_t t = 1; t < T; ++t) {
+      bool ends = t >= int64_t(L);  // does the separator end at position t − 1?
+      for (size_t e = 0; ends && e < L; ++e) ends = ids[b * T + t - int64_t(L) + int64_t(e)] == s.doc_separator[e];
+      docs[b * T + t] = ends ? int32_t(t) : docs[b * T + t - 1];
+    }
   // Layer l's local mask (attention.layer_pattern repeated over the layers; empty: every layer).
   auto mask = [&](int l) {
     const bool local = s.layer_local.empty() || s.layer_local[size_t(l) % s.layer_local.size()];
-    return local ? s.mask : AttentionMask{};
+    AttentionMask m = local ? s.mask : AttentionMask{};
+    if (L > 0) m.docs = docs.data(), m.docs_stride = T;
+    return m;
   };
   for (int l = 0; l < s.n_layer; ++l) {
     const std::string blk = "blocks." + std::to_string(l);
