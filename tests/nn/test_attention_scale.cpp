@@ -3,7 +3,12 @@
 // says, and equivalent weights give identical logits (NOTE [attention scale]).
 #include <cmath>
 
+#include <cstdio>
+
 #include "autograd/tape.h"
+#include "kernels/gemm.h"
+#include "ops/loss.h"
+#include "util/rng.h"
 #include "nn/model.h"
 #include "testing/gradcheck.h"
 
@@ -123,5 +128,124 @@ TEST_CASE("attention scale: max-logit recording sees the scaled logits in every 
   for (size_t i = 0; i < 4; ++i) {
     REQUIRE(unscaled.max_logits[i] > 0);
     CHECK(ref.max_logits[i] == Approx(s * unscaled.max_logits[i]).epsilon(1e-5));
+  }
+}
+
+namespace {
+
+// One combination of the kernel-consistency matrix.
+struct Combo {
+  int type;       // 0 MHA, 1 GQA, 2 MQA, 3 MLA
+  int mask;       // 0 causal, 1 window, 2 chunk, 3 documents
+  bool cap, sinks;
+  QueryScaling placement;
+};
+
+std::string describe(const Combo& c) {
+  static const char* types[] = {"MHA", "GQA", "MQA", "MLA"};
+  static const char* masks[] = {"causal", "window", "chunk", "documents"};
+  static const char* places[] = {"init", "query", "logits", "none", "both"};
+  return std::string(types[c.type]) + " " + masks[c.mask] + (c.cap ? " cap" : "") + (c.sinks ? " sinks" : "") + " " +
+         places[int(c.placement)];
+}
+
+ModelSpec combo_spec(const Combo& c, QueryScaling placement, float scale, AttentionKernel kernel) {
+  ModelSpec s = spec_for(placement, scale, kernel, c.type == 3 ? Variant::mla : Variant::gqa);
+  s.n_kv_head = c.type == 0 ? 4 : c.type == 1 ? 2 : 1;
+  if (c.mask == 1) s.mask.window = 5;
+  if (c.mask == 2) s.mask.chunk = 6;
+  if (c.mask == 3) s.doc_separator = {3};
+  s.softcap = c.cap ? 2.5f : 0.f;
+  s.sinks = c.sinks;
+  return s;
+}
+
+struct Run {
+  std::vector<float> logits, max_logits;
+  std::vector<std::vector<float>> grads;  // every parameter's, in registration order
+};
+
+// Loss, logits and every gradient of a model whose parameters `edit` may change first.
+template <class Edit>
+Run run_model(const ModelSpec& spec, Edit edit) {
+  ParamStore store;
+  Transformer model(spec, store);
+  store.finalize(11);
+  Rng jitter(2, 2);  // sinks, gains and biases away from their init
+  for (Param* p : store.params())
+    if (p->role == Role::gain || p->role == Role::bias)
+      for (int64_t i = 0; i < p->numel(); ++i) p->data[i] += float(0.5 * jitter.normal());
+  edit(store);
+  std::vector<int32_t> ids(2 * 16), targets(2 * 16);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7 + 3) % 13), targets[i] = int32_t((i * 5 + 1) % 13);
+  Arena arena;
+  Tape tape;
+  ArenaScope as(arena);
+  TapeScope ts(tape);
+  store.zero_grad();
+  Run r;
+  Tensor z = model.logits(ids.data(), 2, 16);
+  r.logits.assign(z.data, z.data + z.numel());
+  r.max_logits = model.max_logits();
+  backward(cross_entropy(z, targets.data()));
+  store.settle_grads();
+  for (Param* p : store.params()) r.grads.emplace_back(p->grad, p->grad + p->numel());
+  return r;
+}
+
+double rel(const std::vector<float>& a, const std::vector<float>& b) {
+  return testing::rel_err(testing::Vec(a.begin(), a.end()), testing::Vec(b.begin(), b.end()));
+}
+
+void check_runs(const Run& a, const Run& b, double tol, double grad_tol) {
+  CHECK(rel(a.logits, b.logits) <= tol);
+  CHECK(rel(a.max_logits, b.max_logits) <= tol);
+  REQUIRE(a.grads.size() == b.grads.size());
+  for (size_t i = 0; i < a.grads.size(); ++i) {
+    INFO("gradient of parameter " << i);
+    CHECK(rel(a.grads[i], b.grads[i]) <= grad_tol);
+  }
+}
+
+}  // namespace
+
+// Every kernel × {MHA, GQA, MQA, MLA} × {causal, window, chunk, documents} × {cap} × {sinks} × every
+// placement: 320 combinations, all run (about 2 s): the flash kernel against the dense one (outputs, max logits, every gradient) at f32
+// (1e-4) and at bf16 products (flash's products in bf16, dense's attention in f32: 3e-2 on outputs,
+// 1e-1 on gradients, bf16's 2^-9 per operand through two layers and back), and the placement
+// against the scale on the logits with equivalent weights (1e-5; both: against s² on the logits).
+TEST_CASE("attention consistency matrix: kernels, types, masks, cap, sinks and placements agree",
+          "[attention][scale][matrix]") {
+  std::vector<Combo> all;
+  for (int type = 0; type < 4; ++type)
+    for (int mask = 0; mask < 4; ++mask)
+      for (bool cap : {false, true})
+        for (bool sinks : {false, true})
+          for (QueryScaling pl : {QueryScaling::init, QueryScaling::query, QueryScaling::logits, QueryScaling::none,
+                                  QueryScaling::both})
+            all.push_back({type, mask, cap, sinks, pl});
+  std::printf("attention consistency matrix: all %zu combinations\n", all.size());
+  const float s = 0.3f;
+  auto none = [](ParamStore&) {};
+  for (const Combo& c : all) {
+    INFO(describe(c));
+    const QueryScaling pl = c.placement;
+    for (auto precision : {kernels::MatmulPrecision::f32, kernels::MatmulPrecision::bf16}) {
+      testing::PrecisionScope ps(precision);
+      const bool bf16 = precision == kernels::MatmulPrecision::bf16;
+      INFO("bf16 products " << bf16);
+      check_runs(run_model(combo_spec(c, pl, s, AttentionKernel::flash), none),
+                 run_model(combo_spec(c, pl, s, AttentionKernel::dense), none), bf16 ? 3e-2 : 1e-4, bf16 ? 1e-1 : 1e-4);
+    }
+    for (AttentionKernel kernel : kAllAttentionKernels) {
+      INFO(kernel_name(kernel));
+      const Run ref = run_model(combo_spec(c, QueryScaling::logits, pl == QueryScaling::both ? s * s : s, kernel), none);
+      const Run got = pl == QueryScaling::none
+                          ? run_model(combo_spec(c, pl, s, kernel), [&](ParamStore& st) { scale_wq(st, s); })
+                          : run_model(combo_spec(c, pl, s, kernel), none);
+      // Forward only: equivalent weights differ in W_q by the scale, so W_q's gradient does too.
+      CHECK(rel(got.logits, ref.logits) <= 1e-5);
+      CHECK(rel(got.max_logits, ref.max_logits) <= 1e-5);
+    }
   }
 }
