@@ -1,5 +1,8 @@
 // Loading: files, base_config inheritance, override precedence, cycles, cross-key checks.
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "config/config.h"
 #include "config_testing.h"
@@ -155,4 +158,22 @@ TEST_CASE("config load: a group of keys inside a section, nested or written flat
   CHECK(flat == nested);
   CHECK(config_from_yaml_text("", "t", {"train.qk_clip.alpha=0.25"}).cfg.train.qk_clip.alpha == 0.25);
   CHECK(config_from_yaml_text("train:\n  qk_clip:\n", "t").cfg == RunConfig{});
+}
+
+TEST_CASE("config: every YAML file under configs/ and experiments/ loads (a sweep file as its base run)",
+          "[config]") {
+  int loaded = 0;
+  for (const char* dir : {"/configs", "/experiments"})
+    for (const auto& e : std::filesystem::recursive_directory_iterator(std::string(ATTNLAB_SOURCE_DIR) + dir)) {
+      if (e.path().extension() != ".yaml") continue;
+      std::ifstream in(e.path());
+      const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (text.find("\ngrid:") != std::string::npos || text.rfind("grid:", 0) == 0 ||
+          text.find("\nbase:") != std::string::npos)
+        continue;  // a sweep file (tests/cli/test_sweep.cpp)
+      INFO(e.path().string());
+      CHECK_NOTHROW(load_config(e.path().string()));
+      ++loaded;
+    }
+  CHECK(loaded >= 12);
 }
