@@ -197,7 +197,11 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
              "attention: sinks need the block softmax's mode exact");
   Dims dd = d;
   dd.G = d.H / d.Hkv;
-  if (opt.kernel == AttentionKernel::flash) return attention_flash(q, k, v, opt, dd);
+  // Decoding (a few query rows per head, no gradient): the logits come straight from K's rows, as
+  // copying K and V into the kernels' layouts would cost as much as the product.
+  const bool direct = d.T * dd.G <= 4 && !needs_grad(q, k, v) && !opt.block_scales.requires_grad() &&
+                      !opt.sinks.requires_grad();
+  if (opt.kernel == AttentionKernel::flash && !direct) return attention_flash(q, k, v, opt, dd);
   const float alpha = opt.logit_scale, cap = opt.softcap;
   const bool causal = opt.causal;
   const BlockPlan bp = block_plan(opt, dd);
@@ -224,7 +228,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
     for (int64_t g = 0; g < d.Hkv; ++g) {
       float* kt = scratch + omp_get_thread_num() * scratch_per_thread;
       float* s = kt + (d.D + d.Dv) * d.S;
-      gather_transposed(kt, k, b, g, dd);
+      if (!direct) gather_transposed(kt, k, b, g, dd);
       for (int64_t hh = 0; hh < dd.G; ++hh) {
         const int64_t h = g * dd.G + hh;
         float hmax = -std::numeric_limits<float>::infinity();
@@ -233,7 +237,18 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
           // keys [first, n) are visible; none when the row precedes every key
           const int64_t n = causal ? std::max<int64_t>(0, i + (d.S - d.T) + 1) : d.S;
           const int64_t first = std::min(n, mask.first_key(i + d.S - d.T, b));
-          dot_rows(s, row(q, b, i, h), kt, n, d.D, dd);
+          if (direct) {
+            const float* qi = row(q, b, i, h);
+            for (int64_t j = 0; j < n; ++j) {
+              const float* kj = row(k, b, j, g);
+              float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+              for (int64_t e = 0; e < d.D; ++e) dot += qi[e] * kj[e];
+              s[j] = dot;
+            }
+          } else {
+            dot_rows(s, row(q, b, i, h), kt, n, d.D, dd);
+          }
           if (n > first) hmax = std::max(hmax, finish_logits(s + first, n - first, alpha, cap));  // visible keys only
           float* yi = y.data + ((b * d.T + i) * d.H + h) * d.Dv;
           const float L = bp.plain() ? softmax_row(yi, s, first, n, v, b, g, sink, d)
