@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
+#include <memory>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -121,34 +123,51 @@ std::pair<double, double> linear_vs_raw_seconds(int64_t M, int64_t K, int64_t N,
   return time_alternating(reps, ours, raw);
 }
 
-// Median seconds of attention forward + backward; `arena_mb` receives the step arena's high water
-// (inputs, output, and what the kernel keeps for backward).
+// One attention forward + backward on fixed inputs, as in a training step.
+class AttentionCase {
+ public:
+  AttentionCase(int64_t B, int64_t T, int64_t H, int64_t D, AttentionKernel kernel, int64_t window)
+      : n_(B * T * H * D), kernel_(kernel), window_(window), q_(n_), k_(n_), v_(n_), dy_(n_), dq_(n_), dk_(n_),
+        dv_(n_), qb_{dq_.data(), n_}, kb_{dk_.data(), n_}, vb_{dv_.data(), n_},
+        qt_(q_.data(), &qb_, {B, T, H, D}), kt_(k_.data(), &kb_, {B, T, H, D}), vt_(v_.data(), &vb_, {B, T, H, D}) {
+    fill(q_.data(), n_, 1);
+    fill(k_.data(), n_, 2);
+    fill(v_.data(), n_, 3);
+    fill(dy_.data(), n_, 4);
+  }
+  void run() {
+    ArenaScope as(arena_);
+    Tape tape;
+    TapeScope ts(tape);
+    arena_.reset();
+    // As in a training step, where q, k and v are the projections' outputs: their grads are
+    // written for the first time by the attention's backward (NOTE [grad buffers]).
+    qb_.written = kb_.written = vb_.written = false;
+    AttentionOptions o(1.f / 8.f);
+    o.kernel = kernel_;
+    o.mask.window = window_;
+    Tensor y = attention(qt_, kt_, vt_, o);
+    backward_from(y, dy_.data());
+  }
+  // The arena's high water with q, k and v: inputs, output and what the kernel keeps for backward.
+  double arena_mb() const { return double(arena_.high_water() + 3 * size_t(n_) * sizeof(float)) / (1 << 20); }
+
+ private:
+  int64_t n_;
+  AttentionKernel kernel_;
+  int64_t window_;
+  Arena arena_;
+  std::vector<float> q_, k_, v_, dy_, dq_, dk_, dv_;
+  GradBuffer qb_, kb_, vb_;
+  Tensor qt_, kt_, vt_;
+};
+
+// Median seconds of attention forward + backward; `arena_mb` receives the arena's high water.
 double attention_seconds(int64_t B, int64_t T, int64_t H, int64_t D, int reps, AttentionKernel kernel,
                          double& arena_mb, int64_t window = 0) {
-  Arena arena;
-  Tape tape;
-  ArenaScope as(arena);
-  TapeScope ts(tape);
-  const int64_t n = B * T * H * D;
-  std::vector<float> q(n), k(n), v(n), dy(n), dq(n), dk(n), dv(n);
-  fill(q.data(), n, 1);
-  fill(k.data(), n, 2);
-  fill(v.data(), n, 3);
-  fill(dy.data(), n, 4);
-  // As in a training step, where q, k and v are the projections' outputs: their grads are
-  // written for the first time by the attention's backward (NOTE [grad buffers]).
-  GradBuffer qb{dq.data(), n}, kb{dk.data(), n}, vb{dv.data(), n};
-  const Tensor qt(q.data(), &qb, {B, T, H, D}), kt(k.data(), &kb, {B, T, H, D}), vt(v.data(), &vb, {B, T, H, D});
-  const double t = time_median(reps, [&] {
-    arena.reset();
-    qb.written = kb.written = vb.written = false;
-    AttentionOptions o(1.f / 8.f);
-    o.kernel = kernel;
-    o.mask.window = window;
-    Tensor y = attention(qt, kt, vt, o);
-    backward_from(y, dy.data());
-  });
-  arena_mb = double(arena.high_water() + 3 * size_t(n) * sizeof(float)) / (1 << 20);  // with q, k, v
+  AttentionCase c(B, T, H, D, kernel, window);
+  const double t = time_median(reps, [&] { c.run(); });
+  arena_mb = c.arena_mb();
   return t;
 }
 
@@ -217,16 +236,36 @@ int main(int argc, char** argv) {
   }
   if (window > 0) {  // the flash kernel with a sliding window against the causal mask, growing T
     if (bf16_attention) kernels::set_matmul_precision(kernels::MatmulPrecision::bf16);
-    std::printf("threads %d, median of %d repetitions\n\n| flash fwd+bwd%s B×H, T, D | causal ms | window %lld ms "
-                "| causal / window |\n|---|---|---|---|\n",
-                threads, std::max(3, reps / 4), bf16_attention ? " (bf16 products)" : "", (long long)window);
+    // Every shape's causal and window runs take turns within each repetition, so that a change in
+    // the machine's speed during the measurement moves all of them alike; medians per run.
     const std::vector<std::array<int64_t, 4>> window_shapes = {{1, 4, 1024, 64}, {1, 4, 2048, 64}, {1, 4, 4096, 64}};
-    for (auto [B, H, T, D] : attn_shapes.size() == 1 ? attn_shapes : window_shapes) {
-      double mb = 0;
-      const double causal = attention_seconds(B, T, H, D, std::max(3, reps / 4), AttentionKernel::flash, mb);
-      const double local = attention_seconds(B, T, H, D, std::max(3, reps / 4), AttentionKernel::flash, mb, window);
-      std::printf("| %lld×%lld, %lld, %lld | %.2f | %.2f | %.2f× |\n", (long long)B, (long long)H, (long long)T,
-                  (long long)D, causal * 1e3, local * 1e3, causal / local);
+    const auto& shapes = attn_shapes.size() == 1 ? attn_shapes : window_shapes;
+    std::vector<std::unique_ptr<AttentionCase>> cases;
+    for (auto [B, H, T, D] : shapes) {
+      cases.push_back(std::make_unique<AttentionCase>(B, T, H, D, AttentionKernel::flash, 0));
+      cases.push_back(std::make_unique<AttentionCase>(B, T, H, D, AttentionKernel::flash, window));
+    }
+    std::vector<std::vector<double>> seconds(cases.size());
+    for (auto& c : cases) c->run();  // warm-up
+    for (int r = 0; r < reps; ++r)
+      for (size_t i = 0; i < cases.size(); ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        cases[i]->run();
+        seconds[i].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+    auto median = [](std::vector<double> x) {
+      std::sort(x.begin(), x.end());
+      return x[x.size() / 2];
+    };
+    std::printf("threads %d, median of %d repetitions, the shapes interleaved\n\n| flash fwd+bwd%s B×H, T, D | "
+                "causal ms | window %lld ms | causal / window | window ms / first row's |\n|---|---|---|---|---|\n",
+                threads, reps, bf16_attention ? " (bf16 products)" : "", (long long)window);
+    const double first_window = median(seconds[1]);
+    for (size_t x = 0; x < shapes.size(); ++x) {
+      const auto [B, H, T, D] = shapes[x];
+      const double causal = median(seconds[2 * x]), local = median(seconds[2 * x + 1]);
+      std::printf("| %lld×%lld, %lld, %lld | %.2f | %.2f | %.2f× | %.2f× |\n", (long long)B, (long long)H,
+                  (long long)T, (long long)D, causal * 1e3, local * 1e3, causal / local, local / first_window);
     }
     return 0;
   }

@@ -41,6 +41,15 @@ namespace {
 
 using namespace kernels::flash;
 
+// The row stride of the transposed K and V [Dp, Sp]: the key count rounded up to kKeyTile, plus one
+// tile when that is a multiple of 256 floats. Rows a power-of-two multiple of 1 KiB apart fall in
+// the same few cache sets, and a key block's Dp columns then evict each other from the L2 (at S
+// 4096, 8 rows per set group): the window's cost grew faster than S.
+inline int64_t padded_keys(int64_t S) {
+  const int64_t Sp = round_up(S, kKeyTile);
+  return Sp % 256 == 0 ? Sp + kKeyTile : Sp;
+}
+
 // Last key index query row i may see (negative: none, a row before every key).
 inline int64_t last_key(int64_t i, const Dims& d, bool causal) { return causal ? i + (d.S - d.T) : d.S - 1; }
 // How many keys row i sees, given its first visible key.
@@ -104,7 +113,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
   float* o_blk = keep_blocks ? current_arena().alloc_floats(d.B * d.H * d.T * N * d.Dv) : nullptr;
   const int nt = omp_get_max_threads();
   // Dp: the q/k head size padded, Dvp: the v head size padded.
-  const int64_t Dp = round_up(d.D, kLanes), Dvp = round_up(d.Dv, kLanes), Sp = round_up(d.S, kKeyTile);
+  const int64_t Dp = round_up(d.D, kLanes), Dvp = round_up(d.Dv, kLanes), Sp = padded_keys(d.S);
   const int64_t kld = k.strides[1], vld = v.strides[1];
   // Per thread: K for logits, V for P·V, the query tile and accumulator [kRows, Dvp], a logits
   // block [kRows, kKeyBlock] and its converted copy, m, l [kRows], and for the block softmax the
@@ -301,12 +310,28 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
         Tiles::gather_cols(kt, row(k, b, 0, g), kld, d.S, d.D, Dp, Sp);
         Tiles::gather_cols(vt, row(v, b, 0, g), vld, d.S, d.Dv, Dvp, Sp);
         Tiles::gather_rows(krows, row(k, b, 0, g), kld, d.S, d.D, Dp, Sp);
-        std::fill(dk, dk + Sp * Dp, 0.f);
-        std::fill(dv, dv + Sp * Dvp, 0.f);
-        for (int64_t hh = 0; hh < d.G; ++hh) {
-          const int64_t h = g * d.G + hh;
-          for (int64_t i0 = 0; i0 < d.T; i0 += kRows) {
-            const int64_t rows = std::min<int64_t>(kRows, d.T - i0);
+        // Query tiles outer, the group's heads inner: dK and dV rows are zeroed when a tile first
+        // reaches them and stored once no later tile can (each row's first visible key never
+        // decreases), so with a window only the rows near it are live and stay in cache.
+        int64_t zeroed = 0, stored = 0;
+        auto store_kv = [&](int64_t upto) {
+          for (int64_t j = stored; j < std::min(upto, d.S); ++j) {
+            if (kg.ptr) store_row(grad_row(kg.ptr, k, b, j, g), dk + j * Dp, d.D, kg.accumulate);
+            if (vg.ptr) store_row(grad_row(vg.ptr, v, b, j, g), dv + j * Dvp, d.Dv, vg.accumulate);
+          }
+          stored = std::max(stored, std::min(upto, d.S));
+        };
+        auto zero_kv = [&](int64_t upto) {
+          if (upto <= zeroed) return;
+          std::fill(dk + zeroed * Dp, dk + upto * Dp, 0.f);
+          std::fill(dv + zeroed * Dvp, dv + upto * Dvp, 0.f);
+          zeroed = upto;
+        };
+        for (int64_t i0 = 0; i0 < d.T; i0 += kRows) {
+          const int64_t rows = std::min<int64_t>(kRows, d.T - i0);
+          zero_kv(std::min(Sp, round_up(std::max<int64_t>(0, last_key(i0 + rows - 1, d, causal) + 1), kKeyTile)));
+          for (int64_t hh = 0; hh < d.G; ++hh) {
+            const int64_t h = g * d.G + hh;
             const float* xrows[kRows];
             int64_t first[kRows];  // each row's first visible key (the local masks)
             for (int64_t r = 0; r < kRows; ++r) first[r] = mask.first_key(std::min(i0 + r, d.T - 1) + d.S - d.T, b);
@@ -399,11 +424,11 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
             if (qg.ptr)
               for (int64_t r = 0; r < rows; ++r) store_row(grad_row(qg.ptr, q, b, i0 + r, h), dq + r * Dp, d.D, qg.accumulate);
           }
+          if (i0 + kRows < d.T)  // the next tile starts at its first row's first key tile
+            store_kv(mask.first_key(i0 + kRows + d.S - d.T, b) / kKeyTile * kKeyTile);
         }
-        for (int64_t j = 0; j < d.S; ++j) {
-          if (kg.ptr) store_row(grad_row(kg.ptr, k, b, j, g), dk + j * Dp, d.D, kg.accumulate);
-          if (vg.ptr) store_row(grad_row(vg.ptr, v, b, j, g), dv + j * Dvp, d.Dv, vg.accumulate);
-        }
+        zero_kv(Sp);
+        store_kv(d.S);
       }
     if (da) store_scale_grads(scales, da, bp, d);
     if (dsink) store_sink_grads(sinks, dsink, d);
