@@ -163,6 +163,26 @@ inline void gather_padded(float* rows, float* cols, const float* x, int64_t ld, 
   }
 }
 
+// Keys [a, b) only (a, b multiples of kKeyTile, b <= Sp) of gather_padded's copies, so that a
+// kernel can copy each key block just before it reads it: rows [a, b) of `rows`, columns [a, b)
+// of `cols`; keys at or past S, and features at or past D, are zero.
+inline void gather_padded_range(float* rows, float* cols, const float* x, int64_t ld, int64_t a, int64_t b,
+                                int64_t S, int64_t D, int64_t Dp, int64_t Sp) {
+  const int64_t e = std::min(b, S);  // keys [a, e) exist
+  if (rows) {
+    for (int64_t j = a; j < e; ++j) {
+      std::memcpy(rows + j * Dp, x + j * ld, size_t(D) * sizeof(float));
+      std::fill(rows + j * Dp + D, rows + (j + 1) * Dp, 0.f);
+    }
+    std::fill(rows + std::max(a, e) * Dp, rows + b * Dp, 0.f);
+  }
+  if (cols) {
+    if (e > a) transpose(cols + a, Sp, x + a * ld, ld, e - a, D);
+    for (int64_t f = 0; f < Dp; ++f)
+      std::fill(cols + f * Sp + (f < D ? std::max(a, e) : a), cols + f * Sp + b, 0.f);
+  }
+}
+
 // Up to kRows rows of D floats (xr[r] null: a zero row) into a zero-padded [kRows, Dp] tile.
 inline void gather_query_rows(float* dst, const float* const* xr, int64_t D, int64_t Dp) {
   for (int r = 0; r < kRows; ++r)
@@ -193,6 +213,15 @@ struct F32Tiles {
   }
   static void gather_rows(float* dst, const float* x, int64_t ld, int64_t S, int64_t D, int64_t Dp, int64_t Sp) {
     gather_padded(dst, nullptr, x, ld, S, D, Dp, Sp);
+  }
+  // Keys [a, b) only (multiples of kKeyTile): what gather_cols / gather_rows write there.
+  static void gather_cols(float* dst, const float* x, int64_t ld, int64_t a, int64_t b, int64_t S, int64_t D,
+                          int64_t Dp, int64_t Sp) {
+    gather_padded_range(nullptr, dst, x, ld, a, b, S, D, Dp, Sp);
+  }
+  static void gather_rows(float* dst, const float* x, int64_t ld, int64_t a, int64_t b, int64_t S, int64_t D,
+                          int64_t Dp, int64_t Sp) {
+    gather_padded_range(dst, nullptr, x, ld, a, b, S, D, Dp, Sp);
   }
   // Query-side tile for logits (rows) and, in backward, for the dK/dV updates (the same tile here);
   // xr[r] is row r (null past the last row).
@@ -268,6 +297,25 @@ struct Bf16Tiles {
     for (int64_t j = 0; j < S; ++j) to_bf16_row(reinterpret_cast<uint16_t*>(tmp + j * Dh), x + j * ld, D, Dp);
     if (Sp > S) std::memset(dstf, 0, size_t(Dh * Sp) * sizeof(float));
     transpose(dstf, Sp, tmp, Dh, S, Dh);  // moves 32-bit words, whatever their bits
+  }
+  // Keys [a, b) only (multiples of kKeyTile): what gather_cols writes there (its row-major copy
+  // included).
+  static void gather_cols(float* dstf, const float* x, int64_t ld, int64_t a, int64_t b, int64_t S, int64_t D,
+                          int64_t Dp, int64_t Sp) {
+    const int64_t Dh = Dp / 2, e = std::min(b, S);
+    float* tmp = dstf + Dh * Sp;  // [S, Dh] words
+    for (int64_t j = a; j < e; ++j) to_bf16_row(reinterpret_cast<uint16_t*>(tmp + j * Dh), x + j * ld, D, Dp);
+    if (e > a) transpose(dstf + a, Sp, tmp + a * Dh, Dh, e - a, Dh);
+    for (int64_t f = 0; f < Dh; ++f) std::fill(dstf + f * Sp + std::max(a, e), dstf + f * Sp + b, 0.f);
+  }
+  static void gather_rows(float* dstf, const float* x, int64_t ld, int64_t a, int64_t b, int64_t S, int64_t D,
+                          int64_t Dp, int64_t Sp) {
+    auto* dst = reinterpret_cast<uint32_t*>(dstf);
+    for (int64_t j = a; j < b; j += 2)
+      if (j < S)
+        to_bf16_pairs(dst + j / 2 * Dp, x + j * ld, j + 1 < S ? x + (j + 1) * ld : nullptr, D, Dp);
+      else
+        std::memset(dst + j / 2 * Dp, 0, size_t(Dp) * sizeof(uint32_t));
   }
   // dst[jp, e] = (x[2jp, e], x[2jp + 1, e]), zero past D and S.
   static void gather_rows(float* dstf, const float* x, int64_t ld, int64_t S, int64_t D, int64_t Dp, int64_t Sp) {

@@ -137,14 +137,25 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
       float* l = m + kRows;
       float* out = l + kRows;     // block softmax: the rows' outputs so far
       float* ob = out + kRows * Dvp;  // block softmax: one row's block output
-      Tiles::gather_cols(kt, row(k, b, 0, g), kld, d.S, d.D, Dp, Sp);
-      Tiles::gather_rows(vr, row(v, b, 0, g), vld, d.S, d.Dv, Dvp, Sp);
-      for (int64_t hh = 0; hh < d.G; ++hh) {
-        const int64_t h = g * d.G + hh;
-        const float sink = sinks.defined() ? sinks.data[h] : kNegInf;
-        float hmax = kNegInf;  // the largest logit before the cap (QK-Clip's S_max)
-        for (int64_t i0 = 0; i0 < d.T; i0 += kRows) {
-          const int64_t rows = std::min<int64_t>(kRows, d.T - i0);
+      // Query tiles outer, the group's heads inner, and K and V copied a key block at a time just
+      // before the first tile that reads it: what a tile reads was copied recently and is still in
+      // cache, however long S is (with a window, the tiles' keys move along the sequence).
+      int64_t gathered = 0;
+      for (int64_t hh = 0; hh < d.G; ++hh) head_max[b * d.H + g * d.G + hh] = kNegInf;
+      for (int64_t i0 = 0; i0 < d.T; i0 += kRows) {
+        const int64_t rows = std::min<int64_t>(kRows, d.T - i0);
+        {
+          const int64_t reach = std::min(Sp, round_up(std::max<int64_t>(0, last_key(i0 + rows - 1, d, causal) + 1), kKeyTile));
+          if (reach > gathered) {
+            Tiles::gather_cols(kt, row(k, b, 0, g), kld, gathered, reach, d.S, d.D, Dp, Sp);
+            Tiles::gather_rows(vr, row(v, b, 0, g), vld, gathered, reach, d.S, d.Dv, Dvp, Sp);
+            gathered = reach;
+          }
+        }
+        for (int64_t hh = 0; hh < d.G; ++hh) {
+          const int64_t h = g * d.G + hh;
+          const float sink = sinks.defined() ? sinks.data[h] : kNegInf;
+          float& hmax = head_max[b * d.H + h];  // the largest logit before the cap (QK-Clip's S_max)
           const float* qrows[kRows];
           tile_rows(qrows, q.data, q, b, i0, rows, h);
           Tiles::gather_tile(qb, qrows, d.D, Dp);
@@ -256,7 +267,6 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
             lse[(b * d.H + h) * d.T + i] = L[r];  // exact: the full softmax's; unused otherwise
           }
         }
-        head_max[b * d.H + h] = hmax;
       }
     }
   record_max_logits(opt, head_max, d);
@@ -307,9 +317,6 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
         float* Db = Lb + kRows * N;
         float* Wb = Db + kRows * N;
         float* dys = Lb + (bp.separate() ? 3 * kRows * N : 0);  // with an output scale: the rows c_i · dy_i
-        Tiles::gather_cols(kt, row(k, b, 0, g), kld, d.S, d.D, Dp, Sp);
-        Tiles::gather_cols(vt, row(v, b, 0, g), vld, d.S, d.Dv, Dvp, Sp);
-        Tiles::gather_rows(krows, row(k, b, 0, g), kld, d.S, d.D, Dp, Sp);
         // Query tiles outer, the group's heads inner: dK and dV rows are zeroed when a tile first
         // reaches them and stored once no later tile can (each row's first visible key never
         // decreases), so with a window only the rows near it are live and stay in cache.
@@ -321,8 +328,13 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
           }
           stored = std::max(stored, std::min(upto, d.S));
         };
+        // K and V are copied a key block at a time, just before the first tile that reads it (as in
+        // forward), and the dK, dV rows zeroed with them.
         auto zero_kv = [&](int64_t upto) {
           if (upto <= zeroed) return;
+          Tiles::gather_cols(kt, row(k, b, 0, g), kld, zeroed, upto, d.S, d.D, Dp, Sp);
+          Tiles::gather_cols(vt, row(v, b, 0, g), vld, zeroed, upto, d.S, d.Dv, Dvp, Sp);
+          Tiles::gather_rows(krows, row(k, b, 0, g), kld, zeroed, upto, d.S, d.D, Dp, Sp);
           std::fill(dk + zeroed * Dp, dk + upto * Dp, 0.f);
           std::fill(dv + zeroed * Dvp, dv + upto * Dvp, 0.f);
           zeroed = upto;
