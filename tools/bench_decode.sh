@@ -31,7 +31,8 @@ rate() { "$bin" sample --checkpoint "$out/$1/checkpoint.h5" --tokens "$tokens" -
            sed -n 's/.* \([0-9.]*\) tokens\/s.*/\1/p'; }
 bytes() { "$bin" sample --checkpoint "$out/$1/checkpoint.h5" --tokens 1 2>&1 >/dev/null |
             sed -n 's/.*cache \([0-9]*\) bytes per token per layer.*/\1/p'; }
-echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) threads; $tokens tokens from a one-token prompt, median of $rounds"
+cpu="$(lscpu | sed -n 's/^Model name: *//p') (family $(sed -n 's/^cpu family\t*: //p' /proc/cpuinfo | head -1) model $(sed -n 's/^model\t*: //p' /proc/cpuinfo | head -1))"
+echo "CPU: $cpu, $(nproc) threads; $tokens tokens from a one-token prompt, median of $rounds"
 echo
 echo "| model | cache tokens/s | no cache tokens/s | cache / no cache | cache bytes per token and layer |"
 echo "|---|---|---|---|---|"
