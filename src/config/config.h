@@ -36,6 +36,8 @@ struct ModelSection {
   double rope_base{};
   double dropout{};
   double init_std{};
+  std::string residual;  // sum | weighted
+  double tau_attn{}, tau_mlp{};
   bool operator==(const ModelSection&) const = default;
 };
 

@@ -307,6 +307,10 @@ std::vector<KeyDef> build_schema() {
   key(KEY(model, rope_base), 10000.0, positive(), "RoPE frequency base (positions: rope, and MLA's rotary part always)");
   key(KEY(model, dropout), 0.0, unit_from_zero(), "dropout probability; 0 = off");
   key(KEY(model, init_std), 0.02, positive(), "std of the normal init of weight matrices");
+  key(KEY(model, residual), "sum", one_of({"sum", "weighted"}),
+      "residual branches: sum = x + f(x); weighted = sqrt(1 - tau) * x + sqrt(tau) * f(x)");
+  key(KEY(model, tau_attn), 0.01, open_unit(), "weighted residual: tau of the attention branch");
+  key(KEY(model, tau_mlp), 0.5, open_unit(), "weighted residual: tau of the MLP branch");
 
   key(KEY(attention, type), "mha", one_of({"mha", "mla"}),
       "mha: multi-head (GQA with n_kv_heads < n_head); mla: multi-head latent attention, sizes in the mla section");

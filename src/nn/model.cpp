@@ -83,9 +83,16 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
   };
   // A residual branch's output projection, added to the stream in the same product unless dropout
   // sits in between.
-  auto residual = [&](const Tensor& stream, const Tensor& branch, Param& w) {
-    if (s.dropout > 0.f && grad_enabled()) return add(stream, drop(linear(branch, w.tensor())));
-    return residual_linear(stream, branch, w.tensor());
+  auto weights = [&](float tau) {
+    return s.weighted_residual ? ResidualWeights{std::sqrt(1.f - tau), std::sqrt(tau)} : ResidualWeights{};
+  };
+  const ResidualWeights attn_rw = weights(s.tau_attn), mlp_rw = weights(s.tau_mlp);
+  auto residual = [&](const Tensor& stream, const Tensor& branch, Param& w, ResidualWeights rw) {
+    if (s.dropout > 0.f && grad_enabled()) {
+      Tensor f = drop(linear(branch, w.tensor()));
+      return rw.plain() ? add(stream, f) : add(scale(stream, rw.skip), scale(f, rw.branch));
+    }
+    return residual_linear(stream, branch, w.tensor(), rw);
   };
   // Document starts of every position the attention sees: [B, T], or with a cache [pos + T].
   const int32_t* docs = nullptr;
@@ -112,14 +119,14 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
     Tensor h = norm(b.norm1, x, &h16);
     Tensor a = cache ? b.attn->decode(h, T, pos, cache->layers[l].data(), docs)
                      : b.attn->forward(h, h16, B, T, max_logits_.data() + size_t(l) * s.n_head, docs);
-    x = residual(x, a, b.attn->wo());
+    x = residual(x, a, b.attn->wo(), attn_rw);
     h = norm(b.norm2, x, &h16);  // h16 read forward and by the weight gradient (and by w3's products)
     if (b.w3) {
-      x = residual(x, swiglu(linear(h, b.w1->tensor(), h16), linear(h, b.w3->tensor(), h16)), *b.w2);
+      x = residual(x, swiglu(linear(h, b.w1->tensor(), h16), linear(h, b.w3->tensor(), h16)), *b.w2, mlp_rw);
     } else {
       // Without dropout inside, the MLP is one op: gelu(h·w1) is never stored.
-      x = s.dropout > 0.f && grad_enabled() ? residual(x, gelu(linear(h, b.w1->tensor(), h16)), *b.w2)
-                                             : residual_gelu_mlp(x, h, b.w1->tensor(), b.w2->tensor(), h16);
+      x = s.dropout > 0.f && grad_enabled() ? residual(x, gelu(linear(h, b.w1->tensor(), h16)), *b.w2, mlp_rw)
+                                             : residual_gelu_mlp(x, h, b.w1->tensor(), b.w2->tensor(), h16, mlp_rw);
     }
   }
   if (cache) cache->length += T;

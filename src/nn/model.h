@@ -43,6 +43,10 @@ struct ModelSpec {
   Positions positions = Positions::learned;
   float rope_base = 10000.f;
   float dropout = 0.f;
+  // Residual branches: x + f(x) (sum), or √(1−τ)·x + √τ·f(x) (weighted; τ = tau_attn for the
+  // attention branch, tau_mlp for the MLP's).
+  bool weighted_residual = false;
+  float tau_attn = 0.01f, tau_mlp = 0.5f;
   float init_std = 0.02f;
   QueryScaling query_scaling = QueryScaling::logits;
   float attn_scale = 0.f;  // the value s (e.g. 1/√d_head; MLA: 1/√(qk_nope + qk_rope))

@@ -42,10 +42,35 @@ void linear_backward(const Tensor& x, const Tensor& w, const float* dy, const ui
   }
 }
 
-// dr += dy for y = r + f(...), after the op's last read of dy: r takes over dy's storage when it
-// can (its first gradient, a whole buffer), else dy is written through r's sink.
-void pass_residual_grad(const Tensor& r, const Tensor& y, const float* dy, int64_t n) {
-  if (r.requires_grad() && !r.take_grad_of(y)) write_grad(r.grad_out(), n, [dy](int64_t i) { return dy[i]; });
+// dr += skip·dy for y = skip·r + branch·f(...), after the op's last read of dy: r takes over dy's
+// storage when it can (its first gradient, a whole buffer; scaled there in place), else skip·dy is
+// written through r's sink.
+void pass_residual_grad(const Tensor& r, const Tensor& y, const float* dy, int64_t n, float skip = 1.f) {
+  if (!r.requires_grad()) return;
+  if (r.take_grad_of(y)) {
+    if (skip != 1.f) {
+      float* g = r.grad();
+#pragma omp parallel for simd if (n > kernels::kParallelMin)
+      for (int64_t i = 0; i < n; ++i) g[i] *= skip;
+    }
+    return;
+  }
+  write_grad(r.grad_out(), n, [dy, skip](int64_t i) { return skip * dy[i]; });
+}
+
+// y = branch·y + skip·r: the weighted residual's one pass, after the product wrote y.
+void weigh_residual(float* __restrict y, const float* __restrict r, int64_t n, ResidualWeights rw) {
+#pragma omp parallel for simd if (n > kernels::kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] = rw.branch * y[i] + rw.skip * r[i];
+}
+
+// The products' dy for a weighted residual: branch·dy in the arena (dy itself when branch is 1).
+const float* branch_grad(const float* dy, int64_t n, float branch) {
+  if (branch == 1.f) return dy;
+  float* d = current_arena().alloc_floats(n);
+#pragma omp parallel for simd if (n > kernels::kParallelMin)
+  for (int64_t i = 0; i < n; ++i) d[i] = branch * dy[i];
+  return d;
 }
 }  // namespace
 
@@ -92,7 +117,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b, const uint16_t* a1
   return y;
 }
 
-Tensor residual_linear(const Tensor& r, const Tensor& x, const Tensor& w) {
+Tensor residual_linear(const Tensor& r, const Tensor& x, const Tensor& w, ResidualWeights rw) {
   PhaseScope phase(Phase::matmul);
   ATTN_CHECK(x.is_contiguous() && r.is_contiguous(), "residual_linear: r ", r.shape, " and x ", x.shape,
              " must be contiguous");
@@ -102,15 +127,21 @@ Tensor residual_linear(const Tensor& r, const Tensor& x, const Tensor& w) {
              x.rows(), ", ", w.size(1), "]");
   const int64_t M = x.rows(), K = x.cols(), N = w.size(1);
   Tensor y = new_output(r.shape, needs_grad(r, x, w));
-  copy_parallel(y.data, r.data, M * N);
-  kernels::gemm(false, false, M, N, K, x.data, K, w.data, N, y.data, N, true);
+  if (rw.plain()) {
+    copy_parallel(y.data, r.data, M * N);
+    kernels::gemm(false, false, M, N, K, x.data, K, w.data, N, y.data, N, true);
+  } else {
+    kernels::gemm(false, false, M, N, K, x.data, K, w.data, N, y.data, N, false);
+    weigh_residual(y.data, r.data, M * N, rw);
+  }
   if (y.requires_grad()) {
-    record("residual_linear", y, [r, x, w, y, M, N, K] {
-      // fwd: y = r + x · w   =>   dr += dy,   dx += dy · wᵀ,   dw += xᵀ · dy
+    record("residual_linear", y, [r, x, w, y, M, N, K, rw] {
+      // fwd: y = s r + b x · w   =>   dr += s dy,   dx += (b dy) · wᵀ,   dw += xᵀ · (b dy)
       const float* dy = y.grad_in();
-      const uint16_t* dy16 = x.requires_grad() && w.requires_grad() ? packed_output_grad(dy, M, N) : nullptr;
-      linear_backward(x, w, dy, dy16, nullptr, M, K, N);
-      pass_residual_grad(r, y, dy, M * N);
+      const float* dyb = branch_grad(dy, M * N, rw.branch);
+      const uint16_t* dy16 = x.requires_grad() && w.requires_grad() ? packed_output_grad(dyb, M, N) : nullptr;
+      linear_backward(x, w, dyb, dy16, nullptr, M, K, N);
+      pass_residual_grad(r, y, dy, M * N, rw.skip);
     });
   }
   return y;
@@ -182,7 +213,8 @@ GeluOperands gelu_backward_bf16(const float* __restrict dg, const float* __restr
 }
 }  // namespace
 
-Tensor residual_gelu_mlp(const Tensor& r, const Tensor& x, const Tensor& w1, const Tensor& w2, const uint16_t* x16) {
+Tensor residual_gelu_mlp(const Tensor& r, const Tensor& x, const Tensor& w1, const Tensor& w2, const uint16_t* x16,
+                         ResidualWeights rw) {
   ATTN_CHECK(x.is_contiguous() && r.is_contiguous(), "residual_gelu_mlp: r ", r.shape, " and x ", x.shape,
              " must be contiguous");
   ATTN_CHECK(w1.rank() == 2 && w1.is_contiguous() && w1.size(0) == x.cols(), "residual_gelu_mlp: x ", x.shape,
@@ -203,13 +235,19 @@ Tensor residual_gelu_mlp(const Tensor& r, const Tensor& x, const Tensor& w1, con
   if (!g16) gelu_into(g, h.data, M * F);
   PhaseScope phase(Phase::matmul);
   Tensor y = new_output(r.shape, needs_grad(r, x, w1, w2));
-  copy_parallel(y.data, r.data, M * N);
-  kernels::gemm(false, false, M, N, F, g, F, w2.data, N, y.data, N, true, {g16, nullptr});
+  if (rw.plain()) {
+    copy_parallel(y.data, r.data, M * N);
+    kernels::gemm(false, false, M, N, F, g, F, w2.data, N, y.data, N, true, {g16, nullptr});
+  } else {
+    kernels::gemm(false, false, M, N, F, g, F, w2.data, N, y.data, N, false, {g16, nullptr});
+    weigh_residual(y.data, r.data, M * N, rw);
+  }
   if (y.requires_grad()) {
-    record("residual_gelu_mlp", y, [r, x, w1, w2, x16, h, y, M, C, F, N] {
-      // fwd: y = r + g · w2, g = gelu(h), h = x · w1   =>   dr += dy,   dw2 += gᵀ · dy,
-      //   dh = (dy · w2ᵀ) ⊙ gelu'(h),   dx += dh · w1ᵀ,   dw1 += xᵀ · dh
-      const float* dy = y.grad_in();
+    record("residual_gelu_mlp", y, [r, x, w1, w2, x16, h, y, M, C, F, N, rw] {
+      // fwd: y = s r + b g · w2, g = gelu(h), h = x · w1   =>   dr += s dy, and with dy' = b dy:
+      //   dw2 += gᵀ · dy',   dh = (dy' · w2ᵀ) ⊙ gelu'(h),   dx += dh · w1ᵀ,   dw1 += xᵀ · dh
+      const float* dy_out = y.grad_in();
+      const float* dy = branch_grad(dy_out, M * N, rw.branch);
       const bool want_h = x.requires_grad() || w1.requires_grad();
       float* scratch = gelu_scratch(M * F);
       const uint16_t* dy16 = w2.requires_grad() && want_h ? packed_output_grad(dy, M, N) : nullptr;
@@ -236,7 +274,7 @@ Tensor residual_gelu_mlp(const Tensor& r, const Tensor& x, const Tensor& w1, con
           linear_backward(x, w1, scratch, nullptr, nullptr, M, C, F);
         }
       }
-      pass_residual_grad(r, y, dy, M * N);
+      pass_residual_grad(r, y, dy_out, M * N, rw.skip);
     });
   }
   return y;

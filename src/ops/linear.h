@@ -6,6 +6,10 @@
 // in one product (r is copied into the output and the product accumulated onto it), so the
 // branch output is never stored; bit-identical to add(r, linear(x, w)). In backward, r's gradient
 // takes over dy's storage when it is r's first (Tensor::take_grad_of), instead of a copy.
+// Both take residual weights rw = (skip, branch): y = skip·r + branch·f(...) (model.residual:
+// weighted, y = √(1−τ)·r + √τ·f). With the default (1, 1) they run exactly as described; otherwise
+// the product is written to y and one pass makes y = branch·y + skip·r (in place of the copy of r),
+// and backward scales dy by branch for the products and by skip for r's gradient.
 // residual_gelu_mlp(r, x, w1, w2) = r + gelu(x · w1) · w2: the GELU MLP with its residual add.
 // h = x · w1 is kept for backward; gelu(h), as wide, is not: forward writes it to a scratch buffer
 // that every call shares, and backward recomputes it (with bf16 products, in the one pass over h
@@ -26,9 +30,13 @@ inline Tensor linear(const Tensor& x, const Tensor& w, const uint16_t* x16 = nul
 // converted once instead of twice per product. Null when products run in f32. (The norms write
 // this copy of their output themselves, in the same pass: see ops/norm.h.)
 const uint16_t* pack_operand(const Tensor& x);
-Tensor residual_linear(const Tensor& r, const Tensor& x, const Tensor& w);
+struct ResidualWeights {
+  float skip = 1.f, branch = 1.f;
+  bool plain() const { return skip == 1.f && branch == 1.f; }
+};
+Tensor residual_linear(const Tensor& r, const Tensor& x, const Tensor& w, ResidualWeights rw = {});
 Tensor residual_gelu_mlp(const Tensor& r, const Tensor& x, const Tensor& w1, const Tensor& w2,
-                         const uint16_t* x16 = nullptr);
+                         const uint16_t* x16 = nullptr, ResidualWeights rw = {});
 
 namespace ref {
 // y[m,n] = Σ_k a[m,k] b[k,n]   (b[n,k] with trans_b)

@@ -43,6 +43,9 @@ ModelSpec model_spec(const RunConfig& cfg, int vocab_size) {
   s.rope_base = float(m.rope_base);
   s.dropout = float(m.dropout);
   s.init_std = float(m.init_std);
+  s.weighted_residual = m.residual == "weighted";
+  s.tau_attn = float(m.tau_attn);
+  s.tau_mlp = float(m.tau_mlp);
   s.query_scaling = choice<QueryScaling>("attention.query_scaling", a.query_scaling,
                            {{"init", QueryScaling::init},
                             {"query", QueryScaling::query},

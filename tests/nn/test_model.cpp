@@ -192,6 +192,16 @@ TEST_CASE("model (block softmax, output scale): every parameter's gradient, the 
     m.sinks = true;
     check_model_grads(m);
   }
+  // Weighted residuals (fused into both residual ops), in MHA with GELU and SwiGLU, and with dropout off.
+  {
+    ModelSpec s = tiny_spec();
+    s.weighted_residual = true;
+    s.tau_attn = 0.2f;
+    s.tau_mlp = 0.6f;
+    check_model_grads(s);
+    s.mlp = MlpKind::swiglu;
+    check_model_grads(s);
+  }
   // Sinks (their gradient included), in MHA with a window and soft-cap, and in MLA with exact blocks.
   {
     ModelSpec s = tiny_spec();

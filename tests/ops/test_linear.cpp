@@ -90,9 +90,11 @@ TEST_CASE("matmul: leading dims flatten into rows", "[ops]") {
 }
 
 TEST_CASE("residual_linear: gradients and fast path, bit-identical to add(r, linear(x, w))", "[ops][grad]") {
+  for (ResidualWeights rw : {ResidualWeights{}, ResidualWeights{0.8f, 0.45f}})
   for (int64_t M : testing::odd_sizes())
     for (auto [K, N] : {std::pair<int64_t, int64_t>{1, 3}, {17, 65}, {65, 17}}) {
-      INFO("M " << M << " K " << K << " N " << N);
+      INFO("M " << M << " K " << K << " N " << N << " skip " << rw.skip << " branch " << rw.branch);
+      const double sk = rw.skip, br = rw.branch;
       testing::OpCase c;
       c.name = "residual_linear";
       c.shapes = {{M, N}, {M, K}, {K, N}};
@@ -101,15 +103,18 @@ TEST_CASE("residual_linear: gradients and fast path, bit-identical to add(r, lin
       c.ref_fwd = [=](const std::vector<Vec>& in) {
         Vec y(M * N);
         ref::matmul_fwd(y.data(), in[1].data(), in[2].data(), M, K, N, false);
-        for (int64_t i = 0; i < M * N; ++i) y[i] += in[0][i];
+        for (int64_t i = 0; i < M * N; ++i) y[i] = sk * in[0][i] + br * y[i];
         return y;
       };
       c.ref_bwd = [=](const std::vector<Vec>& in, const Vec& dy) {
-        std::vector<Vec> g{dy, Vec(M * K), Vec(K * N)};
-        ref::matmul_bwd(g[1].data(), g[2].data(), dy.data(), in[1].data(), in[2].data(), M, K, N, false);
+        Vec dr(dy), dyb(dy);
+        for (auto& e : dr) e *= sk;
+        for (auto& e : dyb) e *= br;
+        std::vector<Vec> g{dr, Vec(M * K), Vec(K * N)};
+        ref::matmul_bwd(g[1].data(), g[2].data(), dyb.data(), in[1].data(), in[2].data(), M, K, N, false);
         return g;
       };
-      c.fast = [](const std::vector<Tensor>& in) { return residual_linear(in[0], in[1], in[2]); };
+      c.fast = [rw](const std::vector<Tensor>& in) { return residual_linear(in[0], in[1], in[2], rw); };
       testing::check_op(c);
     }
   // The fused form computes the same float operations as the composed one.
@@ -118,9 +123,11 @@ TEST_CASE("residual_linear: gradients and fast path, bit-identical to add(r, lin
 }
 
 TEST_CASE("residual_gelu_mlp: gradients and fast path", "[ops][grad]") {
+  for (ResidualWeights rw : {ResidualWeights{}, ResidualWeights{0.8f, 0.45f}})
   for (int64_t M : testing::odd_sizes())
     for (auto [C, F, N] : {std::tuple<int64_t, int64_t, int64_t>{1, 3, 2}, {17, 65, 17}, {65, 17, 9}}) {
-      INFO("M " << M << " C " << C << " F " << F << " N " << N);
+      INFO("M " << M << " C " << C << " F " << F << " N " << N << " skip " << rw.skip << " branch " << rw.branch);
+      const double sk = rw.skip, br = rw.branch;
       testing::OpCase c;
       c.name = "residual_gelu_mlp";
       c.shapes = {{M, N}, {M, C}, {C, F}, {F, N}};
@@ -138,19 +145,21 @@ TEST_CASE("residual_gelu_mlp: gradients and fast path", "[ops][grad]") {
         Vec h, g, y(M * N);
         hidden(in, h, g);
         ref::matmul_fwd(y.data(), g.data(), in[3].data(), M, F, N, false);
-        for (int64_t i = 0; i < M * N; ++i) y[i] += in[0][i];
+        for (int64_t i = 0; i < M * N; ++i) y[i] = sk * in[0][i] + br * y[i];
         return y;
       };
       c.ref_bwd = [=](const std::vector<Vec>& in, const Vec& dy) {
-        Vec h, g, dh(M * F);
+        Vec h, g, dh(M * F), dr(dy), dyb(dy);
+        for (auto& e : dr) e *= sk;
+        for (auto& e : dyb) e *= br;
         hidden(in, h, g);
-        std::vector<Vec> grads{dy, Vec(M * C), Vec(C * F), Vec(F * N)};
-        ref::matmul_bwd(dh.data(), grads[3].data(), dy.data(), g.data(), in[3].data(), M, F, N, false);
+        std::vector<Vec> grads{dr, Vec(M * C), Vec(C * F), Vec(F * N)};
+        ref::matmul_bwd(dh.data(), grads[3].data(), dyb.data(), g.data(), in[3].data(), M, F, N, false);
         for (int64_t i = 0; i < M * F; ++i) dh[i] *= ref::gelu_grad(h[i]);
         ref::matmul_bwd(grads[1].data(), grads[2].data(), dh.data(), in[1].data(), in[2].data(), M, C, F, false);
         return grads;
       };
-      c.fast = [](const std::vector<Tensor>& in) { return residual_gelu_mlp(in[0], in[1], in[2], in[3]); };
+      c.fast = [rw](const std::vector<Tensor>& in) { return residual_gelu_mlp(in[0], in[1], in[2], in[3], nullptr, rw); };
       testing::check_op(c);
     }
 }

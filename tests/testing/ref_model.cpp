@@ -127,7 +127,11 @@ double ref_model_loss(const ModelSpec& s, const ParamValues& p, const std::vecto
                          s.sinks ? P(blk + ".attn.sinks").data() : (const double*)nullptr);
       o = mm(a, P(blk + ".attn.wo"), N, H * D, C);
     }
-    for (int64_t i = 0; i < N * C; ++i) x[i] += o[i];
+    {
+      const double skip = s.weighted_residual ? std::sqrt(1.0 - double(s.tau_attn)) : 1.0;
+      const double branch = s.weighted_residual ? std::sqrt(double(s.tau_attn)) : 1.0;
+      for (int64_t i = 0; i < N * C; ++i) x[i] = skip * x[i] + branch * o[i];
+    }
     h = norm(blk + ".norm2", x);
     V u = mm(h, P(blk + ".mlp.w1"), N, C, F);
     if (s.mlp == MlpKind::swiglu) {
@@ -137,7 +141,11 @@ double ref_model_loss(const ModelSpec& s, const ParamValues& p, const std::vecto
       for (auto& e : u) e = ref::gelu(e);
     }
     V m = mm(u, P(blk + ".mlp.w2"), N, F, C);
-    for (int64_t i = 0; i < N * C; ++i) x[i] += m[i];
+    {
+      const double skip = s.weighted_residual ? std::sqrt(1.0 - double(s.tau_mlp)) : 1.0;
+      const double branch = s.weighted_residual ? std::sqrt(double(s.tau_mlp)) : 1.0;
+      for (int64_t i = 0; i < N * C; ++i) x[i] = skip * x[i] + branch * m[i];
+    }
   }
   V hf = norm("norm_f", x);
   V logits = mm(hf, P("tok_emb"), N, C, s.vocab, true);
