@@ -23,5 +23,6 @@ Command add_grads(CLI::App& app, const Globals& g);
 Command add_bench(CLI::App& app, const Globals& g);
 Command add_sweep(CLI::App& app, const Globals& g);
 Command add_report(CLI::App& app, const Globals& g);
+Command add_probe(CLI::App& app, const Globals& g);
 
 }  // namespace attnlab::cli

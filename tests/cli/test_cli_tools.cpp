@@ -189,6 +189,30 @@ TEST_CASE("sample with a fixed seed is reproducible and continues the prompt", "
                                         "--tokens", "30", "--seed", "3"});
   REQUIRE(longer.exit_code == 0);
   CHECK(longer.out.size() == 3 + 30 + 1);
+  // The cache's figures on stderr; without the cache the same text (greedy), and the window slid.
+  CHECK(std::regex_search(longer.err, std::regex("tokens/s \\(KV cache; cache [0-9]+ bytes per token per layer")));
+  CHECK(longer.err.find("the window slid") != std::string::npos);
+  const RunOutput cached = run_attnlab({"sample", "--checkpoint", run.result.checkpoint_path, "--prompt", "abc",
+                                        "--tokens", "30", "--temperature", "0"});
+  const RunOutput plain = run_attnlab({"sample", "--checkpoint", run.result.checkpoint_path, "--prompt", "abc",
+                                       "--tokens", "30", "--temperature", "0", "--no-cache"});
+  REQUIRE(cached.exit_code == 0);
+  REQUIRE(plain.exit_code == 0);
+  CHECK(cached.out == plain.out);
+  CHECK(plain.err.find("no cache") != std::string::npos);
+}
+
+TEST_CASE("probe attention-scale prints the figures and writes their tables and plots", "[cli][probe]") {
+  TempDir tmp;
+  const std::string out = (tmp.path() / "probe").string();
+  const RunOutput r = run_attnlab({"probe", "attention-scale", "--samples", "8", "--d-seq", "64", "--out", out});
+  INFO(r.all());
+  REQUIRE(r.exit_code == 0);
+  CHECK(std::regex_search(r.out, std::regex("output_scale sqrt_dseq_over_e +0\\.9|output_scale sqrt_dseq_over_e +1\\.0")));
+  for (const char* f : {"attention_scale_position.csv", "attention_scale_position.svg",
+                        "attention_scale_temperature.csv", "attention_scale_temperature.svg"})
+    CHECK(std::filesystem::exists(out + "/" + f));
+  CHECK(run_attnlab({"probe", "softmax"}).exit_code == 2);
 }
 
 TEST_CASE("inspect prints the status and the step count of a run", "[cli][inspect]") {
