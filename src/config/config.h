@@ -19,6 +19,7 @@ struct RunSection {
 struct DataSection {
   std::string path;     // relative paths are relative to the current directory
   double val_fraction{};
+  std::string vocab;      // corpus | bytes
   std::string packing;    // none | separator
   std::string separator;  // ends a document when packing is separator
   bool operator==(const DataSection&) const = default;

@@ -288,6 +288,9 @@ std::vector<KeyDef> build_schema() {
   key(KEY(data, path), "data/tinyshakespeare.txt", any_text(),
       "any UTF-8 or byte text file; relative to the working directory, stored absolute in a run's files");
   key(KEY(data, val_fraction), 0.1, open_unit(), "tail fraction of the corpus held out for validation");
+  key(KEY(data, vocab), "corpus", one_of({"corpus", "bytes"}),
+      "corpus: the file's own symbols (code points, or bytes when not UTF-8); bytes: all 256 byte values, "
+      "id = byte");
   key(KEY(data, packing), "none", one_of({"none", "separator"}),
       "none: a training sequence is one stream; separator: documents end at each data.separator, and "
       "attention never crosses a document's start");

@@ -41,11 +41,11 @@ std::string read_file_bytes(const std::string& path) {
 
 }  // namespace
 
-Corpus load_corpus(const std::string& path) {
+Corpus load_corpus(const std::string& path, bool all_bytes) {
   Corpus c;
   c.path = path;
   const std::string text = read_file_bytes(path);
-  c.vocab = Vocab::from_text(text);
+  c.vocab = all_bytes ? Vocab::all_bytes() : Vocab::from_text(text);
   try {
     c.tokens = c.vocab.encode(text);
   } catch (const DataError& e) {  // cannot happen for a vocabulary built from the same text

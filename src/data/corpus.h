@@ -15,9 +15,10 @@ struct Corpus {
   std::vector<int32_t> tokens;  // one id per symbol of the file, in order
 };
 
-// Reads `path` whole and encodes it with Vocab::from_text. DataError (one line, naming the path)
-// when the file does not exist, is a directory, cannot be read, or is empty.
-Corpus load_corpus(const std::string& path);
+// Reads `path` whole and encodes it with Vocab::from_text (or, with all_bytes, Vocab::all_bytes:
+// data.vocab bytes). DataError (one line, naming the path) when the file does not exist, is a
+// directory, cannot be read, or is empty.
+Corpus load_corpus(const std::string& path, bool all_bytes = false);
 
 // Views into a Corpus's tokens (which must outlive them): train = tokens[0, n_train),
 // val = tokens[n_train, len).

@@ -159,14 +159,31 @@ Vocab Vocab::from_text(std::string_view text) {
   return v;
 }
 
+Vocab Vocab::all_bytes() {
+  Vocab v;
+  v.mode_ = VocabMode::bytes;
+  v.all_bytes_ = true;
+  for (uint32_t b = 0; b < 256; ++b) {
+    v.code_points_.push_back(b);
+    v.symbols_.push_back(std::string(1, char(b)));
+    v.byte_ids_[b] = int32_t(b);
+  }
+  return v;
+}
+
 Vocab Vocab::from_symbols(std::vector<std::string> symbols, std::string_view mode) {
   Vocab v;
+  if (mode == "all_bytes") {
+    if (symbols.size() != 256)
+      throw DataError(detail::concat("vocabulary: mode all_bytes with ", symbols.size(), " symbols (expected 256)"));
+    return all_bytes();
+  }
   if (mode == "utf8") {
     v.mode_ = VocabMode::utf8;
   } else if (mode == "bytes") {
     v.mode_ = VocabMode::bytes;
   } else {
-    throw DataError("vocabulary: unknown mode \"" + std::string(mode) + "\" (expected utf8 or bytes)");
+    throw DataError("vocabulary: unknown mode \"" + std::string(mode) + "\" (expected utf8, bytes or all_bytes)");
   }
   if (symbols.empty()) throw DataError("vocabulary: no symbols (a vocabulary needs at least one)");
   for (size_t i = 0; i < symbols.size(); ++i) {

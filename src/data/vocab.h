@@ -20,14 +20,18 @@ class Vocab {
 
   // The vocabulary of `text`, in utf8 mode when the whole text is valid UTF-8, bytes otherwise.
   static Vocab from_text(std::string_view text);
-  // Rebuilds a stored vocabulary (checkpoints); `mode` is "utf8" or "bytes". DataError
+  // Every byte value, id = the byte (256 symbols, mode "all_bytes"; data.vocab: bytes): the
+  // vocabulary of a byte-level model, whatever the text holds.
+  static Vocab all_bytes();
+  // Rebuilds a stored vocabulary (checkpoints); `mode` is "utf8", "bytes" or "all_bytes" (whose
+  // symbols are not read: a NUL byte does not survive as a stored string). DataError
   // "vocabulary: ..." when empty, unsorted, duplicated, a symbol is not one code point (utf8) or
   // one byte (bytes), or the mode is unknown.
   static Vocab from_symbols(std::vector<std::string> symbols, std::string_view mode);
 
   int size() const { return static_cast<int>(symbols_.size()); }
   const std::vector<std::string>& symbols() const { return symbols_; }
-  std::string_view mode() const { return mode_ == VocabMode::utf8 ? "utf8" : "bytes"; }
+  std::string_view mode() const { return all_bytes_ ? "all_bytes" : mode_ == VocabMode::utf8 ? "utf8" : "bytes"; }
   VocabMode mode_kind() const { return mode_; }
 
   // text -> ids, one per symbol. DataError naming the symbol and its byte offset for a symbol
@@ -40,6 +44,7 @@ class Vocab {
   int32_t id_of_code_point(uint32_t cp) const;  // -1 when absent
 
   VocabMode mode_ = VocabMode::utf8;
+  bool all_bytes_ = false;
   std::vector<std::string> symbols_;
   std::vector<uint32_t> code_points_;  // symbols_ as code points (utf8) or byte values (bytes)
   // bytes mode: id of each byte; utf8 mode: id of each code point < 128 (the fast path); -1 absent

@@ -59,7 +59,7 @@ Session::Session(const LoadedConfig& cfg, Vocab v, std::optional<Corpus> c)
 }
 
 std::unique_ptr<Session> Session::from_config(const LoadedConfig& cfg) {
-  Corpus c = load_corpus(cfg.cfg.data.path);
+  Corpus c = load_corpus(cfg.cfg.data.path, cfg.cfg.data.vocab == "bytes");
   Vocab v = c.vocab;
   return std::make_unique<Session>(cfg, std::move(v), std::move(c));
 }
@@ -73,7 +73,7 @@ std::unique_ptr<Session> Session::from_checkpoint(const std::string& path, const
   Vocab v = Vocab::from_symbols(r.strings("vocab"), r.attr_string("vocab_mode"));
   std::optional<Corpus> c;
   if (load_data) {
-    c = load_corpus(cfg.cfg.data.path);
+    c = load_corpus(cfg.cfg.data.path, cfg.cfg.data.vocab == "bytes");
     if (c->vocab.symbols() != v.symbols())
       throw DataError(detail::concat(cfg.cfg.data.path, ": its vocabulary (", c->vocab.size(),
                                      " symbols) differs from the checkpoint's (", v.size(), " symbols, ", path, ")"));

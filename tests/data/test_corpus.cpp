@@ -109,3 +109,10 @@ TEST_CASE("tiny shakespeare: 65 symbols, 1115394 tokens, 1003854 train", "[data]
   CHECK(s.train.size() == 1003854);
   CHECK(s.val.size() == 111540);
 }
+
+TEST_CASE("corpus with data.vocab bytes: every byte value in the vocabulary, ids are the bytes", "[data]") {
+  TempDir dir;
+  const Corpus c = load_corpus(dir.write("t.txt", "hello"), /*all_bytes=*/true);
+  CHECK(c.vocab.size() == 256);
+  CHECK(c.tokens == std::vector<int32_t>{'h', 'e', 'l', 'l', 'o'});
+}

@@ -150,3 +150,17 @@ TEST_CASE("describe_symbol keeps messages on one line", "[data][vocab]") {
   CHECK(describe_symbol("\xFF", VocabMode::bytes) == "byte 0xFF");
   CHECK(describe_symbol("q", VocabMode::bytes) == "'q' (byte 0x71)");
 }
+
+TEST_CASE("vocab all_bytes: 256 symbols, id = byte, stored and rebuilt by its mode", "[data][vocab]") {
+  const Vocab v = Vocab::all_bytes();
+  REQUIRE(v.size() == 256);
+  CHECK(v.mode() == "all_bytes");
+  const std::string text("a\n\xff\x00z", 5);
+  const std::vector<int32_t> ids = v.encode(text);
+  CHECK(ids == std::vector<int32_t>{'a', '\n', 255, 0, 'z'});
+  CHECK(v.decode(ids) == text);
+  const Vocab back = Vocab::from_symbols(v.symbols(), v.mode());
+  CHECK(back.size() == 256);
+  CHECK(back.encode(text) == ids);
+  CHECK_THROWS_AS(Vocab::from_symbols({"a", "b"}, "all_bytes"), DataError);
+}
