@@ -38,6 +38,8 @@ struct ModelSection {
   double dropout{};
   double init_std{};
   std::string residual;  // sum | weighted
+  std::string init;      // normal | pytorch
+  bool bias{}, embed_norm{}, tie_embeddings{};
   double tau_attn{}, tau_mlp{};
   bool operator==(const ModelSection&) const = default;
 };

@@ -260,6 +260,9 @@ struct Loader {
     if (!mla && m.n_head % kv != 0)
       fail({"attention.n_kv_heads", "model.n_head"}, "attention.n_kv_heads (" + std::to_string(kv) +
                                                         ") must divide model.n_head (" + std::to_string(m.n_head) + ")");
+    if (mla && (m.bias || m.init == "pytorch"))
+      fail({m.bias ? "model.bias" : "model.init", "attention.type"},
+           std::string(m.bias ? "model.bias" : "model.init: pytorch") + " is for attention.type mha (MLA has neither)");
     const auto& lp = cfg.attention.layer_pattern;
     if (std::find(lp.begin(), lp.end(), "local") != lp.end() && cfg.attention.window == 0 && cfg.attention.chunk == 0)
       fail({"attention.layer_pattern", "attention.window", "attention.chunk"},

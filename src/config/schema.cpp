@@ -310,6 +310,13 @@ std::vector<KeyDef> build_schema() {
   key(KEY(model, rope_base), 10000.0, positive(), "RoPE frequency base (positions: rope, and MLA's rotary part always)");
   key(KEY(model, dropout), 0.0, unit_from_zero(), "dropout probability; 0 = off");
   key(KEY(model, init_std), 0.02, positive(), "std of the normal init of weight matrices");
+  key(KEY(model, init), "normal", one_of({"normal", "pytorch"}),
+      "normal: N(0, init_std^2) matrices and embeddings, zero biases; pytorch: PyTorch's defaults, "
+      "projections and biases U(-1/sqrt(in), 1/sqrt(in)), embeddings N(0, 1) (MHA only)");
+  key(KEY(model, bias), false, boolean(), "a bias on every projection, and on the head when untied (MHA only)");
+  key(KEY(model, embed_norm), false, boolean(), "a norm (model.norm) after the token and position embeddings");
+  key(KEY(model, tie_embeddings), true, boolean(),
+      "true: logits = x tok_emb^T; false: an output head of its own (head [d_model, vocab])");
   key(KEY(model, residual), "sum", one_of({"sum", "weighted"}),
       "residual branches: sum = x + f(x); weighted = sqrt(1 - tau) * x + sqrt(tau) * f(x)");
   key(KEY(model, tau_attn), 0.01, open_unit(), "weighted residual: tau of the attention branch");

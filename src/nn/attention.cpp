@@ -66,14 +66,24 @@ class MultiHeadAttention final : public Attention {
                " must divide n_head ", s.n_head);
     ATTN_CHECK(!s.rope || s.d_head % 2 == 0, "attention: rope needs an even d_head");
     const int64_t C = s.d_model, D = s.d_head;
-    const Init normal{Init::normal, s.init_std};
-    wq_ = store.add(name(prefix, "wq"), {C, s.n_head * D}, Role::matrix, {Init::normal, s.init_std * s.plan.wq_init},
+    // nn.Linear's default: weights and bias U(−1/√in, 1/√in); else N(0, std²) weights, zero biases.
+    const Init in_c = s.pytorch_init ? Init{Init::uniform, 1.f / std::sqrt(float(C))} : Init{Init::normal, s.init_std};
+    const Init in_hd = s.pytorch_init ? Init{Init::uniform, 1.f / std::sqrt(float(s.n_head * D))}
+                                      : Init{Init::normal, s.out_init_std};
+    const Init q_init{in_c.kind, in_c.std * s.plan.wq_init};
+    wq_ = store.add(name(prefix, "wq"), {C, s.n_head * D}, Role::matrix, q_init,
                     {s.n_head, s.d_head, 1, {{"q", 0, s.d_head}}});
-    wk_ = store.add(name(prefix, "wk"), {C, s.n_kv_head * D}, Role::matrix, normal,
+    wk_ = store.add(name(prefix, "wk"), {C, s.n_kv_head * D}, Role::matrix, in_c,
                     {s.n_kv_head, s.d_head, 1, {{"k", 0, s.d_head}}});
-    wv_ = store.add(name(prefix, "wv"), {C, s.n_kv_head * D}, Role::matrix, normal, {s.n_kv_head, s.d_head, 1, {}});
-    wo_ = store.add(name(prefix, "wo"), {s.n_head * D, C}, Role::matrix, {Init::normal, s.out_init_std},
-                    {s.n_head, s.d_head, 0, {}});
+    wv_ = store.add(name(prefix, "wv"), {C, s.n_kv_head * D}, Role::matrix, in_c, {s.n_kv_head, s.d_head, 1, {}});
+    wo_ = store.add(name(prefix, "wo"), {s.n_head * D, C}, Role::matrix, in_hd, {s.n_head, s.d_head, 0, {}});
+    if (s.bias) {
+      const Init b_c = s.pytorch_init ? in_c : Init{Init::zeros}, b_hd = s.pytorch_init ? in_hd : Init{Init::zeros};
+      bq_ = store.add(name(prefix, "bq"), {s.n_head * D}, Role::bias, b_c);
+      bk_ = store.add(name(prefix, "bk"), {s.n_kv_head * D}, Role::bias, b_c);
+      bv_ = store.add(name(prefix, "bv"), {s.n_kv_head * D}, Role::bias, b_c);
+      bo_ = store.add(name(prefix, "bo"), {C}, Role::bias, b_hd);
+    }
     for (int h = 0; h < s.n_head; ++h) targets_.push_back({wq_, QkClipTarget::query, h, "q"});
     for (int g = 0; g < s.n_kv_head; ++g) targets_.push_back({wk_, QkClipTarget::key, g, "k"});
     add_block_scales(prefix, store);
@@ -84,9 +94,9 @@ class MultiHeadAttention final : public Attention {
                  const int32_t* docs) override {
     const AttentionSpec& s = spec_;
     const int64_t HD = int64_t(s.n_head) * s.d_head, KD = int64_t(s.n_kv_head) * s.d_head;
-    Tensor q = linear(h, wq_->tensor(), h16).reshape({B, T, HD}).split_last(s.n_head);
-    Tensor k = linear(h, wk_->tensor(), h16).reshape({B, T, KD}).split_last(s.n_kv_head);
-    Tensor v = linear(h, wv_->tensor(), h16).reshape({B, T, KD}).split_last(s.n_kv_head);
+    Tensor q = project(h, *wq_, bq_, h16).reshape({B, T, HD}).split_last(s.n_head);
+    Tensor k = project(h, *wk_, bk_, h16).reshape({B, T, KD}).split_last(s.n_kv_head);
+    Tensor v = project(h, *wv_, bv_, h16).reshape({B, T, KD}).split_last(s.n_kv_head);
     if (s.rope) {
       q = rope(q, s.rope_base);
       k = rope(k, s.rope_base);
@@ -100,9 +110,9 @@ class MultiHeadAttention final : public Attention {
   Tensor decode(const Tensor& h, int T, int pos, float* cache, const int32_t* docs) override {
     const AttentionSpec& s = spec_;
     const int64_t HD = int64_t(s.n_head) * s.d_head, KD = int64_t(s.n_kv_head) * s.d_head, row = 2 * KD;
-    Tensor q = linear(h, wq_->tensor()).reshape({1, T, HD}).split_last(s.n_head);
-    Tensor k = linear(h, wk_->tensor()).reshape({1, T, KD}).split_last(s.n_kv_head);
-    Tensor v = linear(h, wv_->tensor());
+    Tensor q = project(h, *wq_, bq_).reshape({1, T, HD}).split_last(s.n_head);
+    Tensor k = project(h, *wk_, bk_).reshape({1, T, KD}).split_last(s.n_kv_head);
+    Tensor v = project(h, *wv_, bv_);
     if (s.rope) {
       q = rope(q, s.rope_base, pos);
       k = rope(k, s.rope_base, pos);
@@ -119,7 +129,13 @@ class MultiHeadAttention final : public Attention {
   }
 
  private:
+  // h · w (+ b)
+  static Tensor project(const Tensor& h, Param& w, Param* b, const uint16_t* h16 = nullptr) {
+    Tensor y = linear(h, w.tensor(), h16);
+    return b ? add(y, b->tensor()) : y;
+  }
   Param *wq_, *wk_, *wv_;
+  Param *bq_ = nullptr, *bk_ = nullptr, *bv_ = nullptr;
 };
 
 // Multi-head latent attention [DeepSeek-V2, 2024, section 2.1], training form (no absorption).
@@ -127,6 +143,7 @@ class LatentAttention final : public Attention {
  public:
   LatentAttention(const AttentionSpec& s, const std::string& prefix, ParamStore& store) : Attention(s) {
     const MlaSizes& m = s.mla;
+    ATTN_CHECK(!s.bias && !s.pytorch_init, "attention: MLA has no biases and no PyTorch init (model.bias, model.init)");
     ATTN_CHECK(m.kv_lora_rank > 0 && m.q_lora_rank >= 0 && m.qk_nope_head_dim > 0 && m.v_head_dim > 0 &&
                    m.qk_rope_head_dim > 0 && m.qk_rope_head_dim % 2 == 0,
                "attention: MLA sizes must be positive (q_lora_rank >= 0) with an even qk_rope_head_dim");

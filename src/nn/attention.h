@@ -54,6 +54,8 @@ struct AttentionSpec {
   float rope_base = 10000.f;
   float norm_eps = 1e-5f;         // MLA's q_norm and kv_norm
   float init_std = 0.02f, out_init_std = 0.02f;  // projections; wo
+  bool pytorch_init = false;  // projections U(−1/√in, 1/√in) instead (nn.Linear's default)
+  bool bias = false;          // MHA: biases bq, bk, bv, bo (bo added with wo's product by the model)
   ScalePlan plan;
   float softcap = 0.f;
   bool sinks = false;             // a learned sink logit per head: param `sinks` [n_head]
@@ -103,6 +105,7 @@ class Attention {
   virtual Tensor decode(const Tensor& h, int T, int pos, float* cache, const int32_t* docs = nullptr) = 0;
   virtual int64_t cache_floats_per_token() const = 0;
   Param& wo() const { return *wo_; }
+  Param* bo() const { return bo_; }  // wo's bias, or null
   const AttentionSpec& spec() const { return spec_; }
   // Key heads: query head h reads key head h / (n_head / key_heads()) (MHA/GQA: n_kv_head; MLA:
   // n_head, each head has its own k^C).
@@ -119,6 +122,7 @@ class Attention {
   void add_sinks(const std::string& prefix, ParamStore& store);
   AttentionSpec spec_;
   Param* wo_ = nullptr;
+  Param* bo_ = nullptr;
   Param* block_scales_ = nullptr;
   Param* sinks_ = nullptr;
   std::vector<QkClipTarget> targets_;

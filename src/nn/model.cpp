@@ -37,6 +37,8 @@ Transformer::Transformer(const ModelSpec& spec, ParamStore& store) : spec_(spec)
   as.norm_eps = s.norm_eps;
   as.init_std = std;
   as.out_init_std = resid_std;
+  as.pytorch_init = s.pytorch_init;
+  as.bias = s.bias;
   as.plan = plan_;
   as.softcap = s.softcap;
   as.sinks = s.sinks;
@@ -45,8 +47,12 @@ Transformer::Transformer(const ModelSpec& spec, ParamStore& store) : spec_(spec)
   as.block = s.block;
   as.block_per_head = s.block_per_head;
   as.output_scale = s.output_scale;
-  tok_emb_ = store.add("tok_emb", {s.vocab, C}, Role::embedding, normal);
-  if (s.positions == Positions::learned) pos_emb_ = store.add("pos_emb", {s.context, C}, Role::embedding, normal);
+  // nn.Linear's default init for a projection with `in` inputs: weights and bias U(−1/√in, 1/√in).
+  auto torch_uniform = [](int64_t in) { return Init{Init::uniform, 1.f / std::sqrt(float(in))}; };
+  const Init emb_init = s.pytorch_init ? Init{Init::normal, 1.f} : normal;  // nn.Embedding: N(0, 1)
+  tok_emb_ = store.add("tok_emb", {s.vocab, C}, Role::embedding, emb_init);
+  if (s.positions == Positions::learned) pos_emb_ = store.add("pos_emb", {s.context, C}, Role::embedding, emb_init);
+  if (s.embed_norm) emb_norm_ = add_norm("emb_norm");
   for (int l = 0; l < s.n_layer; ++l) {
     Block b;
     b.norm1 = add_norm(name("blocks", l, "norm1"));
@@ -54,12 +60,24 @@ Transformer::Transformer(const ModelSpec& spec, ParamStore& store) : spec_(spec)
     const bool local = s.layer_local.empty() || s.layer_local[size_t(l) % s.layer_local.size()];
     as.mask = local ? s.mask : AttentionMask{};
     b.attn = make_attention(as, name("blocks", l, "attn"), store);
-    b.w1 = store.add(name("blocks", l, "mlp.w1"), {C, s.d_ff}, Role::matrix, normal);
-    if (s.mlp == MlpKind::swiglu) b.w3 = store.add(name("blocks", l, "mlp.w3"), {C, s.d_ff}, Role::matrix, normal);
-    b.w2 = store.add(name("blocks", l, "mlp.w2"), {s.d_ff, C}, Role::matrix, resid);
+    const Init in_c = s.pytorch_init ? torch_uniform(C) : normal, in_f = s.pytorch_init ? torch_uniform(s.d_ff) : resid;
+    b.w1 = store.add(name("blocks", l, "mlp.w1"), {C, s.d_ff}, Role::matrix, in_c);
+    if (s.mlp == MlpKind::swiglu) b.w3 = store.add(name("blocks", l, "mlp.w3"), {C, s.d_ff}, Role::matrix, in_c);
+    b.w2 = store.add(name("blocks", l, "mlp.w2"), {s.d_ff, C}, Role::matrix, in_f);
+    if (s.bias) {
+      const Init zero{Init::zeros};
+      b.b1 = store.add(name("blocks", l, "mlp.b1"), {s.d_ff}, Role::bias, s.pytorch_init ? in_c : zero);
+      if (b.w3) b.b3 = store.add(name("blocks", l, "mlp.b3"), {s.d_ff}, Role::bias, s.pytorch_init ? in_c : zero);
+      b.b2 = store.add(name("blocks", l, "mlp.b2"), {C}, Role::bias, s.pytorch_init ? in_f : zero);
+    }
     blocks_.push_back(std::move(b));
   }
   norm_f_ = add_norm("norm_f");
+  if (!s.tied_head) {
+    head_ = store.add("head", {C, s.vocab}, Role::embedding, s.pytorch_init ? torch_uniform(C) : normal);
+    if (s.bias)
+      head_bias_ = store.add("head_bias", {s.vocab}, Role::bias, s.pytorch_init ? torch_uniform(C) : Init{Init::zeros});
+  }
   max_logits_.assign(size_t(s.n_layer) * s.n_head, 0.f);
 }
 
@@ -87,9 +105,15 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
     return s.weighted_residual ? ResidualWeights{std::sqrt(1.f - tau), std::sqrt(tau)} : ResidualWeights{};
   };
   const ResidualWeights attn_rw = weights(s.tau_attn), mlp_rw = weights(s.tau_mlp);
-  auto residual = [&](const Tensor& stream, const Tensor& branch, Param& w, ResidualWeights rw) {
-    if (s.dropout > 0.f && grad_enabled()) {
-      Tensor f = drop(linear(branch, w.tensor()));
+  // h · w (+ b)
+  auto project = [](const Tensor& h, Param& w, Param* b, const uint16_t* h16 = nullptr) {
+    Tensor y = linear(h, w.tensor(), h16);
+    return b ? add(y, b->tensor()) : y;
+  };
+  // With dropout or a bias on the branch, its output is a tensor of its own; else one fused op.
+  auto residual = [&](const Tensor& stream, const Tensor& branch, Param& w, Param* b, ResidualWeights rw) {
+    if ((s.dropout > 0.f && grad_enabled()) || b) {
+      Tensor f = drop(project(branch, w, b));
       return rw.plain() ? add(stream, f) : add(scale(stream, rw.skip), scale(f, rw.branch));
     }
     return residual_linear(stream, branch, w.tensor(), rw);
@@ -111,6 +135,7 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
   }
   Tensor x = embedding(ids, N, tok_emb_->tensor());
   if (pos_emb_) x = add(x.reshape({B, T, C}), pos_emb_->tensor().slice(0, pos, T)).reshape({N, C});
+  if (s.embed_norm) x = norm(emb_norm_, x);
   x = drop(x);
   if (!cache) std::fill(max_logits_.begin(), max_logits_.end(), -std::numeric_limits<float>::infinity());
   for (int l = 0; l < s.n_layer; ++l) {
@@ -119,14 +144,15 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
     Tensor h = norm(b.norm1, x, &h16);
     Tensor a = cache ? b.attn->decode(h, T, pos, cache->layers[l].data(), docs)
                      : b.attn->forward(h, h16, B, T, max_logits_.data() + size_t(l) * s.n_head, docs);
-    x = residual(x, a, b.attn->wo(), attn_rw);
+    x = residual(x, a, b.attn->wo(), b.attn->bo(), attn_rw);
     h = norm(b.norm2, x, &h16);  // h16 read forward and by the weight gradient (and by w3's products)
     if (b.w3) {
-      x = residual(x, swiglu(linear(h, b.w1->tensor(), h16), linear(h, b.w3->tensor(), h16)), *b.w2, mlp_rw);
+      x = residual(x, swiglu(project(h, *b.w1, b.b1, h16), project(h, *b.w3, b.b3, h16)), *b.w2, b.b2, mlp_rw);
     } else {
       // Without dropout inside, the MLP is one op: gelu(h·w1) is never stored.
-      x = s.dropout > 0.f && grad_enabled() ? residual(x, gelu(linear(h, b.w1->tensor(), h16)), *b.w2, mlp_rw)
-                                             : residual_gelu_mlp(x, h, b.w1->tensor(), b.w2->tensor(), h16, mlp_rw);
+      x = (s.dropout > 0.f && grad_enabled()) || s.bias
+              ? residual(x, gelu(project(h, *b.w1, b.b1, h16)), *b.w2, b.b2, mlp_rw)
+              : residual_gelu_mlp(x, h, b.w1->tensor(), b.w2->tensor(), h16, mlp_rw);
     }
   }
   if (cache) cache->length += T;
@@ -140,11 +166,17 @@ KvCache Transformer::new_cache() const {
 }
 
 Tensor Transformer::decode(const int32_t* ids, int T, KvCache& cache) {
-  return matmul(hidden(ids, 1, T, 0, 0, &cache), tok_emb_->tensor(), /*trans_b=*/true);
+  return head_logits(hidden(ids, 1, T, 0, 0, &cache));
+}
+
+Tensor Transformer::head_logits(const Tensor& x) const {
+  if (!head_) return matmul(x, tok_emb_->tensor(), /*trans_b=*/true);
+  Tensor z = linear(x, head_->tensor());
+  return head_bias_ ? add(z, head_bias_->tensor()) : z;
 }
 
 Tensor Transformer::logits(const int32_t* ids, int B, int T, uint64_t dropout_seed, uint64_t step) {
-  return matmul(hidden(ids, B, T, dropout_seed, step), tok_emb_->tensor(), /*trans_b=*/true);
+  return head_logits(hidden(ids, B, T, dropout_seed, step));
 }
 
 Tensor Transformer::loss(const int32_t* ids, const int32_t* targets, int B, int T, uint64_t dropout_seed,

@@ -48,6 +48,12 @@ struct ModelSpec {
   bool weighted_residual = false;
   float tau_attn = 0.01f, tau_mlp = 0.5f;
   float init_std = 0.02f;
+  // PyTorch's default init (model.init: pytorch) instead of N(0, init_std²): every projection
+  // [in, out] and its bias U(−1/√in, 1/√in) (nn.Linear), embeddings N(0, 1) (nn.Embedding).
+  bool pytorch_init = false;
+  bool bias = false;          // a bias on every projection (and on the head when untied)
+  bool embed_norm = false;    // a norm (model.norm's kind) after the embeddings: emb_norm
+  bool tied_head = true;      // logits = x · tok_embᵀ; false: x · head (+ head_b)
   QueryScaling query_scaling = QueryScaling::logits;
   float attn_scale = 0.f;  // the value s (e.g. 1/√d_head; MLA: 1/√(qk_nope + qk_rope))
   float softcap = 0.f;
@@ -107,9 +113,11 @@ class Transformer {
     Norm norm1, norm2;
     std::unique_ptr<Attention> attn;
     Param *w1, *w2, *w3 = nullptr;
+    Param *b1 = nullptr, *b2 = nullptr, *b3 = nullptr;  // model.bias
   };
   // y16: as for layer_norm (the bf16 copy of the output for the products that read it).
   Tensor norm(const Norm& n, const Tensor& x, const uint16_t** y16 = nullptr) const;
+  Tensor head_logits(const Tensor& x) const;  // the final stream's logits
   // With a cache: B = 1, the positions start at cache->length, attention decodes.
   Tensor hidden(const int32_t* ids, int B, int T, uint64_t dropout_seed, uint64_t step, KvCache* cache = nullptr);
 
@@ -117,6 +125,8 @@ class Transformer {
   ScalePlan plan_;
   Param* tok_emb_;
   Param* pos_emb_ = nullptr;
+  Norm emb_norm_;                 // model.embed_norm
+  Param *head_ = nullptr, *head_bias_ = nullptr;  // untied head [C, V] (and its bias)
   std::vector<Block> blocks_;
   Norm norm_f_;
   std::vector<float> max_logits_;

@@ -105,6 +105,7 @@ void ParamStore::finalize(uint64_t seed) {
         case Init::normal: p->data[i] = float(p->init.std * rng.normal()); break;
         case Init::ones: p->data[i] = 1.f; break;
         case Init::zeros: p->data[i] = 0.f; break;
+        case Init::uniform: p->data[i] = float(p->init.std * (2.0 * rng.uniform() - 1.0)); break;
       }
     }
   }

@@ -39,8 +39,8 @@ struct Heads {
 };
 
 struct Init {
-  enum Kind { normal, ones, zeros } kind = zeros;
-  float std = 0.f;  // normal: N(0, std²), drawn from the stream named after the parameter
+  enum Kind { normal, ones, zeros, uniform } kind = zeros;
+  float std = 0.f;  // normal: N(0, std²); uniform: U(−std, std); drawn from the stream named after the parameter
 };
 
 // A strided block of a parameter matrix (one head's rows or columns), scaled in place.

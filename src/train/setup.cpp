@@ -44,6 +44,10 @@ ModelSpec model_spec(const RunConfig& cfg, int vocab_size) {
   s.dropout = float(m.dropout);
   s.init_std = float(m.init_std);
   s.weighted_residual = m.residual == "weighted";
+  s.pytorch_init = m.init == "pytorch";
+  s.bias = m.bias;
+  s.embed_norm = m.embed_norm;
+  s.tied_head = m.tie_embeddings;
   s.tau_attn = float(m.tau_attn);
   s.tau_mlp = float(m.tau_mlp);
   s.query_scaling = choice<QueryScaling>("attention.query_scaling", a.query_scaling,

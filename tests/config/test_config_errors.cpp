@@ -186,6 +186,10 @@ TEST_CASE("config errors: local masks and the layer pattern", "[config][errors][
         "x.yaml:2:18: attention.layer_pattern: expected a list of local, global, got a list");
   CHECK(file_error("attention:\n  layer_pattern: [local, global]\n") ==
         "x.yaml:2:18: attention.layer_pattern has local layers but neither attention.window nor attention.chunk is set");
+  CHECK(file_error("model:\n  bias: true\nattention:\n  type: mla\n").find(
+            "model.bias is for attention.type mha") != std::string::npos);
+  CHECK(file_error("model:\n  init: xavier\n").find("model.init: expected one of normal, pytorch") !=
+        std::string::npos);
   CHECK(file_error("attention:\n  sinks: yes please\n") ==
         "x.yaml:2:10: attention.sinks: expected true or false, got \"yes please\"");
   CHECK(file_error("attention:\n  sinks: true\n  block_softmax:\n    mode: none\n    blocks: 2\n").find(

@@ -59,6 +59,11 @@ const std::vector<Variant>& variants() {
       {"sinks, GQA, window", [](ModelSpec& s) { s.sinks = true, s.n_kv_head = 2, s.mask.window = 6; }},
       {"MLA, sinks", [](ModelSpec& s) { use_mla(s), s.sinks = true; }},
       {"documents", [](ModelSpec& s) { s.doc_separator = {3}; }},
+      {"the almost-scaled source model's knobs",
+       [](ModelSpec& s) {
+         s.bias = s.pytorch_init = s.embed_norm = s.weighted_residual = true, s.tied_head = false;
+         s.output_scale = {OutputScale::causal, 1.f};
+       }},
       {"MLA, documents, window",
        [](ModelSpec& s) { use_mla(s), s.doc_separator = {3}, s.mask.window = 7; }},
       {"soft-cap, query scaling in q", [](ModelSpec& s) { s.softcap = 2.f, s.query_scaling = QueryScaling::query; }},

@@ -38,11 +38,18 @@ double ref_model_loss(const ModelSpec& s, const ParamValues& p, const std::vecto
                   double(s.norm_eps));
     return y;
   };
+  // y[n, :] += the bias `name` (model.bias), y with rows of `w` values.
+  auto add_bias = [&](V& y, const std::string& name, int64_t w) {
+    if (!s.bias) return;
+    const V& b = P(name);
+    for (int64_t i = 0; i < int64_t(y.size()); ++i) y[i] += b[i % w];
+  };
   V x(N * C);
   ref::embedding_fwd(x.data(), ids.data(), P("tok_emb").data(), N, C);
   if (s.positions == Positions::learned)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t c = 0; c < C; ++c) x[n * C + c] += P("pos_emb")[(n % T) * C + c];
+  if (s.embed_norm) x = norm("emb_norm", x);
   // The block softmax of layer blk: the spec's shape over the context, and its learned scales.
   auto blocks = [&](const std::string& blk) {
     ref::Blocks<double> b;
@@ -113,6 +120,9 @@ double ref_model_loss(const ModelSpec& s, const ParamValues& p, const std::vecto
     } else {
       V q = mm(h, P(blk + ".attn.wq"), N, C, H * D), k = mm(h, P(blk + ".attn.wk"), N, C, Hkv * D),
         v = mm(h, P(blk + ".attn.wv"), N, C, Hkv * D);
+      add_bias(q, blk + ".attn.bq", H * D);
+      add_bias(k, blk + ".attn.bk", Hkv * D);
+      add_bias(v, blk + ".attn.bv", Hkv * D);
       if (s.positions == Positions::rope) {
         V q2(q.size()), k2(k.size());
         ref::rope_apply(q2.data(), q.data(), B, T, H, D, double(s.rope_base), 0, false);
@@ -126,6 +136,7 @@ double ref_model_loss(const ModelSpec& s, const ParamValues& p, const std::vecto
                          double(s.softcap), true, (double*)nullptr, blocks(blk), s.output_scale, mask(l),
                          s.sinks ? P(blk + ".attn.sinks").data() : (const double*)nullptr);
       o = mm(a, P(blk + ".attn.wo"), N, H * D, C);
+      add_bias(o, blk + ".attn.bo", C);
     }
     {
       const double skip = s.weighted_residual ? std::sqrt(1.0 - double(s.tau_attn)) : 1.0;
@@ -134,13 +145,16 @@ double ref_model_loss(const ModelSpec& s, const ParamValues& p, const std::vecto
     }
     h = norm(blk + ".norm2", x);
     V u = mm(h, P(blk + ".mlp.w1"), N, C, F);
+    add_bias(u, blk + ".mlp.b1", F);
     if (s.mlp == MlpKind::swiglu) {
       V g = mm(h, P(blk + ".mlp.w3"), N, C, F);
+      add_bias(g, blk + ".mlp.b3", F);
       for (int64_t i = 0; i < N * F; ++i) u[i] = ref::silu(u[i]) * g[i];
     } else {
       for (auto& e : u) e = ref::gelu(e);
     }
     V m = mm(u, P(blk + ".mlp.w2"), N, F, C);
+    add_bias(m, blk + ".mlp.b2", C);
     {
       const double skip = s.weighted_residual ? std::sqrt(1.0 - double(s.tau_mlp)) : 1.0;
       const double branch = s.weighted_residual ? std::sqrt(double(s.tau_mlp)) : 1.0;
@@ -148,7 +162,8 @@ double ref_model_loss(const ModelSpec& s, const ParamValues& p, const std::vecto
     }
   }
   V hf = norm("norm_f", x);
-  V logits = mm(hf, P("tok_emb"), N, C, s.vocab, true);
+  V logits = s.tied_head ? mm(hf, P("tok_emb"), N, C, s.vocab, true) : mm(hf, P("head"), N, C, s.vocab);
+  if (!s.tied_head) add_bias(logits, "head_bias", s.vocab);
   return ref::cross_entropy_fwd(logits.data(), targets.data(), N, s.vocab, kIgnoreIndex);
 }
 
