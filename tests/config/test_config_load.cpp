@@ -164,7 +164,13 @@ TEST_CASE("config: every YAML file under configs/ and experiments/ loads (a swee
           "[config]") {
   int loaded = 0;
   for (const char* dir : {"/configs", "/experiments"})
-    for (const auto& e : std::filesystem::recursive_directory_iterator(std::string(ATTNLAB_SOURCE_DIR) + dir)) {
+    for (auto it = std::filesystem::recursive_directory_iterator(std::string(ATTNLAB_SOURCE_DIR) + dir);
+         it != std::filesystem::recursive_directory_iterator(); ++it) {
+      const auto& e = *it;
+      if (e.is_directory() && e.path().filename() == "runs") {  // run outputs, not configs of the repository
+        it.disable_recursion_pending();
+        continue;
+      }
       if (e.path().extension() != ".yaml") continue;
       std::ifstream in(e.path());
       const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
