@@ -171,6 +171,86 @@ inline void grad_logits(float* dp, const float* p, const float* s, int64_t j0, i
   }
 }
 
+// Decoding (few query rows, no gradient, plain softmax) with the keys split into one range per
+// thread: each thread computes every row's softmax over its keys, as (output, log-sum-exp) parts,
+// and the parts are merged in thread order by merge_partial_attention (then the sink, as a part
+// with output zero, then the output scale). The order is fixed for a thread count.
+Tensor attention_split_keys(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt,
+                            const Dims& d) {
+  const int nt = omp_get_max_threads();
+  const int64_t rows = d.B * d.T * d.H;
+  const float alpha = opt.logit_scale, cap = opt.softcap;
+  float* parts = current_arena().alloc_floats(int64_t(nt) * rows * (d.Dv + 2));  // per thread: o [Dv], L, max logit
+  float* logits = current_arena().alloc_floats(int64_t(nt) * d.S);
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num();
+    const int64_t j_lo = d.S * t / nt, j_hi = d.S * (t + 1) / nt;
+    float* s = logits + int64_t(t) * d.S;
+    for (int64_t b = 0; b < d.B; ++b)
+      for (int64_t i = 0; i < d.T; ++i)
+        for (int64_t h = 0; h < d.H; ++h) {
+          const int64_t g = h / d.G, x = (b * d.T + i) * d.H + h;
+          float* part = parts + (int64_t(t) * rows + x) * (d.Dv + 2);
+          float* o = part;
+          float& L = part[d.Dv];
+          float& mx = part[d.Dv + 1];
+          std::fill(o, o + d.Dv, 0.f);
+          L = mx = -std::numeric_limits<float>::infinity();
+          const int64_t n = opt.causal ? std::max<int64_t>(0, i + (d.S - d.T) + 1) : d.S;
+          const int64_t first = std::min(n, opt.mask.first_key(i + d.S - d.T, b));
+          const int64_t a = std::max(first, j_lo), e = std::min(n, j_hi);
+          if (a >= e) continue;
+          const float* qi = row(q, b, i, h);
+          for (int64_t j = a; j < e; ++j) {
+            const float* kj = row(k, b, j, g);
+            float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+            for (int64_t f = 0; f < d.D; ++f) dot += qi[f] * kj[f];
+            s[j - a] = dot;
+          }
+          mx = finish_logits(s, e - a, alpha, cap);
+          float m = -std::numeric_limits<float>::infinity();
+          for (int64_t j = 0; j < e - a; ++j) m = std::max(m, s[j]);
+          float l = 0.f;
+          for (int64_t j = 0; j < e - a; ++j) {
+            const float w = kernels::fast_exp(s[j] - m);
+            l += w;
+            const float* vj = row(v, b, a + j, g);
+#pragma omp simd
+            for (int64_t f = 0; f < d.Dv; ++f) o[f] += w * vj[f];
+          }
+          for (int64_t f = 0; f < d.Dv; ++f) o[f] /= l;
+          L = m + std::log(l);
+        }
+  }
+  Tensor y = new_output({d.B, d.T, d.H, d.Dv}, false);
+  float* head_max = current_arena().alloc_floats(d.B * d.H);
+  std::fill(head_max, head_max + d.B * d.H, -std::numeric_limits<float>::infinity());
+  const float* zero = current_arena().alloc_zeroed(d.Dv);  // the sink's output
+  for (int64_t b = 0; b < d.B; ++b)
+    for (int64_t i = 0; i < d.T; ++i)
+      for (int64_t h = 0; h < d.H; ++h) {
+        const int64_t x = (b * d.T + i) * d.H + h;
+        float* yi = y.data + x * d.Dv;
+        std::fill(yi, yi + d.Dv, 0.f);
+        float L = -std::numeric_limits<float>::infinity();
+        for (int t = 0; t < nt; ++t) {
+          const float* part = parts + (int64_t(t) * rows + x) * (d.Dv + 2);
+          merge_partial_attention(yi, L, part, part[d.Dv], d.Dv);
+          head_max[b * d.H + h] = std::max(head_max[b * d.H + h], part[d.Dv + 1]);
+        }
+        if (opt.sinks.defined()) merge_partial_attention(yi, L, zero, opt.sinks.data[h], d.Dv);
+        const int64_t n = opt.causal ? std::max<int64_t>(0, i + (d.S - d.T) + 1) : d.S;
+        const int64_t first = std::min(n, opt.mask.first_key(i + d.S - d.T, b));
+        const float c = opt.output_scale.at(n - first);
+        if (L == -std::numeric_limits<float>::infinity()) std::fill(yi, yi + d.Dv, 0.f);  // no key, no sink
+        for (int64_t f = 0; f < d.Dv; ++f) yi[f] *= c;
+      }
+  record_max_logits(opt, head_max, d);
+  return y;
+}
+
 }  // namespace
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt) {
@@ -205,6 +285,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   const float alpha = opt.logit_scale, cap = opt.softcap;
   const bool causal = opt.causal;
   const BlockPlan bp = block_plan(opt, dd);
+  // Decoding with fewer (batch, kv head) pairs than threads (MLA's absorbed form has one kv head):
+  // the keys are split among the threads instead, and the parts merged (flash-decoding).
+  if (direct && bp.plain() && d.B * d.Hkv < omp_get_max_threads() && d.S >= 256) return attention_split_keys(q, k, v, opt, dd);
   const Tensor scales = opt.block_scales;
   const OutputScale out = opt.output_scale;
   const AttentionMask mask = opt.mask;

@@ -159,3 +159,18 @@ TEST_CASE("the cache holds k and v per kv head, or MLA's latent and rotary key",
   Transformer mla(spec, store2);
   CHECK(mla.cache_floats_per_token(0) == 12 + 4);
 }
+
+TEST_CASE("decoding MLA with a cache longer than 256 (the keys split among threads) gives the full forward's logits",
+          "[nn][cache]") {
+  for (bool sinks : {false, true}) {
+    ModelSpec spec = cache_spec();
+    use_mla(spec);
+    spec.context = 280;
+    spec.n_layer = 2;
+    spec.sinks = sinks;
+    spec.mask.window = sinks ? 200 : 0;
+    spec.kernel = AttentionKernel::flash;
+    INFO("sinks " << sinks);
+    CHECK(decode_error(spec, 3) <= 1e-5);
+  }
+}
