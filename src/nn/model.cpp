@@ -99,8 +99,7 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
   auto drop = [&](const Tensor& x) {
     return dropout(x, s.dropout, dropout_seed, mix64(step * 1024 + site++));
   };
-  // A residual branch's output projection, added to the stream in the same product unless dropout
-  // sits in between.
+  // model.residual weighted: √(1−τ)·x + √τ·f(x)
   auto weights = [&](float tau) {
     return s.weighted_residual ? ResidualWeights{std::sqrt(1.f - tau), std::sqrt(tau)} : ResidualWeights{};
   };
@@ -110,7 +109,8 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
     Tensor y = linear(h, w.tensor(), h16);
     return b ? add(y, b->tensor()) : y;
   };
-  // With dropout or a bias on the branch, its output is a tensor of its own; else one fused op.
+  // A residual branch's output projection added to the stream: one fused op, unless dropout or a
+  // bias sits between the product and the sum (then the branch's output is a tensor of its own).
   auto residual = [&](const Tensor& stream, const Tensor& branch, Param& w, Param* b, ResidualWeights rw) {
     if ((s.dropout > 0.f && grad_enabled()) || b) {
       Tensor f = drop(project(branch, w, b));
