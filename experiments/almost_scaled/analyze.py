@@ -53,11 +53,12 @@ def main():
     ap.add_argument("--out", default="experiments/almost_scaled")
     a = ap.parse_args()
     runs, missing = load(a.runs)
+    os.makedirs(a.out, exist_ok=True)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lrs = sorted({r["lr"] for r in runs}, reverse=True)
+    lrs = [2.0 ** -k for k in range(7, 13)]  # the sweep's learning rates, largest first
     table, best = {}, {}
     for _, _, arm in ARMS:
         for lr in lrs:
@@ -98,7 +99,8 @@ def main():
         c = table[("causal output scale", best["causal output scale"])]
         lines.append(f"- Causal output scale at its best LR: {c[0]:.4f} ± {c[1]:.4f}.")
     if missing:
-        lines += ["", f"Not completed ({len(missing)}), left out: " + ", ".join(f"`{m}`" for m in missing)]
+        lines += ["", f"{len(runs)} of {len(runs) + len(missing)} runs completed; the other {len(missing)} are left out "
+                  "(`attnlab sweep experiments/almost_scaled/sweep.yaml --dry-run` lists them)."]
     open(os.path.join(a.out, "results.md"), "w").write("\n".join(lines) + "\n")
 
     plt.figure(figsize=(6, 4))
