@@ -79,14 +79,15 @@ def main():
         for lr in lrs:
             if (arm, lr) in table:
                 m, s, n = table[(arm, lr)]
-                cells.append(f"{m:.4f} ± {s:.4f} (n {n})" + (" **best**" if best.get(arm) == lr else ""))
+                mark = " **best so far**" if missing else " **best**"
+                cells.append(f"{m:.4f} ± {s:.4f} (n {n})" + (mark if best.get(arm) == lr else ""))
             else:
                 cells.append("—")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     lines.append("")
     if "baseline" in best and "fully scaled" in best:
         b, f = table[("baseline", best["baseline"])], table[("fully scaled", best["fully scaled"])]
-        lines.append(f"- Fully scaled at its best LR: {f[0]:.4f}; baseline at its best: {b[0]:.4f}: "
+        lines.append(f"- Fully scaled at its best LR{' so far' if missing else ''}: {f[0]:.4f}; baseline at its best: {b[0]:.4f}: "
                      f"{'worse' if f[0] > b[0] else 'not worse'} by {f[0] - b[0]:+.4f}.")
     if "baseline" in best and "fully scaled + residual weighting" in best:
         b = table[("baseline", best["baseline"])]
