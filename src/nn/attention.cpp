@@ -129,11 +129,6 @@ class MultiHeadAttention final : public Attention {
   }
 
  private:
-  // h · w (+ b)
-  static Tensor project(const Tensor& h, Param& w, Param* b, const uint16_t* h16 = nullptr) {
-    Tensor y = linear(h, w.tensor(), h16);
-    return b ? add(y, b->tensor()) : y;
-  }
   Param *wq_, *wk_, *wv_;
   Param *bq_ = nullptr, *bk_ = nullptr, *bv_ = nullptr;
 };

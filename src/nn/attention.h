@@ -18,6 +18,8 @@
 
 #include "nn/param.h"
 #include "ops/attention.h"
+#include "ops/elementwise.h"
+#include "ops/linear.h"
 #include "tensor/tensor.h"
 
 namespace attnlab {
@@ -127,6 +129,12 @@ class Attention {
   Param* sinks_ = nullptr;
   std::vector<QkClipTarget> targets_;
 };
+
+// h · w, plus the bias b when there is one (model.bias): the projections of the blocks.
+inline Tensor project(const Tensor& h, Param& w, Param* b, const uint16_t* h16 = nullptr) {
+  Tensor y = linear(h, w.tensor(), h16);
+  return b ? add(y, b->tensor()) : y;
+}
 
 // Registers the module's parameters under `prefix` ("blocks.3.attn").
 std::unique_ptr<Attention> make_attention(const AttentionSpec& spec, const std::string& prefix, ParamStore& store);

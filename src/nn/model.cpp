@@ -104,11 +104,6 @@ Tensor Transformer::hidden(const int32_t* ids, int B, int T, uint64_t dropout_se
     return s.weighted_residual ? ResidualWeights{std::sqrt(1.f - tau), std::sqrt(tau)} : ResidualWeights{};
   };
   const ResidualWeights attn_rw = weights(s.tau_attn), mlp_rw = weights(s.tau_mlp);
-  // h · w (+ b)
-  auto project = [](const Tensor& h, Param& w, Param* b, const uint16_t* h16 = nullptr) {
-    Tensor y = linear(h, w.tensor(), h16);
-    return b ? add(y, b->tensor()) : y;
-  };
   // A residual branch's output projection added to the stream: one fused op, unless dropout or a
   // bias sits between the product and the sum (then the branch's output is a tensor of its own).
   auto residual = [&](const Tensor& stream, const Tensor& branch, Param& w, Param* b, ResidualWeights rw) {
