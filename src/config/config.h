@@ -154,6 +154,8 @@ struct PrecisionSection {
 
 struct RuntimeSection {
   int threads{};        // 0: all cores (use resolved_threads)
+  std::string matmul_forms;       // measure | direct (kernels/gemm.h, matmul forms)
+  std::string matmul_forms_file;  // "" = the user's cache directory, "none" = this process only
   bool operator==(const RuntimeSection&) const = default;
 };
 

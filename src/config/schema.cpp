@@ -423,6 +423,10 @@ std::vector<KeyDef> build_schema() {
       "matmul operands: f32, or bf16 with f32 accumulation (weights, grads, optimizer state stay f32)");
 
   key(KEY(runtime, threads), 0, int_in(0, 1024), "OpenMP and oneDNN threads; 0 = all cores");
+  key(KEY(runtime, matmul_forms), "measure", one_of({"measure", "direct"}),
+      "each large product's form (direct, packed_b, split_k): measured once per machine, or always direct");
+  key(KEY(runtime, matmul_forms_file), "", any_text(),
+      "where measured forms are remembered; empty = the user cache (~/.cache/attnlab), none = this process only");
   return std::move(key.rows);
 }
 #undef KEY

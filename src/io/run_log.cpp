@@ -195,6 +195,7 @@ void RunLog::flush() {
     f.set_attr("version", meta_.version);
     f.set_attr("git_commit", meta_.git_commit);
     f.set_attr("status", status_);
+    f.set_attr("matmul_forms", matmul_forms_);
     f.set_attr("n_layer", int64_t{meta_.n_layer});
     f.set_attr("n_head", int64_t{meta_.n_head});
     f.close();

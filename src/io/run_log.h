@@ -52,6 +52,8 @@ class RunLog {
   void add_max_logits(int64_t step, std::span<const float> values, int clipped_heads = 0, float gamma_deficit = 0.f);
   // One of: running, completed, diverged, interrupted.
   void set_status(std::string_view s);
+  // The products' forms (kernels/gemm.h, matmul_forms_text), stored as the attribute matmul_forms.
+  void set_matmul_forms(std::string text) { matmul_forms_ = std::move(text); }
 
   // NOTE [run log crash safety]. Rewrites the whole file: cost grows with the log (about
   // 48 bytes per train point), so flush at eval or checkpoint time, not every step.
@@ -67,6 +69,7 @@ class RunLog {
   std::string path_;
   RunLogMeta meta_;
   std::string status_ = "running";
+  std::string matmul_forms_;
   std::vector<TrainPoint> train_;
   std::vector<EvalPoint> eval_;
   std::vector<int64_t> attn_step_;

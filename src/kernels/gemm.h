@@ -5,6 +5,8 @@
 // swaps data pointers. Call from one thread (the primitives parallelise internally with OpenMP).
 #include <bit>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace attnlab::kernels {
 
@@ -71,6 +73,50 @@ class Bf16Copy {
   uint16_t* data_ = nullptr;
   int64_t size_ = 0;
 };
+
+// Matmul forms (docs/performance.md, "Matmul forms"). A product can be computed in equivalent
+// forms whose speed depends on the CPU, the shape and the thread count:
+//   direct    one oneDNN matmul on the operands as stored;
+//   packed_b  B reordered first into the layout oneDNN's kernel reads (f32 B, or a caller's
+//             dense bf16 copy), instead of the kernel copying it block by block;
+//   split_k   K cut into one range per thread, each range a single-threaded product, the partial
+//             results added in thread order (the dW products' long token axis).
+// A product of at least kFormMinFlops FLOPs takes its form from, in order: the choices installed
+// by preset_matmul_forms (a checkpoint's), the forms file, or a measurement at its first call
+// (each form timed on the call's operands into scratch; another form must beat direct by 3%),
+// which is appended to the forms file. The choice is made once and kept, so a run, its rerun with
+// the forms file and its resume compute bit-identical products. Smaller products run direct.
+enum class MatmulForm { direct, packed_b, split_k };
+const char* form_name(MatmulForm f);
+inline constexpr double kFormMinFlops = 64e6;
+
+// measure false: every product direct (nothing timed, nothing read or written). forms_file:
+// where choices are remembered across processes (empty: only in this process). Its lines are
+// "<machine>\t<product>\t<form>"; a process reads the lines of its own machine (CPU model,
+// oneDNN's ISA and version) and appends what it measures, holding an exclusive lock on the file
+// while it measures so that concurrent runs agree.
+void set_matmul_forms(bool measure, const std::string& forms_file);
+// The choices this process holds, one "<product>\t<form>" line each, sorted (for checkpoints).
+std::string matmul_forms_text();
+// Installs choices (matmul_forms_text's format) ahead of the file and of measurement. Throws
+// Error naming the line on a malformed one.
+void preset_matmul_forms(const std::string& text);
+// Choices made or read since the last call, for the run's log: "<product>: <form> (how)".
+std::vector<std::string> take_new_matmul_forms();
+// Drops every choice this process holds (tests; a later product chooses again).
+void forget_matmul_forms();
+// This machine's signature, as the forms file's lines begin.
+std::string matmul_forms_machine();
+
+// Per product, while profiling (util/profile.h) is on: calls and seconds, for `attnlab bench`.
+struct ProductStat {
+  std::string product;  // "[M x K]·[K x N]" with the stored operands' transposes, f32/bf16, +=
+  std::string form;
+  int64_t calls = 0;
+  double seconds = 0, flops = 0;  // over the calls
+};
+std::vector<ProductStat> product_stats();  // largest total time first
+void reset_product_stats();
 
 // The machine's matmul peak as oneDNN reaches it: GFLOP/s of a large square product
 // ([2048 x 2048] x [2048 x 2048], best of a few runs), in f32 or with bf16 operands (f32 result).

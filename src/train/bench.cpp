@@ -46,6 +46,7 @@ BenchResult bench(const LoadedConfig& cfg_in, int steps, int warmup) {
   for (int i = 0; i < warmup; ++i) stepper.step();
   std::vector<double> ms;
   reset_phase_times();
+  kernels::reset_product_stats();
   set_profiling(true);
   for (int i = 0; i < steps; ++i) {
     Timer t;
@@ -57,6 +58,7 @@ BenchResult bench(const LoadedConfig& cfg_in, int steps, int warmup) {
     }
   }
   set_profiling(false);
+  r.products = kernels::product_stats();
   std::vector<double> sorted = ms;
   std::sort(sorted.begin(), sorted.end());
   r.ms_per_step = sorted[sorted.size() / 2];
@@ -103,7 +105,19 @@ std::string bench_json(const BenchResult& r) {
                 r.tokens_per_s, r.ms_per_step, r.ms_min, r.ms_max, r.model_gflops, r.mfu, r.peak_rss_mb,
                 r.activations_mb, r.grads_in_flight_mb, r.state_mb, r.flops_per_token, (long long)r.params, (long long)r.tokens_per_step, r.threads, r.steps,
                 r.precision.c_str(), r.peak_gflops_f32, r.peak_gflops_bf16, phases.c_str());
-  return buf;
+  std::string out = buf;
+  out.pop_back();  // the closing brace: the products follow
+  out += ", \"products\": [";
+  for (size_t i = 0; i < r.products.size(); ++i) {
+    const kernels::ProductStat& p = r.products[i];
+    std::snprintf(buf, sizeof buf,
+                  "%s{\"product\": \"%s\", \"form\": \"%s\", \"calls_per_step\": %.2f, \"ms_per_step\": %.3f, "
+                  "\"gflops\": %.1f}",
+                  i ? ", " : "", p.product.c_str(), p.form.c_str(), double(p.calls) / r.steps, 1e3 * p.seconds / r.steps,
+                  p.flops / p.seconds / 1e9);
+    out += buf;
+  }
+  return out + "]}";
 }
 
 std::string bench_text(const BenchResult& r) {
@@ -122,6 +136,12 @@ std::string bench_text(const BenchResult& r) {
   for (size_t i = 0; i < r.phase_ms.size(); ++i) {
     std::snprintf(buf, sizeof buf, "  %-10s %8.2f  (%4.1f%%)\n", kPhaseNames[i], r.phase_ms[i],
                   100 * r.phase_ms[i] / total);
+    out += buf;
+  }
+  out += "products (per step, by time; forms: docs/performance.md):\n";
+  for (const kernels::ProductStat& p : r.products) {
+    std::snprintf(buf, sizeof buf, "  %-46s %-8s %5.1f calls %8.2f ms %7.1f GFLOP/s\n", p.product.c_str(),
+                  p.form.c_str(), double(p.calls) / r.steps, 1e3 * p.seconds / r.steps, p.flops / p.seconds / 1e9);
     out += buf;
   }
   return out;

@@ -4,8 +4,10 @@
 // matmul peak measured with oneDNN.
 #include <array>
 #include <string>
+#include <vector>
 
 #include "config/config.h"
+#include "kernels/gemm.h"
 #include "util/profile.h"
 
 namespace attnlab {
@@ -27,6 +29,8 @@ struct BenchResult {
   double activations_mb = 0, grads_in_flight_mb = 0, state_mb = 0;
   std::array<double, size_t(Phase::count)> phase_ms{};  // mean per step
   std::string precision;
+  // Each distinct product of the timed steps: its form, calls and time (over all timed steps).
+  std::vector<kernels::ProductStat> products;
 };
 
 BenchResult bench(const LoadedConfig& cfg, int steps, int warmup);

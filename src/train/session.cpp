@@ -1,12 +1,11 @@
 #include "train/session.h"
 
-#include "train/distributed.h"
-
 #include <cmath>
 #include <set>
 
 #include "autograd/tape.h"
 #include "io/checkpoint.h"
+#include "kernels/gemm.h"
 #include "train/distributed.h"
 #include "train/setup.h"
 #include "util/check.h"
@@ -101,6 +100,7 @@ void Session::save_checkpoint(const std::string& path) const {
   for (const Param* p : store.params())
     if (p->frozen) frozen.push_back(p->name);
   w.strings("frozen", frozen);  // what train.freeze / train.trainable left untrained
+  w.attr("matmul_forms", kernels::matmul_forms_text());  // a resume computes its products the same way
   for (const Param* p : store.params()) w.tensor("params/" + p->name, dims(p->shape, buf), p->data);
   // A frozen parameter's optimizer state is never touched (it stays at its zero start): not stored.
   for (const auto& slot : optimizer->slots())
@@ -152,6 +152,13 @@ void Session::load_checkpoint(const std::string& path) {
     const std::string n = slot_dataset(opt_name, slot);
     r.read(n, dims(slot.shape, buf), slot.data);
     check_values(n, slot.data, slot.shape.numel(), slot.name[0] == 'v');
+  }
+  if (r.has_attr("matmul_forms")) {
+    try {
+      kernels::preset_matmul_forms(r.attr_string("matmul_forms"));
+    } catch (const Error& e) {
+      throw CheckpointError(path + ": attribute matmul_forms: " + e.what());
+    }
   }
   progress.step = r.attr_i64("step");
   progress.train_batches = r.attr_u64("train_batches");

@@ -1,6 +1,8 @@
 #include "train/setup.h"
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -150,7 +152,17 @@ int apply_runtime(const RunConfig& cfg) {
   kernels::set_num_threads(n);
   kernels::set_matmul_precision(choice<kernels::MatmulPrecision>("precision.matmul", cfg.precision.matmul,
                                        {{"f32", kernels::MatmulPrecision::f32}, {"bf16", kernels::MatmulPrecision::bf16}}));
+  kernels::set_matmul_forms(cfg.runtime.matmul_forms == "measure", matmul_forms_file(cfg));
   return n;
+}
+
+std::string matmul_forms_file(const RunConfig& cfg) {
+  const std::string& f = cfg.runtime.matmul_forms_file;
+  if (f == "none") return "";
+  if (!f.empty()) return f;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return std::string(xdg) + "/attnlab/matmul_forms.tsv";
+  if (const char* home = std::getenv("HOME"); home && *home) return std::string(home) + "/.cache/attnlab/matmul_forms.tsv";
+  return "";
 }
 
 }  // namespace attnlab

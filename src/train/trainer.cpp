@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <limits>
 
@@ -14,6 +15,7 @@
 #include "io/atomic_file.h"
 #include "io/run_lock.h"
 #include "io/run_log.h"
+#include "kernels/gemm.h"
 #include "train/distributed.h"
 #include "train/sample.h"
 #include "train/session.h"
@@ -37,6 +39,23 @@ std::string format_eta(double seconds) {
   else
     std::snprintf(buf, sizeof buf, "%d:%02d", s / 60, s % 60);
   return buf;
+}
+
+// The forms products took in this step for the first time (kernels/gemm.h): all of them into the
+// run log, a count into the text log.
+void log_new_matmul_forms(RunLog& runlog, bool quiet) {
+  const std::vector<std::string> news = kernels::take_new_matmul_forms();
+  if (news.empty()) return;
+  runlog.set_matmul_forms(kernels::matmul_forms_text());
+  if (quiet) return;
+  std::map<std::string, int> by;
+  for (const std::string& n : news) {
+    const size_t colon = n.rfind(": ");
+    by[n.substr(colon + 2)]++;  // "<form> (<how>)"
+  }
+  std::string counts;
+  for (const auto& [what, n] : by) counts += detail::concat(counts.empty() ? "" : ", ", n, " ", what);
+  log::info("matmul forms: {} (metrics.h5 attribute matmul_forms)", counts);
 }
 
 }  // namespace
@@ -144,6 +163,7 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt_given) 
     // The diverged step is logged too: its non-finite loss or norm is the last point.
     runlog.add_train({step + 1, loss, lr, grad_norm, double(tokens_per_step) / step_s, wall.seconds()});
     if (!r.diverged.empty()) diverge(r.diverged);
+    log_new_matmul_forms(runlog, opt.quiet);
     // With QK-Clip every step's max logits and clip are logged: the clip acts per step.
     if (cfg.train.qk_clip.enabled)
       runlog.add_max_logits(step + 1, stepper.max_logits(), r.qk_clip.clipped_heads, r.qk_clip.gamma_deficit);

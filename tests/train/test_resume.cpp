@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "io/run_log.h"
+#include "kernels/gemm.h"
 #include "train/session.h"
 #include "train/signals.h"
 #include "train/train_testing.h"
@@ -305,4 +306,44 @@ TEST_CASE("request_interrupt from another thread stops after a step with a loada
   CHECK(s.train_points == r.steps);
   auto session = Session::from_checkpoint(r.checkpoint_path, {}, /*load_data=*/true);
   CHECK(session->progress.step == r.steps);
+}
+
+TEST_CASE("a resumed run computes its products in the forms its checkpoint records", "[train][resume]") {
+  // Products large enough to have their form measured (kernels::kFormMinFlops), on two threads.
+  TempDir dir;
+  const int N = 2;
+  const std::string cfg = write_tiny_config(dir, 2 * N);
+  auto with = [&](std::string name, std::vector<std::string> o = {}) {
+    for (const char* x : {"model.d_model=64", "model.context=32", "train.batch_size=64", "runtime.threads=2",
+                          "runtime.matmul_forms=measure", "runtime.matmul_forms_file=none"})
+      o.push_back(x);
+    o.push_back("run.name=" + name);
+    return load_config(cfg, o);
+  };
+  kernels::forget_matmul_forms();
+  const TrainResult a = train(with("a"), quiet_options());
+  const std::string forms = kernels::matmul_forms_text();
+  REQUIRE(!forms.empty());
+  CHECK(CheckpointReader(a.checkpoint_path).attr_string("matmul_forms") == forms);
+  CHECK(CheckpointReader(a.metrics_path).attr_string("matmul_forms") == forms);
+  const TrainResult b1 = train(with("b"), quiet_options(N));
+  REQUIRE(b1.status == TrainResult::interrupted);
+  // Another process would hold other choices: give every product another form, so that only the
+  // checkpoint can bring the run's back.
+  kernels::forget_matmul_forms();
+  std::string other;
+  for (size_t pos = 0; pos < forms.size();) {
+    const size_t tab = forms.find('\t', pos), eol = forms.find('\n', pos);
+    const std::string form = forms.substr(tab + 1, eol - tab - 1);
+    other += forms.substr(pos, tab - pos) + "\t" + (form == "split_k" ? "packed_b" : "split_k") + "\n";
+    pos = eol + 1;
+  }
+  kernels::preset_matmul_forms(other);
+  REQUIRE(kernels::matmul_forms_text() != forms);
+  const TrainResult b2 = train(with("b", {"train.resume=" + b1.checkpoint_path}), quiet_options());
+  REQUIRE(b2.status == TrainResult::completed);
+  CHECK(kernels::matmul_forms_text() == forms);
+  CHECK(same_bits(concat(b1.losses, b2.losses), a.losses));
+  require_same_state(a.checkpoint_path, b2.checkpoint_path);
+  kernels::forget_matmul_forms();
 }
