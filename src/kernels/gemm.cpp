@@ -536,9 +536,14 @@ class LockedFormsFile {
     fd_ = ::open(fs.file.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd_ >= 0 && ::flock(fd_, LOCK_EX) != 0) ::close(fd_), fd_ = -1;
     if (fd_ < 0) {
-      std::fprintf(stderr, "warning: matmul forms file %s: %s; forms are measured and kept in this process only\n",
+      // Choices measured now would not be there for a rerun, which could then choose otherwise
+      // and differ in its last bits: run direct instead.
+      std::fprintf(stderr,
+                   "warning: matmul forms file %s: %s; products run in their direct form (runtime.matmul_forms_file "
+                   "names another file; none measures without one)\n",
                    fs.file.c_str(), std::strerror(errno));
       fs.file.clear();
+      fs.measure = false;
     }
   }
   ~LockedFormsFile() {
@@ -580,6 +585,7 @@ FormChoice& choose_form(const Product& p) {
   if (it != fs.table.end()) return it->second;
   if (!fs.measure || 2.0 * double(p.M) * double(p.N) * double(p.K) < kFormMinFlops) return fs.table[k];
   LockedFormsFile file;
+  if (!fs.measure) return fs.table[k];  // the file could not be used
   if (file.fd() >= 0) {
     read_forms_file(file.fd());  // another process may have measured it meanwhile
     it = fs.table.find(k);

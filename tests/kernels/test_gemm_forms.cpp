@@ -161,6 +161,14 @@ TEST_CASE("gemm forms: a measured choice is made once, kept, and written to the 
     REQUIRE(news.size() == 1);
     CHECK(news[0].find("(forms file)") != std::string::npos);
   }
+  // A forms file that cannot be opened: nothing measured, the product runs direct.
+  {
+    FormsScope scope(true, "/dev/null/forms.tsv");
+    kernels::preset_matmul_forms("");
+    CHECK(profiled_form([&] { kernels::gemm(true, false, M, N, K, a.data(), M, b.data(), N, c2.data(), N, false); }) ==
+          "direct");
+    CHECK(kernels::take_new_matmul_forms().empty());
+  }
   // measure: direct ignores the file and every form.
   {
     FormsScope scope(false, file);
