@@ -159,6 +159,8 @@ void Session::load_checkpoint(const std::string& path) {
     } catch (const Error& e) {
       throw CheckpointError(path + ": attribute matmul_forms: " + e.what());
     }
+  } else {
+    kernels::set_matmul_forms(false, "");  // written before products had forms: every one was direct
   }
   progress.step = r.attr_i64("step");
   progress.train_batches = r.attr_u64("train_batches");

@@ -1,11 +1,14 @@
 // Resume, determinism and in-process interruption of attnlab::train: a run stopped after N steps
 // and resumed from its checkpoint must reproduce a straight run bit for bit (losses, parameters,
 // optimizer state and the metrics.h5 series), also with gradient accumulation and dropout.
+#include <hdf5.h>
+
 #include <csignal>
 #include <thread>
 
 #include "io/run_log.h"
 #include "kernels/gemm.h"
+#include "util/profile.h"
 #include "train/session.h"
 #include "train/signals.h"
 #include "train/train_testing.h"
@@ -346,4 +349,35 @@ TEST_CASE("a resumed run computes its products in the forms its checkpoint recor
   CHECK(same_bits(concat(b1.losses, b2.losses), a.losses));
   require_same_state(a.checkpoint_path, b2.checkpoint_path);
   kernels::forget_matmul_forms();
+}
+
+TEST_CASE("a checkpoint written before products had forms makes every product direct", "[train][resume]") {
+  TempDir dir;
+  const std::string cfg = write_tiny_config(dir, 2);
+  const TrainResult a = train(load_config(cfg, {"runtime.matmul_forms_file=none"}), quiet_options());
+  REQUIRE(a.status == TrainResult::completed);
+  {  // the older layout: no matmul_forms attribute
+    const hid_t f = H5Fopen(a.checkpoint_path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    CHECK(H5Adelete(f, "matmul_forms") >= 0);
+    H5Fclose(f);
+  }
+  kernels::forget_matmul_forms();
+  kernels::set_matmul_forms(true, "");
+  auto s = Session::from_checkpoint(a.checkpoint_path, {}, false);
+  // A product that would otherwise be measured runs direct, and nothing is measured.
+  kernels::set_num_threads(2);
+  const int64_t M = 128, N = 256, K = 4096;
+  std::vector<float> x(M * K, 0.5f), y(K * N, 0.25f), c(M * N);
+  kernels::reset_product_stats();
+  set_profiling(true);
+  kernels::gemm(true, false, M, N, K, x.data(), M, y.data(), N, c.data(), N, false);
+  set_profiling(false);
+  const auto stats = kernels::product_stats();
+  REQUIRE(stats.size() == 1);
+  CHECK(stats[0].form == "direct");
+  CHECK(kernels::take_new_matmul_forms().empty());
+  kernels::set_num_threads(1);
+  kernels::forget_matmul_forms();
+  kernels::set_matmul_forms(true, "");
 }
