@@ -556,17 +556,18 @@ class LockedFormsFile {
 };
 
 // Each candidate on the call's operands, into scratch: one untimed call (it builds the primitives),
-// then the best of two.
+// then the best of three.
 MatmulForm measure_form(const FormKey& k, const Product& p) {
   Backend& be = backend();
   Product q = p;
   q.C = reinterpret_cast<float*>(grow(be.scratch_c, be.scratch_c_size, 2 * p.M * p.ldc));
+  std::memset(q.C, 0, size_t(p.M * p.ldc) * sizeof(float));  // accumulating into garbage could hit denormals
   MatmulForm best = MatmulForm::direct;
   double best_s = 0, direct_s = 0;
   for (MatmulForm f : candidates(k)) {
     run(f, q);
     double s = 1e30;
-    for (int rep = 0; rep < 2; ++rep) {
+    for (int rep = 0; rep < 3; ++rep) {
       const auto t0 = std::chrono::steady_clock::now();
       run(f, q);
       s = std::min(s, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

@@ -83,7 +83,8 @@ class Bf16Copy {
 //             results added in thread order (the dW products' long token axis).
 // A product of at least kFormMinFlops FLOPs takes its form from, in order: the choices installed
 // by preset_matmul_forms (a checkpoint's), the forms file, or a measurement at its first call
-// (each form timed on the call's operands into scratch; another form must beat direct by 3%),
+// (each form timed on the call's operands into scratch, best of three; another form must beat direct
+// by 3%),
 // which is appended to the forms file. The choice is made once and kept, so a run, its rerun with
 // the forms file and its resume compute bit-identical products. Smaller products run direct.
 enum class MatmulForm { direct, packed_b, split_k };
