@@ -286,23 +286,24 @@ void reorder_b(Entry& e, const void* src) {
   e.b.set_data_handle(grow(be.blocked_b, be.blocked_b_size, int64_t((e.b_bytes + 1) / sizeof(uint16_t))));
   e.b_f32.set_data_handle(const_cast<void*>(src));
   const dnnl_status_t st = dnnl_primitive_execute(e.b_reorder.get(), be.strm.get(), 2, e.reorder_args);
-  ATTN_CHECK(st == dnnl_success, "oneDNN reorder failed (status ", int(st), ") for B of K ", e.b_bytes);
+  ATTN_CHECK(st == dnnl_success, "oneDNN reorder failed (status ", int(st), ") for a B of ", e.b_bytes, " bytes");
 }
 
-// A's bf16 copy: the caller's, or packed here (dense, in its stored layout).
+// An operand's bf16 copy: the caller's, or packed here into buf (dense, in its stored layout).
+const uint16_t* bf16_operand(const uint16_t* given, const float* src, int64_t rows, int64_t cols, int64_t ld,
+                             uint16_t*& buf, int64_t& size) {
+  if (given) return given;
+  uint16_t* dst = grow(buf, size, rows * cols);
+  pack_bf16(dst, src, rows, cols, ld);
+  return dst;
+}
 const uint16_t* bf16_a(const Product& p) {
-  if (p.packed.a) return p.packed.a;
   Backend& be = backend();
-  uint16_t* a = grow(be.pack_a, be.pack_a_size, p.M * p.K);
-  pack_bf16(a, p.A, p.ta ? p.K : p.M, p.ta ? p.M : p.K, p.lda);
-  return a;
+  return bf16_operand(p.packed.a, p.A, p.ta ? p.K : p.M, p.ta ? p.M : p.K, p.lda, be.pack_a, be.pack_a_size);
 }
 const uint16_t* bf16_b_dense(const Product& p) {
-  if (p.packed.b) return p.packed.b;
   Backend& be = backend();
-  uint16_t* b = grow(be.pack_b, be.pack_b_size, p.K * p.N);
-  pack_bf16(b, p.B, p.tb ? p.N : p.K, p.tb ? p.K : p.N, p.ldb);
-  return b;
+  return bf16_operand(p.packed.b, p.B, p.tb ? p.N : p.K, p.tb ? p.K : p.N, p.ldb, be.pack_b, be.pack_b_size);
 }
 
 // direct: one primitive. In bf16 a B that gemm converts itself goes straight into the kernel's
