@@ -425,7 +425,6 @@ struct FormChoice {
 struct Forms {
   bool measure = true;
   std::string file;  // empty: remembered in this process only
-  bool file_loaded = false;
   std::unordered_map<FormKey, FormChoice, FormKeyHash> table;
   std::vector<std::string> news;  // for take_new_matmul_forms
 };
@@ -450,6 +449,7 @@ std::optional<FormKey> parse_key(const std::string& t) {
     return std::nullopt;
   for (int i : {6, 7, 8, 9, 10})
     if (v[i] != 0 && v[i] != 1) return std::nullopt;
+  if (v[11] > 4096) return std::nullopt;
   k = {v[0], v[1], v[2], v[3], v[4], v[5], bool(v[6]), bool(v[7]), bool(v[8]), bool(v[9]), bool(v[10]), int(v[11])};
   if (k.M < 1 || k.N < 1 || k.K < 1 || k.threads < 1 || k.lda < 1 || k.ldb < 1 || k.ldc < k.N) return std::nullopt;
   return k;
