@@ -226,7 +226,8 @@ Command add_bench(CLI::App& app, const Globals& g) {
   sub->add_option("config", a->config, "config file (YAML)")->required();
   sub->add_option("overrides", a->overrides, "key.path=value overrides");
   sub->add_option("--steps", a->steps, "timed steps")->check(CLI::Range(1, 100000));
-  sub->add_option("--warmup", a->warmup, "untimed steps first")->check(CLI::Range(0, 100000));
+  sub->add_option("--warmup", a->warmup, "untimed steps first (the first one chooses the products' forms)")
+      ->check(CLI::Range(0, 100000));
   sub->add_flag("--json", a->json, "print one JSON object");
   return {sub, [a, &g] {
             LoadedConfig cfg = load_config(a->config, a->overrides);
