@@ -17,6 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "kernels/transpose.h"
 #include "tensor/tensor.h"
 #include "util/check.h"
 #include "util/profile.h"
@@ -74,16 +75,19 @@ struct Backend {
   uint16_t* pack_a = nullptr;
   uint16_t* pack_b = nullptr;
   int64_t pack_a_size = 0, pack_b_size = 0;
-  // packed_b's B in the kernel's layout (bytes), split_k's partial results, measurement's C.
+  // packed_b's B in the kernel's layout (bytes), split_k's partial results, transposed's Cᵀ,
+  // measurement's C.
   uint16_t* blocked_b = nullptr;
   int64_t blocked_b_size = 0;
   uint16_t* partials = nullptr;
   int64_t partials_size = 0;
+  uint16_t* transposed_c = nullptr;
+  int64_t transposed_c_size = 0;
   uint16_t* scratch_c = nullptr;
   int64_t scratch_c_size = 0;
   std::vector<dnnl::stream> part_streams;  // one per split_k range: each thread executes on its own
   ~Backend() {
-    for (uint16_t* p : {pack_a, pack_b, blocked_b, partials, scratch_c}) aligned_free(p);
+    for (uint16_t* p : {pack_a, pack_b, blocked_b, partials, transposed_c, scratch_c}) aligned_free(p);
   }
 };
 
@@ -388,11 +392,39 @@ void run_split_k(const Product& p) {
   }
 }
 
+// transposed: Cᵀ = op(B)ᵀ·op(A)ᵀ, the direct product with the operands' roles swapped (a caller's
+// bf16 copies swap with them), into a dense [N, M] scratch that is then transposed into C, or
+// added to it when accumulating. oneDNN blocks and parallelises the swapped shape differently.
+void run_transposed(const Product& p) {
+  Backend& be = backend();
+  // ct [N, M], then with accumulation C's rows [M, N] before they are added (2 bf16 slots per float)
+  float* ct = reinterpret_cast<float*>(grow(be.transposed_c, be.transposed_c_size, 4 * p.N * p.M));
+  const Product q{!p.tb, !p.ta, p.N, p.M, p.K, p.B, p.ldb, p.A, p.lda, ct, p.M, false, {p.packed.b, p.packed.a}, p.bf16};
+  run_direct(q);
+  float* rows_out = p.acc ? ct + p.N * p.M : p.C;
+  const int64_t ldr = p.acc ? p.N : p.ldc;
+  // C's rows in blocks of 16 per task: a block reads 16 columns of ct.
+  const int64_t blocks = (p.M + 15) / 16;
+#pragma omp parallel for schedule(static)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t i0 = blk * 16, rows = std::min<int64_t>(16, p.M - i0);
+    transpose(rows_out + i0 * ldr, ldr, ct + i0, p.M, p.N, rows);
+    if (p.acc)
+      for (int64_t i = i0; i < i0 + rows; ++i) {
+        float* c = p.C + i * p.ldc;
+        const float* r = rows_out + i * ldr;
+#pragma omp simd
+        for (int64_t j = 0; j < p.N; ++j) c[j] += r[j];
+      }
+  }
+}
+
 void run(MatmulForm f, const Product& p) {
   switch (f) {
     case MatmulForm::direct: return run_direct(p);
     case MatmulForm::packed_b: return run_packed_b(p);
     case MatmulForm::split_k: return run_split_k(p);
+    case MatmulForm::transposed: return run_transposed(p);
   }
 }
 
@@ -434,7 +466,7 @@ Forms& forms() {
 }
 
 std::string key_text(const FormKey& k) {
-  return detail::concat("M=", k.M, " N=", k.N, " K=", k.K, " lda=", k.lda, " ldb=", k.ldb, " ldc=", k.ldc,
+  return attnlab::detail::concat("M=", k.M, " N=", k.N, " K=", k.K, " lda=", k.lda, " ldb=", k.ldb, " ldc=", k.ldc,
                         " ta=", int(k.ta), " tb=", int(k.tb), " acc=", int(k.acc), " bf16=", int(k.bf16),
                         " pb=", int(k.pb), " threads=", k.threads);
 }
@@ -456,16 +488,16 @@ std::optional<FormKey> parse_key(const std::string& t) {
 }
 
 std::optional<MatmulForm> parse_form(const std::string& t) {
-  for (MatmulForm f : {MatmulForm::direct, MatmulForm::packed_b, MatmulForm::split_k})
+  for (MatmulForm f : {MatmulForm::direct, MatmulForm::packed_b, MatmulForm::split_k, MatmulForm::transposed})
     if (t == form_name(f)) return f;
   return std::nullopt;
 }
 
 // The forms a product can take here. packed_b: B is f32, or the caller's bf16 copy (a bf16 B that
 // gemm converts itself already goes into the kernel's layout). split_k: two or more threads, a
-// range of at least 256 per thread, partial results of at most 64 MB.
+// range of at least 256 per thread, partial results of at most 64 MB. transposed: always.
 std::vector<MatmulForm> candidates(const FormKey& k) {
-  std::vector<MatmulForm> c{MatmulForm::direct};
+  std::vector<MatmulForm> c{MatmulForm::direct, MatmulForm::transposed};
   if (!k.bf16 || k.pb) c.push_back(MatmulForm::packed_b);
   if (k.threads >= 2 && k.K >= 256 * int64_t(k.threads) && (k.threads - 1) * k.M * k.N * 4 <= (int64_t(64) << 20))
     c.push_back(MatmulForm::split_k);
@@ -493,7 +525,7 @@ const std::string& machine_signature() {
     for (char& ch : model)
       if (ch == '\t') ch = ' ';
     const dnnl_version_t* v = dnnl_version();
-    return detail::concat("cpu=", model, ";isa=", int(dnnl::get_effective_cpu_isa()), ";onednn=", v->major, ".",
+    return attnlab::detail::concat("cpu=", model, ";isa=", int(dnnl::get_effective_cpu_isa()), ";onednn=", v->major, ".",
                           v->minor, ".", v->patch);
   }();
   return sig;
@@ -666,6 +698,7 @@ const char* form_name(MatmulForm f) {
     case MatmulForm::direct: return "direct";
     case MatmulForm::packed_b: return "packed_b";
     case MatmulForm::split_k: return "split_k";
+    case MatmulForm::transposed: return "transposed";
   }
   return "?";
 }
@@ -700,9 +733,9 @@ void preset_matmul_forms(const std::string& text) {
     const auto k = tab == std::string::npos ? std::nullopt : parse_key(line.substr(0, tab));
     const auto f = tab == std::string::npos ? std::nullopt : parse_form(line.substr(tab + 1));
     if (!k || !f)
-      throw Error(detail::concat("matmul forms, line ", line_no, ": \"", line,
+      throw Error(attnlab::detail::concat("matmul forms, line ", line_no, ": \"", line,
                                  "\" is not \"M=.. N=.. K=.. lda=.. ldb=.. ldc=.. ta=0|1 tb=0|1 acc=0|1 bf16=0|1 "
-                                 "pb=0|1 threads=..<tab>direct|packed_b|split_k\""));
+                                 "pb=0|1 threads=..<tab>direct|packed_b|split_k|transposed\""));
     fs.table[*k].form = *f;
     fs.news.push_back(key_text(*k) + ": " + form_name(*f) + " (checkpoint)");
   }
@@ -726,7 +759,7 @@ std::vector<ProductStat> product_stats() {
   for (const auto& [k, c] : forms().table) {
     if (c.calls == 0) continue;
     ProductStat st;
-    st.product = detail::concat("[", k.M, "x", k.K, "]", k.ta ? "(stored T)" : "", " . [", k.K, "x", k.N, "]",
+    st.product = attnlab::detail::concat("[", k.M, "x", k.K, "]", k.ta ? "(stored T)" : "", " . [", k.K, "x", k.N, "]",
                                 k.tb ? "(stored T)" : "", k.bf16 ? " bf16" : " f32", k.acc ? " +=" : "");
     st.form = form_name(c.form);
     st.calls = c.calls;

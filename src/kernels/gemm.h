@@ -81,13 +81,15 @@ class Bf16Copy {
 //             dense bf16 copy), instead of the kernel copying it block by block;
 //   split_k   K cut into one range per thread, each range a single-threaded product, the partial
 //             results added in thread order (the dW products' long token axis).
+//   transposed  Cᵀ = op(B)ᵀ·op(A)ᵀ computed directly into scratch, then transposed into C (added
+//             to it when accumulating).
 // A product of at least kFormMinFlops FLOPs takes its form from, in order: the choices installed
 // by preset_matmul_forms (a checkpoint's), the forms file, or a measurement at its first call
 // (each form timed on the call's operands into scratch, best of three; another form must beat direct
 // by 3%),
 // which is appended to the forms file. The choice is made once and kept, so a run, its rerun with
 // the forms file and its resume compute bit-identical products. Smaller products run direct.
-enum class MatmulForm { direct, packed_b, split_k };
+enum class MatmulForm { direct, packed_b, split_k, transposed };
 const char* form_name(MatmulForm f);
 inline constexpr double kFormMinFlops = 64e6;
 

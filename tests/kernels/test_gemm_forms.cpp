@@ -65,29 +65,31 @@ TEST_CASE("gemm forms: each form, forced, computes the product (strided, transpo
   FormsScope scope(false, "");  // presets only: nothing measured
   const int64_t M = 37, N = 29, K = 301, pad = 3;
   for (auto prec : {kernels::MatmulPrecision::f32, kernels::MatmulPrecision::bf16})
-    for (const char* form : {"direct", "packed_b", "split_k"})
+    for (const char* form : {"direct", "packed_b", "split_k", "transposed"})
       for (bool ta : {false, true})
         for (bool tb : {false, true})
           for (bool acc : {false, true})
-            for (bool give_b16 : {false, true}) {
+            for (int copies = 0; copies < 4; ++copies) {  // the caller's bf16 copies: bit 0 of B, bit 1 of A
               const bool bf16 = prec == kernels::MatmulPrecision::bf16;
-              if (give_b16 && !bf16) continue;
+              const bool give_b16 = copies & 1, give_a16 = copies & 2;
+              if (copies && !bf16) continue;
               INFO("form " << form << " bf16 " << bf16 << " ta " << ta << " tb " << tb << " acc " << acc
-                           << " bf16 copy of B " << give_b16);
+                           << " bf16 copy of B " << give_b16 << " of A " << give_a16);
               PrecisionScope ps(prec);
               // Stored operands with row strides past their widths.
               const int64_t lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
               Vec A = testing::randn((ta ? K : M) * lda, 21), B = testing::randn((tb ? N : K) * ldb, 22),
                   C0 = testing::randn(M * ldc, 23);
               std::vector<float> a(A.begin(), A.end()), b(B.begin(), B.end()), c0(C0.begin(), C0.end());
-              kernels::Bf16Copy b16;
+              kernels::Bf16Copy a16, b16;
+              const uint16_t* pa = give_a16 ? a16.pack(a.data(), ta ? K : M, ta ? M : K, lda) : nullptr;
               const uint16_t* pb = give_b16 ? b16.pack(b.data(), tb ? N : K, tb ? K : N, ldb) : nullptr;
               kernels::preset_matmul_forms(key(M, N, K, lda, ldb, ldc, ta, tb, acc, bf16, pb != nullptr, 2) + "\t" +
                                            form + "\n");
               std::vector<float> got = c0;
               auto call = [&] {
                 got = c0;
-                kernels::gemm(ta, tb, M, N, K, a.data(), lda, b.data(), ldb, got.data(), ldc, acc, {nullptr, pb});
+                kernels::gemm(ta, tb, M, N, K, a.data(), lda, b.data(), ldb, got.data(), ldc, acc, {pa, pb});
               };
               CHECK(profiled_form(call) == form);
               // The reference: double, from the operands as the kernel sees them (bf16-rounded or not).
