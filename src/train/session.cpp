@@ -162,6 +162,7 @@ void Session::load_checkpoint(const std::string& path) {
   } else {
     kernels::set_matmul_forms(false, "");  // written before products had forms: every one was direct
   }
+  checkpoint_config = r.has_attr("config") ? r.attr_string("config") : "";
   progress.step = r.attr_i64("step");
   progress.train_batches = r.attr_u64("train_batches");
   if (progress.step < 0) throw CheckpointError(detail::concat(path, ": negative step ", progress.step));

@@ -53,6 +53,8 @@ class Session {
   double evaluate(std::span<const int32_t> tokens, const std::string& stream, int iters);
 
   LoadedConfig config;
+  // The resolved config stored in the checkpoint load_checkpoint last read (empty before).
+  std::string checkpoint_config;
   Vocab vocab;
   std::optional<Corpus> corpus;
   Split split;

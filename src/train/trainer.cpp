@@ -10,6 +10,7 @@
 #include <map>
 #include <fstream>
 #include <limits>
+#include <sstream>
 
 #include "autograd/tape.h"
 #include "io/atomic_file.h"
@@ -60,6 +61,47 @@ void log_new_matmul_forms(RunLog& runlog, bool quiet) {
 
 }  // namespace
 
+// The keys (section.key) whose values differ between two configs' resolved YAML.
+static std::vector<std::string> differing_keys(const RunConfig& a, const RunConfig& b) {
+  std::vector<std::string> keys;
+  std::istringstream sa(config_yaml(a)), sb(config_yaml(b));
+  std::string la, lb, section;
+  while (std::getline(sa, la) && std::getline(sb, lb)) {
+    if (!la.empty() && la[0] != ' ') section = la.substr(0, la.find(':'));
+    if (la != lb) {
+      const size_t k = la.find_first_not_of(' ');
+      keys.push_back(section + "." + la.substr(k, la.find(':', k) - k));
+    }
+  }
+  return keys;
+}
+
+// A resume continues the stored run bit for bit only under the config it was saved with. Keys that
+// change only where the run stops, how it is logged, evaluated or computed (threads, forms) may differ.
+static void warn_resume_differences(const std::string& stored_yaml, const RunConfig& now, const std::string& path) {
+  if (stored_yaml.empty()) return;
+  RunConfig was;
+  try {
+    was = config_from_yaml_text(stored_yaml, path + " (stored config)").cfg;
+  } catch (const Error&) {
+    return;  // from_checkpoint-style loaders report a bad stored config; a resume trains on `now`
+  }
+  was.run.name = now.run.name;
+  was.run.out_dir = now.run.out_dir;
+  was.runtime = now.runtime;
+  was.eval = now.eval;
+  was.train.steps = now.train.steps;
+  was.train.resume = now.train.resume;
+  was.train.log_interval = now.train.log_interval;
+  was.train.checkpoint_interval = now.train.checkpoint_interval;
+  if (was == now) return;
+  std::string keys;
+  for (const std::string& k : differing_keys(was, now)) keys += (keys.empty() ? "" : ", ") + k;
+  log::warn("resuming {} with a config that differs from the one it was saved with ({}): the run will not repeat "
+            "an uninterrupted one",
+            path, keys.empty() ? "see config.yaml" : keys);
+}
+
 TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt_given) {
   // Over MPI only rank 0 prints and writes the run's files (train/distributed.h).
   TrainOptions opt = opt_given;
@@ -75,7 +117,14 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt_given) 
   // Every input is checked before anything is written or printed: the config (by the caller), the
   // data (from_config), and the checkpoint to resume from.
   const bool resuming = !cfg.train.resume.empty();
-  if (resuming) s.load_checkpoint(cfg.train.resume);
+  if (resuming) {
+    s.load_checkpoint(cfg.train.resume);
+    if (!opt.quiet) warn_resume_differences(s.checkpoint_config, cfg, cfg.train.resume);
+    if (s.progress.step > cfg.train.steps)
+      throw ConfigError(detail::concat("train.resume: checkpoint ", cfg.train.resume, " is at step ", s.progress.step,
+                                       ", past train.steps ", cfg.train.steps,
+                                       ": nothing to train (train.steps above the checkpoint's step continues it)"));
+  }
   std::vector<std::string> fresh_params;  // train.init_from: the parameters it did not hold
   const bool initialising = !resuming && !cfg.train.init_from.empty();
   if (initialising) fresh_params = s.init_from_checkpoint(cfg.train.init_from);
@@ -93,6 +142,17 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt_given) 
     fs::create_directories(run_dir, ec);
     if (ec) throw Error("cannot create run directory " + run_dir.string() + ": " + ec.message());
     lock.emplace(res.run_dir);
+    if (!resuming && !opt.quiet && (fs::exists(res.metrics_path, ec) || fs::exists(res.checkpoint_path, ec))) {
+      std::string earlier = "an earlier run";
+      try {
+        const RunSummary sum = read_run_summary(res.metrics_path);
+        earlier = detail::concat("an earlier run (", sum.status, ", ", sum.train_points, " train points)");
+      } catch (const Error&) {
+      }
+      log::warn("run directory {} holds {}: this run replaces it (train.resume={} continues it; another run.name "
+                "keeps both)",
+                res.run_dir, earlier, res.checkpoint_path);
+    }
     write_file_atomic((run_dir / "config.yaml").string(), cfg_in.resolved_yaml);
   }
 
@@ -200,7 +260,13 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt_given) 
     }
     if (s.progress.step % cfg.eval.interval == 0 || last) evaluate(s.progress.step, true);
     const bool ckpt = cfg.train.checkpoint_interval > 0 && s.progress.step % cfg.train.checkpoint_interval == 0;
-    if ((ckpt || last || stop) && writer) s.save_checkpoint(res.checkpoint_path);
+    if ((ckpt || last || stop) && writer) {
+      // The log first: a resume starts from the checkpoint and logs only the steps after it, so
+      // every point up to the checkpoint's step must be on disk before the checkpoint is.
+      flush();
+      s.save_checkpoint(res.checkpoint_path);
+      if (opt.after_checkpoint) opt.after_checkpoint(s.progress.step);
+    }
     if (stop && !last) {
       res.status = TrainResult::interrupted;
       break;

@@ -3,6 +3,7 @@
 // resume, interruption and divergence handling. Files go to <run.out_dir>/<run.name>/:
 // metrics.h5 (the run log, docs/run_files.md), checkpoint.h5, config.yaml (resolved).
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,8 @@ struct TrainOptions {
   bool live_progress = false;
   // The resolved config on stderr once every input has been checked (not with quiet).
   bool print_config = false;
+  // Called with the step after each checkpoint is written (tests: what a kill right then leaves).
+  std::function<void(int64_t)> after_checkpoint;
 };
 
 struct TrainResult {

@@ -130,6 +130,65 @@ TEST_CASE("resume is bit-identical when the stop step is also an eval and checkp
   check_resume_is_exact({"eval.interval=3", "train.checkpoint_interval=2", "train.log_interval=3"}, 6);
 }
 
+// What `kill -9` right after a checkpoint leaves: the checkpoint and the run log as they are on disk
+// then (copied by the after-checkpoint hook). Resumed from there, the log must be the straight
+// run's: every point up to the checkpoint was written before it, whatever the log interval.
+TEST_CASE("a run killed right after a checkpoint resumes with a complete, bit-identical log", "[train][resume]") {
+  for (const char* log_interval : {"train.log_interval=7", "train.log_interval=3"}) {
+    INFO(log_interval);
+    TempDir dir;
+    const std::string cfg = write_tiny_config(dir, 12);
+    const std::vector<std::string> common{log_interval, "train.checkpoint_interval=5", "eval.interval=5"};
+    auto with = [&](std::string name, std::vector<std::string> extra = {}) {
+      std::vector<std::string> o = common;
+      o.push_back("run.name=" + name);
+      o.insert(o.end(), extra.begin(), extra.end());
+      return load_config(cfg, o);
+    };
+    const TrainResult a = train(with("a"), quiet_options());
+    REQUIRE(a.status == TrainResult::completed);
+
+    const std::string killed = dir.file("killed");
+    TrainOptions o = quiet_options();
+    o.after_checkpoint = [&](int64_t step) {
+      if (step != 5) return;
+      std::filesystem::create_directories(killed);
+      for (const char* f : {"metrics.h5", "checkpoint.h5"})
+        std::filesystem::copy_file(dir.file("runs/b/") + f, killed + "/" + f,
+                                   std::filesystem::copy_options::overwrite_existing);
+    };
+    REQUIRE(train(with("b"), o).status == TrainResult::completed);
+    // The run directory as the kill left it, then the resume.
+    std::filesystem::remove_all(dir.file("runs/b"));
+    std::filesystem::create_directories(dir.file("runs/b"));
+    for (const char* f : {"metrics.h5", "checkpoint.h5"})
+      std::filesystem::copy_file(killed + "/" + f, dir.file("runs/b/") + f);
+    CHECK(read_i64(dir.file("runs/b/metrics.h5"), "train/step").size() == 5);
+    CHECK(read_i64(dir.file("runs/b/metrics.h5"), "eval/step") == std::vector<int64_t>{5});
+    const TrainResult b = train(with("b", {"train.resume=" + dir.file("runs/b/checkpoint.h5")}), quiet_options());
+    REQUIRE(b.status == TrainResult::completed);
+    require_same_log(a.metrics_path, b.metrics_path, 12);
+    CHECK(read_i64(b.metrics_path, "eval/step") == read_i64(a.metrics_path, "eval/step"));
+  }
+}
+
+TEST_CASE("resuming a checkpoint past train.steps is an error naming both", "[train][resume]") {
+  TempDir dir;
+  const std::string cfg = write_tiny_config(dir, 6);
+  const TrainResult a = train(load_config(cfg, {"run.name=a"}), quiet_options());
+  REQUIRE(a.status == TrainResult::completed);
+  try {
+    train(load_config(cfg, {"run.name=b", "train.steps=4", "schedule.warmup_steps=1", "train.resume=" + a.checkpoint_path}),
+          quiet_options());
+    FAIL("no error");
+  } catch (const ConfigError& e) {
+    const std::string m = e.what();
+    CHECK(m.find("at step 6") != std::string::npos);
+    CHECK(m.find("train.steps 4") != std::string::npos);
+  }
+  CHECK(!std::filesystem::exists(dir.file("runs/b/metrics.h5")));  // nothing written
+}
+
 TEST_CASE("resume is bit-identical with Adafactor (factored, momentum, relative step)", "[train][resume]") {
   check_resume_is_exact({"optimizer.name=adafactor", "adafactor.min_dim_size_to_factor=8", "adafactor.beta1=0.9",
                          "adafactor.relative_step=true"},
