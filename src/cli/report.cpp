@@ -92,14 +92,26 @@ std::string config_value(const std::string& resolved_yaml, const std::string& ke
 std::vector<Run> load_runs(const std::string& dir) {
   std::vector<Run> runs;
   std::vector<fs::path> dirs;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_directory() && fs::exists(e.path() / "metrics.h5")) dirs.push_back(e.path());
+  int without_log = 0;  // sweep points not started yet (or whose log is gone)
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (!e.is_directory()) continue;
+    if (fs::exists(e.path() / "metrics.h5"))
+      dirs.push_back(e.path());
+    else if (fs::exists(e.path() / "point.yaml"))
+      ++without_log;
+  }
+  if (without_log) log::warn("{}: {} point directories without metrics.h5 (not started yet?) left out", dir, without_log);
   std::sort(dirs.begin(), dirs.end());
   for (const fs::path& d : dirs) {
     Run r;
     r.name = d.filename().string();
     r.dir = d.string();
-    r.series = read_run_series((d / "metrics.h5").string());
+    try {
+      r.series = read_run_series((d / "metrics.h5").string());
+    } catch (const Error& e) {  // one unreadable run log: the others are still reported
+      log::warn("{}: left out ({})", d.string(), e.what());
+      continue;
+    }
     r.status = effective_status(r.series.summary.status, r.dir);
     runs.push_back(std::move(r));
   }

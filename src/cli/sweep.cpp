@@ -2,11 +2,14 @@
 // a child process, J at a time, resumably; or writes them out for Slurm or GNU parallel.
 // `attnlab report`: one table (Markdown and CSV) and the declared plots over a sweep's runs.
 #include <fcntl.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -95,7 +98,8 @@ PointPlan plan_point(const SweepFile& s, const SweepPoint& p) {
 
 std::vector<std::string> train_args(const PointPlan& p, int threads) {
   // The point's config is fully resolved in point.yaml: the child needs nothing but that file.
-  std::vector<std::string> args{"-q", "train", p.dir + "/point.yaml", "runtime.threads=" + std::to_string(threads)};
+  // Not quiet: the progress lines go to the point's train.log, for reading while or after it runs.
+  std::vector<std::string> args{"train", p.dir + "/point.yaml", "runtime.threads=" + std::to_string(threads)};
   if (p.state == PointState::resume) args.push_back("train.resume=" + p.dir + "/checkpoint.h5");
   return args;
 }
@@ -106,7 +110,9 @@ std::string self_exe() {
   return ec ? "attnlab" : p.string();
 }
 
-// Starts `attnlab train` for a point with its output in <dir>/train.log; returns the pid.
+// Starts `attnlab train` for a point with its output in <dir>/train.log; returns the pid. A child
+// gets SIGINT when the sweep process dies (even by SIGKILL): it then checkpoints and stops as on
+// Ctrl-C, instead of training on unwatched while a rerun of the sweep might start the same point.
 pid_t spawn_point(const PointPlan& p, int threads) {
   const std::vector<std::string> args = train_args(p, threads);
   // The running binary itself, also after a rebuild replaced the file it was started from.
@@ -114,14 +120,19 @@ pid_t spawn_point(const PointPlan& p, int threads) {
   std::vector<char*> argv{const_cast<char*>("attnlab")};
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, exe.c_str(), &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) throw Error("cannot start " + exe + " for point " + p.point.name + ": " + std::strerror(rc));
+  const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) throw Error("cannot open " + log_path + " for point " + p.point.name + ": " + std::strerror(errno));
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid == 0) {  // the child: async-signal-safe calls only, up to exec
+    if (::prctl(PR_SET_PDEATHSIG, SIGINT) != 0 || ::getppid() != parent) ::_exit(kExitInterrupted);
+    if (::dup2(log_fd, 1) < 0 || ::dup2(log_fd, 2) < 0) ::_exit(kExitRuntime);
+    ::execv(exe.c_str(), argv.data());
+    ::_exit(127);
+  }
+  const int err = errno;
+  ::close(log_fd);
+  if (pid < 0) throw Error("cannot start " + exe + " for point " + p.point.name + ": " + std::strerror(err));
   return pid;
 }
 
@@ -198,6 +209,20 @@ int run_sweep(const std::string& file, int jobs, int threads, bool dry_run, int 
   // Every point's config is checked before anything runs or is printed.
   std::vector<PointPlan> plans;
   for (const SweepPoint& p : points) plans.push_back(plan_point(s, p));
+  // Two points that train the same config (a value listed twice, 0.001 and 1e-3, a seed twice)
+  // would share a directory or repeat a run.
+  std::map<std::string, size_t> by_config, by_name;
+  for (size_t i = 0; i < plans.size(); ++i) {
+    RunConfig c = plans[i].config.cfg;
+    c.run.name.clear();
+    auto a = by_config.emplace(config_yaml(c), i), b = by_name.emplace(plans[i].point.name, i);
+    if (!a.second || !b.second) {
+      const size_t j = !a.second ? a.first->second : b.first->second;
+      throw ConfigError(s.path + ": points " + std::to_string(j) + " (" + plans[j].point.name + ") and " +
+                        std::to_string(i) + " (" + plans[i].point.name +
+                        ") train the same config: list each value of an axis and each seed once");
+    }
+  }
   // Default: one point per core, one thread each: on 2 cores it ran the query-scaling grid faster
   // than one job of 2 threads (docs/sweeps.md has the measurement).
   if (jobs == 0) jobs = hardware_threads();
@@ -319,10 +344,12 @@ Command add_sweep(CLI::App& app, const Globals& g) {
   auto point = std::make_shared<int>(-1);
   auto emit_kind = std::make_shared<std::string>();
   sub->add_option("SWEEP", *file, "sweep file (docs/sweeps.md)")->required();
-  sub->add_option("--jobs,-j", *jobs, "points run at once; cores are split between them (default: one per core)");
-  sub->add_option("--threads", *threads, "threads per point (default: cores / jobs)");
+  sub->add_option("--jobs,-j", *jobs, "points run at once; cores are split between them (default: one per core)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--threads", *threads, "threads per point (default: cores / jobs)")->check(CLI::PositiveNumber);
   sub->add_flag("--dry-run", *dry, "list the points, their overrides and state; run nothing");
-  sub->add_option("--point", *point, "run only point I (0-based), in this process (Slurm array tasks, GNU parallel)");
+  sub->add_option("--point", *point, "run only point I (0-based), in this process (Slurm array tasks, GNU parallel)")
+      ->check(CLI::NonNegativeNumber);
   sub->add_option("--emit", *emit_kind, "write a Slurm job-array script or a GNU parallel command file instead of running")
       ->check(CLI::IsMember({"slurm", "parallel"}));
   sub->footer("Points go to <out_dir>/<name>/<point>/ (runs/<sweep>/...). Rerunning skips completed points and\n"

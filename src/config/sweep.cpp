@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -127,6 +128,10 @@ SweepFile load_sweep(const std::string& path) {
   s.text = text.str();
   YAML::Node root;
   try {
+    const std::vector<YAML::Node> docs = YAML::LoadAll(s.text);
+    if (std::count_if(docs.begin(), docs.end(), [](const YAML::Node& d) { return !d.IsNull(); }) > 1)
+      throw ConfigError(path + ": " + std::to_string(docs.size()) +
+                        " YAML documents (separated by ---); a sweep file is one document");
     root = YAML::Load(s.text);
   } catch (const YAML::ParserException& e) {
     throw ConfigError(path + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
@@ -134,8 +139,12 @@ SweepFile load_sweep(const std::string& path) {
   }
   if (!root.IsMap()) throw ConfigError(path + ": expected a mapping (base:, grid:, seeds:, ...), got " + config::describe_node(root));
   static const std::vector<std::string> known = {"name", "base", "out_dir", "overrides", "grid", "zip", "seeds", "plots"};
+  std::map<std::string, int> seen_keys;  // key -> line
   for (const auto& kv : root) {
     const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "";
+    if (auto it = seen_keys.find(key); it != seen_keys.end())
+      throw ConfigError(at(path, kv.first) + ": duplicate key " + key + " (first at line " + std::to_string(it->second) + ")");
+    seen_keys[key] = kv.first.Mark().line + 1;
     if (std::find(known.begin(), known.end(), key) == known.end()) {
       const std::string best = config::closest_name(key, known);
       throw ConfigError(at(path, kv.first) + ": unknown sweep key " + key + " (expected one of name, base, out_dir, "
@@ -162,6 +171,11 @@ SweepFile load_sweep(const std::string& path) {
     for (const auto& v : o) {
       if (!v.IsScalar() || v.Scalar().find('=') == std::string::npos)
         throw ConfigError(at(path, v) + ": overrides: expected key=value, got " + config::describe_node(v));
+      const std::string key = v.Scalar().substr(0, v.Scalar().find('='));
+      if (key == "run.name" || key == "run.out_dir" || (key == "run.seed" && root["seeds"]))
+        throw ConfigError(at(path, v) + ": overrides: " + key + " is set by the sweep for every point (" +
+                          (key == "run.seed" ? "seeds:" : key == "run.name" ? "point names" : "out_dir:") +
+                          "), not an override");
       s.overrides.push_back(v.Scalar());
     }
   }

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "config/sweep.h"
+#include "io/run_lock.h"
 #include "io/run_log.h"
 #include "train/train_testing.h"
 
@@ -105,6 +106,13 @@ TEST_CASE("sweep: a bad sweep file or axis value stops before any run, naming fi
         "s.yaml:3:15: grid model.norm: expected a non-empty list of values, got \"layernorm\"");
   CHECK(err("base: tiny.yaml\nseeds: [1, x]\n") ==
         "s.yaml:2:12: run.seed: expected an integer >= 0, got \"x\" (point seed=x)");
+  CHECK(err("base: tiny.yaml\nseeds: [1]\nseeds: [2]\n") == "s.yaml:3:1: duplicate key seeds (first at line 2)");
+  CHECK(err("base: tiny.yaml\noverrides: [run.name=x]\n") ==
+        "s.yaml:2:13: overrides: run.name is set by the sweep for every point (point names), not an override");
+  CHECK(err("base: tiny.yaml\nseeds: [1]\noverrides: [run.seed=3]\n") ==
+        "s.yaml:3:13: overrides: run.seed is set by the sweep for every point (seeds:), not an override");
+  CHECK(err("base: tiny.yaml\n---\nseeds: [1]\n") ==
+        "s.yaml: 2 YAML documents (separated by ---); a sweep file is one document");
   // Cross-key checks name the point's value too.
   CHECK(err("base: tiny.yaml\ngrid:\n  schedule.warmup_steps: [1, 50]\n") ==
         "s.yaml:3:30: schedule.warmup_steps (50) must be <= train.steps (2) (point schedule.warmup_steps=50)");
@@ -223,4 +231,63 @@ TEST_CASE("sweep: --emit parallel writes one command per point that GNU parallel
   CHECK(contains(script, "#SBATCH --array=0-7"));
   CHECK(contains(script, "#SBATCH --cpus-per-task=1"));
   CHECK(contains(script, "--point \"$SLURM_ARRAY_TASK_ID\""));
+}
+
+TEST_CASE("sweep: points that train the same config, and a negative --point, are refused", "[sweep][cli]") {
+  TempDir dir;
+  write_tiny_config(dir, 2);
+  for (const char* axis : {"grid:\n  optimizer.lr: [0.001, 1e-3]\n", "grid:\n  model.n_layer: [1, '1']\n",
+                           "seeds: [1, 1]\n"}) {
+    INFO(axis);
+    const std::string sweep = dir.write("d.yaml", "base: tiny.yaml\nout_dir: " + dir.file("runs") + "\n" + axis);
+    const RunOutput r = run_attnlab({"sweep", sweep, "--dry-run"});
+    INFO(r.all());
+    CHECK(r.exit_code == 2);
+    CHECK(contains(r.err, "points 0 ("));
+    CHECK(contains(r.err, "train the same config"));
+  }
+  const std::string ok = dir.write("ok.yaml", "base: tiny.yaml\nout_dir: " + dir.file("runs") + "\nseeds: [1]\n");
+  for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
+           {"--point", "-1"}, {"--threads", "0"}, {"--threads", "-1"}, {"--jobs", "-3"}}) {
+    std::vector<std::string> args{"sweep", ok};
+    args.insert(args.end(), bad.begin(), bad.end());
+    const RunOutput r = run_attnlab(args);
+    INFO(bad[0] << " " << bad[1] << ": " << r.all());
+    CHECK(r.exit_code == 2);
+    CHECK(!std::filesystem::exists(dir.file("runs/ok/seed=1/metrics.h5")));
+  }
+}
+
+TEST_CASE("sweep: a sweep killed with SIGKILL stops its running point, which keeps a readable log", "[sweep][cli]") {
+  TempDir dir;
+  write_tiny_config(dir, 100000);
+  const std::string sweep = dir.write("o.yaml", "base: tiny.yaml\nout_dir: " + dir.file("runs") +
+                                                    "\noverrides: [train.checkpoint_interval=50, eval.interval=100000]\n"
+                                                    "seeds: [3]\n");
+  const std::string pdir = dir.file("runs/o/seed=3");
+  const pid_t pid = spawn_attnlab({"sweep", sweep, "--jobs", "1"}, dir.file("out.txt"), dir.file("err.txt"));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!std::filesystem::exists(pdir + "/checkpoint.h5")) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      wait_child(pid);
+      FAIL("no checkpoint within 60 s: " << read_text(dir.file("err.txt")));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ::kill(pid, SIGKILL);
+  wait_child(pid);
+  // The point's process gets SIGINT from the kernel as its parent dies: it checkpoints and stops.
+  const auto stop_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (run_is_live(pdir) && std::chrono::steady_clock::now() < stop_deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  REQUIRE(!run_is_live(pdir));
+  const RunSummary sum = read_run_summary(pdir + "/metrics.h5");
+  CHECK(sum.status == "interrupted");
+  CHECK(sum.last_step < 100000);
+  // Its progress went to train.log (children are not quiet), which says how it stopped.
+  const std::string log = read_text(pdir + "/train.log");
+  INFO(log);
+  CHECK(contains(log, "step "));
+  CHECK(contains(log, "interrupted after step"));
 }
