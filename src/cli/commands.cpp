@@ -84,7 +84,17 @@ Command add_sample(CLI::App& app, const Globals&) {
                   "text to continue (every symbol must be in the vocabulary); default: a newline, or the "
                   "vocabulary's first symbol when it has no newline");
   sub->add_option("--tokens", a->tokens, "tokens to generate")->check(CLI::Range(0, 1 << 20));
-  sub->add_option("--temperature", a->temperature, "softmax temperature; 0 = greedy")->check(CLI::Range(0.f, 100.f));
+  sub->add_option("--temperature", a->temperature, "softmax temperature; 0 = greedy")
+      ->check(CLI::Validator(
+          [](std::string& v) {  // CLI::Range lets NaN through: every comparison with it is false
+            try {
+              const float t = std::stof(v);
+              return t >= 0.f && t <= 100.f ? std::string() : "Value " + v + " not in range [0 - 100]";
+            } catch (const std::exception&) {
+              return "Value " + v + " is not a number";
+            }
+          },
+          "FLOAT in [0 - 100]"));
   sub->add_option("--top-k", a->top_k, "sample among the k most likely tokens; 0 = all")->check(CLI::Range(0, 1 << 20));
   sub->add_option("--seed", a->seed, "random seed of the draws");
   sub->add_flag("--no-cache", a->no_cache, "recompute the whole window for every token instead of decoding with a KV cache");
@@ -160,6 +170,24 @@ Command add_inspect(CLI::App& app, const Globals&) {
           }};
 }
 
+// An output path that would replace the input checkpoint, or a run's checkpoint or log: refused.
+static void refuse_to_overwrite_run_file(const std::string& out, const std::string& input, const char* option) {
+  std::error_code ec;
+  if (!std::filesystem::exists(out, ec)) return;
+  if (std::filesystem::equivalent(out, input, ec))
+    throw ConfigError(std::string(option) + " " + out + ": is the input checkpoint; write the output elsewhere");
+  bool run_file = false;
+  try {
+    const CheckpointReader r(out);
+    run_file = r.has_attr("format") || r.has_attr("format_version");
+  } catch (const Error&) {
+    // not HDF5, or unreadable: an ordinary file, replaced like any output
+  }
+  if (run_file)
+    throw ConfigError(std::string(option) + " " + out +
+                      ": holds an attnlab checkpoint or run log, which it would replace; write the output elsewhere");
+}
+
 Command add_grads(CLI::App& app, const Globals&) {
   struct Args {
     std::string checkpoint, out;
@@ -169,11 +197,15 @@ Command add_grads(CLI::App& app, const Globals&) {
   CLI::App* sub = app.add_subcommand(
       "grads", "one training batch's tokens, loss and every parameter's gradient, for cross-checking");
   sub->add_option("--checkpoint", a->checkpoint, "checkpoint.h5 of a run")->required();
-  sub->add_option("--out", a->out, "output HDF5 file")->required();
+  sub->add_option("--out", a->out, "output HDF5 file (a new file, or an earlier output of grads)")
+      ->required()
+      ->check(CLI::Validator([](std::string& v) { return v.empty() ? std::string("empty path") : std::string(); },
+                             "PATH"));
   sub->add_option("--seed", a->seed, "seed of the batch draw (default: run.seed)")->check(CLI::NonNegativeNumber);
   sub->footer("Output: x, y [B, T] int64 (inputs, targets), loss (scalar, also attribute), params/<name>,\n"
               "grads/<name> (frozen parameters included). Dropout is off; see docs/model.md for exactly what is computed.");
   return {sub, [a] {
+            refuse_to_overwrite_run_file(a->out, a->checkpoint, "--out");
             // Frozen parameters get their gradient too: this is a cross-check of the model, not a step.
             auto s = Session::from_checkpoint(a->checkpoint, {"model.dropout=0.0", "train.freeze=[]"},
                                               /*load_data=*/true);

@@ -97,6 +97,10 @@ struct Loader {
   void apply_text(const std::string& text, const std::string& origin) {
     YAML::Node root;
     try {
+      const std::vector<YAML::Node> docs = YAML::LoadAll(text);
+      if (std::count_if(docs.begin(), docs.end(), [](const YAML::Node& d) { return !d.IsNull(); }) > 1)
+        throw ConfigError(origin + ": " + std::to_string(docs.size()) +
+                          " YAML documents (separated by ---); a config file is one document");
       root = YAML::Load(text);
     } catch (const YAML::ParserException& e) {
       throw ConfigError(at(origin, e.mark) + ": YAML syntax error: " + e.msg);
@@ -315,7 +319,7 @@ LoadedConfig load_config(const std::string& path, const std::vector<std::string>
 
 LoadedConfig with_absolute_data_path(LoadedConfig c) {
   bool changed = false;
-  for (std::string* p : {&c.cfg.data.path, &c.cfg.train.init_from})
+  for (std::string* p : {&c.cfg.data.path, &c.cfg.train.init_from, &c.cfg.train.resume})
     if (!p->empty() && !fs::path(*p).is_absolute()) {
       *p = fs::absolute(*p).lexically_normal().string();
       changed = true;

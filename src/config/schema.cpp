@@ -298,10 +298,10 @@ std::vector<KeyDef> build_schema() {
       "packing separator: symbols of the vocabulary that end a document (default: a blank line)");
 
   key(KEY(model, n_layer), 4, int_in(1, 1024), "transformer blocks");
-  key(KEY(model, n_head), 4, int_at_least(1), "attention (query) heads");
-  key(KEY(model, d_model), 128, int_at_least(1), "residual stream width");
-  key(KEY(model, d_head), 0, int_at_least(0), "size of one head; 0 means d_model / n_head");
-  key(KEY(model, d_ff), 0, int_at_least(0), "MLP hidden size; 0 means 4 * d_model");
+  key(KEY(model, n_head), 4, int_in(1, 1 << 16), "attention (query) heads");
+  key(KEY(model, d_model), 128, int_in(1, 1 << 20), "residual stream width");
+  key(KEY(model, d_head), 0, int_in(0, 1 << 20), "size of one head; 0 means d_model / n_head");
+  key(KEY(model, d_ff), 0, int_in(0, 1 << 22), "MLP hidden size; 0 means 4 * d_model");
   key(KEY(model, context), 64, int_at_least(1), "sequence length (block size)");
   key(KEY(model, norm), "layernorm", one_of({"layernorm", "rmsnorm"}), "normalisation layer");
   key(KEY(model, norm_eps), 1e-5, positive(), "epsilon inside the norms' square root");
@@ -424,7 +424,7 @@ std::vector<KeyDef> build_schema() {
 
   key(KEY(runtime, threads), 0, int_in(0, 1024), "OpenMP and oneDNN threads; 0 = all cores");
   key(KEY(runtime, matmul_forms), "measure", one_of({"measure", "direct"}),
-      "each large product's form (direct, packed_b, split_k): measured once per machine, or always direct");
+      "each large product's form (direct, packed_b, split_k, transposed): measured once per machine, or always direct");
   key(KEY(runtime, matmul_forms_file), "", any_text(),
       "where measured forms are remembered; empty = the user cache (~/.cache/attnlab), none = this process only");
   return std::move(key.rows);
@@ -506,7 +506,15 @@ std::string describe_node(const YAML::Node& node) {
   switch (node.Type()) {
     case YAML::NodeType::Null: return "an empty value";
     case YAML::NodeType::Scalar: return quoted(node.Scalar());
-    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Sequence: {  // its items, so that the bad one shows: ["local", "foo"]
+      if (node.size() == 0) return "an empty list";
+      std::string items;
+      for (const auto& item : node) {
+        if (items.size() > 200) return "the list [" + items + ", ...]";
+        items += (items.empty() ? "" : ", ") + describe_node(item);
+      }
+      return "the list [" + items + "]";
+    }
     case YAML::NodeType::Map: return "a mapping";
     default: return "nothing";
   }

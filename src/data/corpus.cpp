@@ -13,6 +13,8 @@ namespace attnlab {
 
 namespace {
 
+constexpr size_t kMaxCorpusBytes = size_t(1) << 31;
+
 // The whole file as bytes; DataError naming the path for every way this can fail.
 std::string read_file_bytes(const std::string& path) {
   namespace fs = std::filesystem;
@@ -33,6 +35,9 @@ std::string read_file_bytes(const std::string& path) {
     const size_t got = std::fread(buf, 1, sizeof buf, f.get());
     bytes.append(buf, got);
     if (got < sizeof buf) break;
+    if (bytes.size() > kMaxCorpusBytes)  // /dev/zero, an endless pipe: stop before memory runs out
+      throw DataError("data file " + path + " holds more than " + std::to_string(kMaxCorpusBytes >> 30) +
+                      " GiB; attnlab keeps a corpus in memory as 32-bit token ids (is it a device or an endless pipe?)");
   }
   if (std::ferror(f.get())) throw DataError("data file " + path + " cannot be read: " + std::strerror(errno));
   if (bytes.empty()) throw DataError("data file " + path + " is empty; a corpus needs at least one symbol");
