@@ -42,6 +42,31 @@ std::string write_sweep(const TempDir& dir, int steps, const std::string& extra 
   return dir.write("sweep.yaml", y.str());
 }
 
+std::vector<pid_t> spawned;  // by spawn_until_checkpoint, reaped by wait_all_children
+
+// Starts attnlab with args (output in dir/out.txt, err.txt) and returns its pid once
+// run_dir/checkpoint.h5 exists; fails (killing it) after 60 s without one.
+pid_t spawn_until_checkpoint(const std::vector<std::string>& args, const TempDir& dir, const std::string& run_dir) {
+  const pid_t pid = spawn_attnlab(args, dir.file("out.txt"), dir.file("err.txt"));
+  spawned.push_back(pid);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!std::filesystem::exists(run_dir + "/checkpoint.h5")) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      wait_child(pid);
+      spawned.clear();
+      FAIL("no checkpoint within 60 s: " << read_text(dir.file("err.txt")));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return pid;
+}
+
+void wait_all_children() {
+  for (pid_t p : spawned) wait_child(p);
+  spawned.clear();
+}
+
 }  // namespace
 
 TEST_CASE("sweep: points are grid x zip x seeds, named by their overrides, in file order", "[sweep]") {
@@ -176,19 +201,9 @@ TEST_CASE("sweep: a point killed with SIGKILL is reported interrupted and resume
                                                     "\noverrides: [train.checkpoint_interval=50, eval.interval=500]\n"
                                                     "seeds: [5]\n");
   const std::string pdir = dir.file("runs/k/seed=5");
-  const pid_t pid = spawn_attnlab({"sweep", sweep, "--point", "0"}, dir.file("out.txt"), dir.file("err.txt"));
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  // Wait for a checkpoint past step 25, then kill -9 mid-run.
-  while (!std::filesystem::exists(pdir + "/checkpoint.h5")) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      ::kill(pid, SIGKILL);
-      wait_child(pid);
-      FAIL("no checkpoint within 60 s: " << read_text(dir.file("err.txt")));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ::kill(pid, SIGKILL);
-  wait_child(pid);
+  // kill -9 mid-run, once a checkpoint exists
+  ::kill(spawn_until_checkpoint({"sweep", sweep, "--point", "0"}, dir, pdir), SIGKILL);
+  wait_all_children();
   const RunOutput insp = run_attnlab({"inspect", pdir});
   INFO(insp.all());
   CHECK(contains(insp.out, "status      interrupted"));
@@ -265,18 +280,8 @@ TEST_CASE("sweep: a sweep killed with SIGKILL stops its running point, which kee
                                                     "\noverrides: [train.checkpoint_interval=50, eval.interval=100000]\n"
                                                     "seeds: [3]\n");
   const std::string pdir = dir.file("runs/o/seed=3");
-  const pid_t pid = spawn_attnlab({"sweep", sweep, "--jobs", "1"}, dir.file("out.txt"), dir.file("err.txt"));
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (!std::filesystem::exists(pdir + "/checkpoint.h5")) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      ::kill(pid, SIGKILL);
-      wait_child(pid);
-      FAIL("no checkpoint within 60 s: " << read_text(dir.file("err.txt")));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ::kill(pid, SIGKILL);
-  wait_child(pid);
+  ::kill(spawn_until_checkpoint({"sweep", sweep, "--jobs", "1"}, dir, pdir), SIGKILL);
+  wait_all_children();
   // The point's process gets SIGINT from the kernel as its parent dies: it checkpoints and stops.
   const auto stop_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (run_is_live(pdir) && std::chrono::steady_clock::now() < stop_deadline)
