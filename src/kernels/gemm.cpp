@@ -539,6 +539,7 @@ void read_forms_file(int fd) {
   ::lseek(fd, 0, SEEK_SET);
   for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) text.append(buf, size_t(n));
   size_t pos = 0;
+  int malformed = 0;  // this machine's lines that do not parse (another version's, or damaged)
   while (pos < text.size()) {
     size_t eol = text.find('\n', pos);
     if (eol == std::string::npos) break;  // a line still being written by another process
@@ -550,10 +551,17 @@ void read_forms_file(int fd) {
       continue;
     const auto k = parse_key(line.substr(t1 + 1, t2 - t1 - 1));
     const auto f = parse_form(line.substr(t2 + 1));
+    if (!k || !f) ++malformed;
     if (k && f && !fs.table.count(*k)) {
       fs.table[*k].form = *f;
       fs.news.push_back(key_text(*k) + ": " + form_name(*f) + " (forms file)");
     }
+  }
+  static bool warned = false;  // once per process: the file is reread before each measurement
+  if (malformed && !warned) {
+    warned = true;
+    std::fprintf(stderr, "warning: matmul forms file %s: %d line(s) for this machine not understood, ignored\n",
+                 fs.file.c_str(), malformed);
   }
 }
 
