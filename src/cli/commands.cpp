@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -149,6 +150,20 @@ Command add_inspect(CLI::App& app, const Globals&) {
   return {sub, [path] {
             std::string p = *path;
             if (std::filesystem::is_directory(p)) p = (std::filesystem::path(p) / "metrics.h5").string();
+            bool checkpoint = false;  // given the checkpoint: its run's log, beside it
+            try {
+              const CheckpointReader c(p);
+              checkpoint = c.has_attr("format") && !c.has_attr("format_version");
+            } catch (const Error&) {
+              // read_run_summary says what is wrong with it
+            }
+            if (checkpoint) {
+              const std::string log = (std::filesystem::path(p).parent_path() / "metrics.h5").string();
+              if (!std::filesystem::exists(log))
+                throw CheckpointError(p + ": is a checkpoint; inspect reads a run log (metrics.h5), and " + log +
+                                      " does not exist");
+              p = log;
+            }
             RunSummary r = read_run_summary(p);
             // A log left "running" by a process that is gone (kill -9, power loss) was interrupted.
             r.status = effective_status(r.status, std::filesystem::path(p).parent_path().string());
@@ -201,7 +216,8 @@ Command add_grads(CLI::App& app, const Globals&) {
       ->required()
       ->check(CLI::Validator([](std::string& v) { return v.empty() ? std::string("empty path") : std::string(); },
                              "PATH"));
-  sub->add_option("--seed", a->seed, "seed of the batch draw (default: run.seed)")->check(CLI::NonNegativeNumber);
+  sub->add_option("--seed", a->seed, "seed of the batch draw (default: run.seed)")
+      ->check(CLI::Range(int64_t(0), std::numeric_limits<int64_t>::max()));
   sub->footer("Output: x, y [B, T] int64 (inputs, targets), loss (scalar, also attribute), params/<name>,\n"
               "grads/<name> (frozen parameters included). Dropout is off; see docs/model.md for exactly what is computed.");
   return {sub, [a] {
