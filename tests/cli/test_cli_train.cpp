@@ -187,3 +187,26 @@ TEST_CASE("progress on a terminal: one live line rewritten in place", "[cli][pro
   CHECK(!std::regex_search(r.err, std::regex("info\\S* step [0-9]+/5 loss")));  // no plain log lines
   CHECK(contains(r.err, "done: 5 steps"));
 }
+
+TEST_CASE("warnings: a resume under a changed config and a run replacing an earlier one", "[cli][resume]") {
+  TempDir dir;
+  const std::string cfg = write_tiny_config(dir, 4);
+  REQUIRE(run_attnlab({"-q", "train", cfg, "run.name=w"}).exit_code == 0);
+  const std::string ckpt = dir.file("runs/w/checkpoint.h5");
+  // Same config, more steps: no warning.
+  const RunOutput same = run_attnlab({"train", cfg, "run.name=w2", "train.steps=6", "train.resume=" + ckpt});
+  INFO(same.all());
+  REQUIRE(same.exit_code == 0);
+  CHECK(!contains(same.err, "warning"));
+  // A changed learning rate and seed are named.
+  const RunOutput changed = run_attnlab(
+      {"train", cfg, "run.name=w3", "train.steps=6", "optimizer.lr=0.5", "run.seed=9", "train.resume=" + ckpt});
+  INFO(changed.all());
+  REQUIRE(changed.exit_code == 0);
+  CHECK(contains(changed.err, "differs from the one it was saved with (run.seed, optimizer.lr)"));
+  // Training again into a directory that holds a run says so, and how to keep it.
+  const RunOutput again = run_attnlab({"train", cfg, "run.name=w"});
+  INFO(again.all());
+  REQUIRE(again.exit_code == 0);
+  CHECK(contains(again.err, "holds an earlier run (completed, 4 train points): this run replaces it"));
+}
