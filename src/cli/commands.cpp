@@ -27,6 +27,8 @@
 
 namespace attnlab::cli {
 
+constexpr const char* kGradsKind = "attnlab grads";
+
 Command add_train(CLI::App& app, const Globals& g) {
   struct Args {
     std::string config;
@@ -185,22 +187,26 @@ Command add_inspect(CLI::App& app, const Globals&) {
           }};
 }
 
-// An output path that would replace the input checkpoint, or a run's checkpoint or log: refused.
-static void refuse_to_overwrite_run_file(const std::string& out, const std::string& input, const char* option) {
+// grads' output replaces only an earlier output of grads (kind attribute "attnlab grads", or,
+// from before that attribute, a loss and a config without a checkpoint's or run log's format):
+// never the input checkpoint, a run's files or anything else that happens to be there.
+static void check_grads_output(const std::string& out, const std::string& input) {
   std::error_code ec;
   if (!std::filesystem::exists(out, ec)) return;
   if (std::filesystem::equivalent(out, input, ec))
-    throw ConfigError(std::string(option) + " " + out + ": is the input checkpoint; write the output elsewhere");
-  bool run_file = false;
+    throw ConfigError("--out " + out + ": is the input checkpoint; write the output elsewhere");
+  bool earlier_grads = false;
   try {
     const CheckpointReader r(out);
-    run_file = r.has_attr("format") || r.has_attr("format_version");
+    earlier_grads = r.has_attr("kind") ? r.attr_string("kind") == kGradsKind
+                                       : r.has_attr("loss") && r.has_attr("config") && !r.has_attr("format") &&
+                                             !r.has_attr("format_version");
   } catch (const Error&) {
-    // not HDF5, or unreadable: an ordinary file, replaced like any output
+    // not HDF5 or unreadable: not ours to replace
   }
-  if (run_file)
-    throw ConfigError(std::string(option) + " " + out +
-                      ": holds an attnlab checkpoint or run log, which it would replace; write the output elsewhere");
+  if (!earlier_grads)
+    throw ConfigError("--out " + out + ": exists and is not an earlier output of attnlab grads; write the output to a "
+                      "new path (or remove the file)");
 }
 
 Command add_grads(CLI::App& app, const Globals&) {
@@ -221,7 +227,7 @@ Command add_grads(CLI::App& app, const Globals&) {
   sub->footer("Output: x, y [B, T] int64 (inputs, targets), loss (scalar, also attribute), params/<name>,\n"
               "grads/<name> (frozen parameters included). Dropout is off; see docs/model.md for exactly what is computed.");
   return {sub, [a] {
-            refuse_to_overwrite_run_file(a->out, a->checkpoint, "--out");
+            check_grads_output(a->out, a->checkpoint);
             // Frozen parameters get their gradient too: this is a cross-check of the model, not a step.
             auto s = Session::from_checkpoint(a->checkpoint, {"model.dropout=0.0", "train.freeze=[]"},
                                               /*load_data=*/true);
@@ -247,6 +253,7 @@ Command add_grads(CLI::App& app, const Globals&) {
             w.tensor_i64("y", bt, yi.data());
             const double l = loss.item();
             w.tensor_f64("loss", std::vector<int64_t>{}, &l);
+            w.attr("kind", std::string(kGradsKind));
             w.attr("loss", l);
             w.attr("config", s->config.resolved_yaml);
             w.attr("step", s->progress.step);

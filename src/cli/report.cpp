@@ -145,6 +145,16 @@ Command add_report(CLI::App& app, const Globals& g) {
               plots = s.plots;
             }
             std::vector<Run> runs = load_runs(*dir);
+            if (fs::exists(sweep_copy, ec)) {
+              // A sweep's folder: its points only (a run trained into it by hand is not one of them).
+              std::set<std::string> points;
+              for (const SweepPoint& p : sweep_points(load_sweep(sweep_copy))) points.insert(p.name);
+              const size_t before = runs.size();
+              std::erase_if(runs, [&](const Run& r) { return !points.count(r.name); });
+              if (runs.size() < before)
+                log::warn("{}: {} run directories that are not points of its sweep.yaml left out", *dir,
+                          before - runs.size());
+            }
             if (runs.empty()) throw ConfigError(*dir + ": no run directories (with metrics.h5) in it");
             if (!by->empty() && std::find(axes.begin(), axes.end(), *by) == axes.end() && *by != "seed")
               throw ConfigError("--by " + *by + ": not an axis of the sweep in " + *dir);

@@ -119,7 +119,7 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt_given) 
   const bool resuming = !cfg.train.resume.empty();
   if (resuming) {
     s.load_checkpoint(cfg.train.resume);
-    if (!opt.quiet) warn_resume_differences(s.checkpoint_config, cfg, cfg.train.resume);
+    if (writer) warn_resume_differences(s.checkpoint_config, cfg, cfg.train.resume);
     if (s.progress.step > cfg.train.steps)
       throw ConfigError(detail::concat("train.resume: checkpoint ", cfg.train.resume, " is at step ", s.progress.step,
                                        ", past train.steps ", cfg.train.steps,
@@ -142,7 +142,8 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt_given) 
     fs::create_directories(run_dir, ec);
     if (ec) throw Error("cannot create run directory " + run_dir.string() + ": " + ec.message());
     lock.emplace(res.run_dir);
-    if (!resuming && !opt.quiet && (fs::exists(res.metrics_path, ec) || fs::exists(res.checkpoint_path, ec))) {
+    // A warning, shown with --quiet too: it says what is about to be lost.
+    if (!resuming && (fs::exists(res.metrics_path, ec) || fs::exists(res.checkpoint_path, ec))) {
       std::string earlier = "an earlier run";
       try {
         const RunSummary sum = read_run_summary(res.metrics_path);

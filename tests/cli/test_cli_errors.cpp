@@ -3,6 +3,7 @@
 #include <limits>
 #include <regex>
 
+#include "io/run_log.h"
 #include "train/session.h"
 
 #include "train/train_testing.h"
@@ -231,4 +232,22 @@ TEST_CASE("help on attnlab and on each subcommand exits 0 and describes it", "[c
       CHECK(contains(r.all(), w));
     }
   }
+}
+
+TEST_CASE("grads --out replaces only an earlier grads output", "[cli][errors]") {
+  Fixture f;
+  const std::string text = f.dir.write("notes.txt", "keep me\n");
+  check_usage_error({"grads over the input checkpoint", {"grads", "--checkpoint", f.ckpt, "--out", f.ckpt},
+                     {"is the input checkpoint"}});
+  check_usage_error({"grads over a run log", {"grads", "--checkpoint", f.ckpt, "--out", f.metrics},
+                     {"not an earlier output of attnlab grads"}});
+  check_usage_error({"grads over any other file", {"grads", "--checkpoint", f.ckpt, "--out", text},
+                     {"not an earlier output of attnlab grads"}});
+  CHECK(read_text(text) == "keep me\n");
+  CHECK(read_run_summary(f.metrics).train_points == 2);  // still a run log
+  const std::string g = f.dir.file("g.h5");
+  REQUIRE(run_attnlab({"-q", "grads", "--checkpoint", f.ckpt, "--out", g}).exit_code == 0);
+  const RunOutput again = run_attnlab({"-q", "grads", "--checkpoint", f.ckpt, "--out", g, "--seed", "3"});
+  INFO(again.all());
+  CHECK(again.exit_code == 0);
 }

@@ -181,6 +181,16 @@ TEST_CASE("sweep: runs every point in parallel jobs, skips them on a rerun, repo
   CHECK(csv.size() == 9);
   CHECK(std::filesystem::exists(dir.file("runs/tiny_sweep/plot1_curves_val_loss.svg")));
   CHECK(contains(read_text(dir.file("runs/tiny_sweep/plot2_final_train_loss.svg")), "<polyline"));
+  // A run trained into the sweep's folder by hand is not a point: left out, with a warning.
+  REQUIRE(run_attnlab({"-q", "train", dir.file("tiny.yaml"), "run.out_dir=" + dir.file("runs/tiny_sweep"),
+                       "run.name=by_hand", "optimizer.lr=0.001", "model.norm=layernorm", "schedule.warmup_steps=1"})
+              .exit_code == 0);
+  const RunOutput rep2 = run_attnlab({"report", dir.file("runs/tiny_sweep"), "--by", "optimizer.lr"});
+  INFO(rep2.all());
+  REQUIRE(rep2.exit_code == 0);
+  CHECK(contains(rep2.err, "1 run directories that are not points of its sweep.yaml left out"));
+  CHECK(contains(rep2.out, "| layernorm | 0.001 | 1 | 2 |"));
+  CHECK(lines_of(read_text(dir.file("runs/tiny_sweep/report.csv"))).size() == 9);
 
   // A changed value of a finished point is refused, naming it.
   // (A changed axis value makes new points; changing what every point shares changes finished ones.)
