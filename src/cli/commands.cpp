@@ -99,7 +99,8 @@ Command add_sample(CLI::App& app, const Globals&) {
           },
           "FLOAT in [0 - 100]"));
   sub->add_option("--top-k", a->top_k, "sample among the k most likely tokens; 0 = all")->check(CLI::Range(0, 1 << 20));
-  sub->add_option("--seed", a->seed, "random seed of the draws");
+  sub->add_option("--seed", a->seed, "random seed of the draws")
+      ->check(integer_in(0, std::numeric_limits<uint64_t>::max()));
   sub->add_flag("--no-cache", a->no_cache, "recompute the whole window for every token instead of decoding with a KV cache");
   sub->add_option("--shift", a->shift,
                   "when the sequence outgrows the context, drop this many oldest tokens at a time and rebuild "
@@ -223,7 +224,7 @@ Command add_grads(CLI::App& app, const Globals&) {
       ->check(CLI::Validator([](std::string& v) { return v.empty() ? std::string("empty path") : std::string(); },
                              "PATH"));
   sub->add_option("--seed", a->seed, "seed of the batch draw (default: run.seed)")
-      ->check(CLI::Range(int64_t(0), std::numeric_limits<int64_t>::max()));
+      ->check(integer_in(0, uint64_t(std::numeric_limits<int64_t>::max())));
   sub->footer("Output: x, y [B, T] int64 (inputs, targets), loss (scalar, also attribute), params/<name>,\n"
               "grads/<name> (frozen parameters included). Dropout is off; see docs/model.md for exactly what is computed.");
   return {sub, [a] {

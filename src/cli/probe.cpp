@@ -21,7 +21,7 @@ Command add_probe(CLI::App& app, const Globals&) {
   sub->add_option("--d-seq", a->opt.d_seq, "keys per sequence")->check(CLI::Range(int64_t(1), int64_t(1) << 16));
   sub->add_option("--d-head", a->opt.d_head, "head size")->check(CLI::Range(int64_t(1), int64_t(4096)));
   sub->add_option("--samples", a->opt.samples, "independent heads")->check(CLI::Range(int64_t(1), int64_t(1) << 16));
-  sub->add_option("--seed", a->opt.seed, "seed of q, k, v");
+  sub->add_option("--seed", a->opt.seed, "seed of q, k, v")->check(integer_in(0, std::numeric_limits<uint64_t>::max()));
   sub->add_option("--out", a->out, "directory for the CSV tables and SVG plots");
   return {sub, [a] {
             const AttentionScaleProbe p = probe_attention_scale(a->opt);

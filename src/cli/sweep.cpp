@@ -344,12 +344,12 @@ Command add_sweep(CLI::App& app, const Globals& g) {
   auto point = std::make_shared<int>(-1);
   auto emit_kind = std::make_shared<std::string>();
   sub->add_option("SWEEP", *file, "sweep file (docs/sweeps.md)")->required();
-  sub->add_option("--jobs,-j", *jobs, "points run at once; cores are split between them (default: one per core)")
-      ->check(CLI::NonNegativeNumber);
-  sub->add_option("--threads", *threads, "threads per point (default: cores / jobs)")->check(CLI::PositiveNumber);
+  sub->add_option("--jobs,-j", *jobs, "points run at once; cores are split between them (default 0: one per core)")
+      ->check(integer_in(0, 4096));
+  sub->add_option("--threads", *threads, "threads per point (default: cores / jobs)")->check(integer_in(1, 1024));
   sub->add_flag("--dry-run", *dry, "list the points, their overrides and state; run nothing");
   sub->add_option("--point", *point, "run only point I (0-based), in this process (Slurm array tasks, GNU parallel)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(integer_in(0, uint64_t(std::numeric_limits<int>::max())));
   sub->add_option("--emit", *emit_kind, "write a Slurm job-array script or a GNU parallel command file instead of running")
       ->check(CLI::IsMember({"slurm", "parallel"}));
   sub->footer("Points go to <out_dir>/<name>/<point>/ (runs/<sweep>/...). Rerunning skips completed points and\n"

@@ -204,8 +204,9 @@ Rule<std::string> one_of(std::vector<std::string> choices) {
 // Run names become directory names, so no '/', spaces or shell-special characters ('=' and ','
 // name sweep points: optimizer.name=muon,seed=1).
 Rule<std::string> file_name() {
-  return {"a non-empty name of letters, digits, '_', '.', '-', '=', ','", [](const std::string& v) {
-            if (v.empty() || v == "." || v == "..") return false;
+  // 200: a directory name must fit the file system's 255 bytes, with room for a sweep's suffix.
+  return {"a non-empty name of at most 200 letters, digits, '_', '.', '-', '=', ','", [](const std::string& v) {
+            if (v.empty() || v.size() > 200 || v == "." || v == "..") return false;
             return std::all_of(v.begin(), v.end(), [](char c) {
               return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
                      c == '.' || c == '-' || c == '=' || c == ',';

@@ -37,7 +37,7 @@ TEST_CASE("config errors: a wrong value names line, column, key, allowed and fou
   CHECK(file_error("attention:\n  query_scaling: QUERY\n") ==
         "x.yaml:2:18: attention.query_scaling: expected one of init, query, logits, none, both, got \"QUERY\"");
   CHECK(file_error("run:\n  name: my/run\n") ==
-        "x.yaml:2:9: run.name: expected a non-empty name of letters, digits, '_', '.', '-', '=', ',', got \"my/run\"");
+        "x.yaml:2:9: run.name: expected a non-empty name of at most 200 letters, digits, '_', '.', '-', '=', ',', got \"my/run\"");
   CHECK(file_error("data:\n  val_fraction: 1\n") == "x.yaml:2:17: data.val_fraction: expected a number in (0, 1), got \"1\"");
   CHECK(file_error("optimizer:\n  beta2: 1.0\n") == "x.yaml:2:10: optimizer.beta2: expected a number in [0, 1), got \"1.0\"");
   CHECK(file_error("train:\n  freeze: [a, '']\n") ==
@@ -145,7 +145,7 @@ TEST_CASE("config errors: malformed overrides", "[config][errors]") {
   CHECK_THAT(override_error("train.freeze=[*norm*]"),
              Contains("override train.freeze=[*norm*]: train.freeze: cannot parse the value as YAML ("));
   CHECK(override_error("model.norm=") == "override model.norm=: model.norm: expected one of layernorm, rmsnorm, got an empty value");
-  CHECK(override_error("run.name=a: b") == "override run.name=a: b: run.name: expected a non-empty name of letters, "
+  CHECK(override_error("run.name=a: b") == "override run.name=a: b: run.name: expected a non-empty name of at most 200 letters, "
                                            "digits, '_', '.', '-', '=', ',', got a mapping");
   // Overrides are checked after the file, so a bad file value is reported first.
   CHECK(file_error("model:\n  n_layer: x\n", {"model.n_layer=2"}) ==
