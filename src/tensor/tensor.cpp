@@ -1,5 +1,8 @@
 #include "tensor/tensor.h"
 
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -90,9 +93,18 @@ Tensor Tensor::split_last(int64_t n) const {
 }
 
 void* aligned_alloc_bytes(size_t bytes) {
-  size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
-  void* p = std::aligned_alloc(kAlign, rounded ? rounded : kAlign);
+  // Blocks of 2 MiB and more (weights, their gradients and moments, the step's activations) go on
+  // transparent huge pages where the kernel offers them on request: a step streams tens of MB, and
+  // with 4 KiB pages every page of that is a TLB miss (one-row decoding products read each weight
+  // page once per token).
+  constexpr size_t huge = size_t(1) << 21;
+  const size_t align = bytes >= huge ? huge : kAlign;
+  const size_t rounded = std::max((bytes + align - 1) / align * align, align);
+  void* p = std::aligned_alloc(align, rounded);
   if (!p) throw Error(detail::concat("out of memory allocating ", bytes, " bytes"));
+#ifdef MADV_HUGEPAGE
+  if (align == huge) ::madvise(p, rounded, MADV_HUGEPAGE);  // advice only: ignored where unsupported
+#endif
   return p;
 }
 
