@@ -25,6 +25,7 @@
 #include "io/plot_svg.h"
 #include "io/run_lock.h"
 #include "io/run_log.h"
+#include "train/signals.h"
 #include "train/trainer.h"
 #include "util/check.h"
 #include "util/log.h"
@@ -113,6 +114,8 @@ std::string self_exe() {
 // Starts `attnlab train` for a point with its output in <dir>/train.log; returns the pid. A child
 // gets SIGINT when the sweep process dies (even by SIGKILL): it then checkpoints and stops as on
 // Ctrl-C, instead of training on unwatched while a rerun of the sweep might start the same point.
+// It runs in a process group of its own, so that a Ctrl-C at the terminal reaches the sweep only,
+// which passes it on once (the terminal's SIGINT and the sweep's would make two: stop at once).
 pid_t spawn_point(const PointPlan& p, int threads) {
   const std::vector<std::string> args = train_args(p, threads);
   // The running binary itself, also after a rebuild replaced the file it was started from.
@@ -126,6 +129,7 @@ pid_t spawn_point(const PointPlan& p, int threads) {
   const pid_t pid = ::fork();
   if (pid == 0) {  // the child: async-signal-safe calls only, up to exec
     if (::prctl(PR_SET_PDEATHSIG, SIGINT) != 0 || ::getppid() != parent) ::_exit(kExitInterrupted);
+    if (::setpgid(0, 0) != 0) ::_exit(kExitRuntime);
     if (::dup2(log_fd, 1) < 0 || ::dup2(log_fd, 2) < 0) ::_exit(kExitRuntime);
     ::execv(exe.c_str(), argv.data());
     ::_exit(127);
@@ -284,8 +288,16 @@ int run_sweep(const std::string& file, int jobs, int threads, bool dry_run, int 
     std::fprintf(stderr, "%ssweep %s: %zu done, %zu running, %zu failed, %zu left, ETA %s%s", tty ? "\r\033[K" : "",
                  s.name.c_str(), done, running.size(), failed, left, fmt_duration(eta).c_str(), tty ? "" : "\n");
   };
-  bool interrupted = false;
+  // A first SIGINT, SIGTERM or SIGHUP to the sweep: no new points; each running one gets SIGINT
+  // (checkpoint and stop), and the sweep waits for them and sums up. A second signal ends the sweep
+  // at once, and the kernel's SIGINT (PR_SET_PDEATHSIG) is then the points' second: they stop at once.
+  InterruptGuard interrupt_guard;
+  bool interrupted = false, passed_on = false;
   while (next < queue.size() || !running.empty()) {
+    if (interrupt_requested() && !passed_on) {
+      interrupted = passed_on = true;
+      for (const auto& [pid, i] : running) ::kill(pid, SIGINT);
+    }
     while (!interrupted && running.size() < size_t(jobs) && next < queue.size()) {
       const size_t i = queue[next++];
       pid_t pid = -1;
@@ -300,12 +312,14 @@ int run_sweep(const std::string& file, int jobs, int threads, bool dry_run, int 
       started[pid] = std::chrono::steady_clock::now();
       status_line();
     }
+    if (running.empty()) break;  // interrupted before the next point started
     int wstatus = 0;
-    const pid_t pid = waitpid(-1, &wstatus, 0);
-    if (pid < 0) {
-      if (errno == EINTR) continue;
-      break;
+    const pid_t pid = waitpid(-1, &wstatus, WNOHANG);  // polled: a signal is passed on within 50 ms
+    if (pid == 0 || (pid < 0 && errno == EINTR)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
     }
+    if (pid < 0) break;
     auto it = running.find(pid);
     if (it == running.end()) continue;
     const size_t i = it->second;

@@ -1,6 +1,7 @@
 #pragma once
-// SIGINT/SIGTERM during training: the first one asks the loop to stop after the current step
+// SIGINT/SIGTERM/SIGHUP during training: the first one asks the loop to stop after the current step
 // (checkpoint and log are written, status "interrupted"); a second one ends the process at once.
+// SIGHUP is left alone when it is ignored at start (`nohup`).
 namespace attnlab {
 
 class InterruptGuard {

@@ -75,6 +75,10 @@ TEST_CASE("SIGINT stops `attnlab train` after the step: exit 130, checkpoint, st
 
 TEST_CASE("SIGTERM stops `attnlab train` like SIGINT", "[cli][interrupt]") { check_signal_stops_run(SIGTERM); }
 
+TEST_CASE("SIGHUP (the terminal closed) stops `attnlab train` like SIGINT", "[cli][interrupt]") {
+  check_signal_stops_run(SIGHUP);
+}
+
 TEST_CASE("a diverging run exits 3 with one error line naming the step", "[cli][diverge]") {
   TempDir dir;
   const std::string cfg = write_tiny_config(dir, 50);

@@ -9,6 +9,7 @@
 #include "config/sweep.h"
 #include "io/run_lock.h"
 #include "io/run_log.h"
+#include "train/session.h"
 #include "train/train_testing.h"
 
 using namespace attnlab;
@@ -281,6 +282,33 @@ TEST_CASE("sweep: points that train the same config, and a negative --point, are
     CHECK(r.exit_code == 2);
     CHECK(!std::filesystem::exists(dir.file("runs/ok/seed=1/metrics.h5")));
   }
+}
+
+TEST_CASE("sweep: Ctrl-C at the terminal checkpoints and stops the running point, and the sweep sums up", "[sweep][cli]") {
+  TempDir dir;
+  write_tiny_config(dir, 100000);
+  const std::string sweep = dir.write("c.yaml", "base: tiny.yaml\nout_dir: " + dir.file("runs") +
+                                                    "\noverrides: [train.checkpoint_interval=50, eval.interval=100000]\n"
+                                                    "seeds: [3, 4]\n");
+  const std::string pdir = dir.file("runs/c/seed=3");
+  const pid_t pid = spawn_until_checkpoint({"sweep", sweep, "--jobs", "1"}, dir, pdir);
+  // The terminal sends SIGINT to its whole foreground process group, the sweep being its leader.
+  REQUIRE(::kill(-pid, SIGINT) == 0);
+  const int code = wait_child(pid, 60);
+  spawned.clear();
+  const std::string err = read_text(dir.file("err.txt")), log = read_text(pdir + "/train.log");
+  INFO(err << "\n--- train.log\n" << log);
+  CHECK(code == kExitInterrupted);
+  CHECK(contains(err, "0 of 2 points completed"));
+  // One SIGINT reached the point (the sweep's; its group is its own): a last checkpoint, not an
+  // immediate stop; the second point never started.
+  CHECK(contains(log, "interrupted after step"));
+  REQUIRE(!run_is_live(pdir));
+  const RunSummary sum = read_run_summary(pdir + "/metrics.h5");
+  CHECK(sum.status == "interrupted");
+  auto session = Session::from_checkpoint(pdir + "/checkpoint.h5", {}, /*load_data=*/false);
+  CHECK(session->progress.step == sum.last_step);
+  CHECK(!std::filesystem::exists(dir.file("runs/c/seed=4/metrics.h5")));
 }
 
 TEST_CASE("sweep: a sweep killed with SIGKILL stops its running point, which keeps a readable log", "[sweep][cli]") {

@@ -160,17 +160,20 @@ inline pid_t spawn_attnlab(const std::vector<std::string>& args, const std::stri
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&fa, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&fa, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  // The child starts with default SIGINT/SIGTERM actions whatever this process inherited.
+  // The child starts with default SIGINT/SIGTERM/SIGHUP actions whatever this process inherited,
+  // as the leader of its own process group (a test can signal the group, as a terminal's Ctrl-C does).
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   sigset_t def, none;
   sigemptyset(&def);
   sigaddset(&def, SIGINT);
   sigaddset(&def, SIGTERM);
+  sigaddset(&def, SIGHUP);
   sigemptyset(&none);
   posix_spawnattr_setsigdefault(&attr, &def);
   posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP);
   pid_t pid = -1;
   const int rc = posix_spawn(&pid, bin.c_str(), &fa, &attr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
