@@ -15,7 +15,7 @@ namespace {
 
 // Bumped when the layout changes incompatibly; readers reject newer files by name.
 constexpr int64_t kFormatVersion = 1;
-constexpr std::array<std::string_view, 4> kStatuses = {"running", "completed", "diverged", "interrupted"};
+constexpr std::array<std::string_view, 5> kStatuses = {"running", "completed", "diverged", "interrupted", "failed"};
 
 struct LoadedLog {
   RunLogMeta meta;
@@ -144,7 +144,7 @@ void RunLog::add_max_logits(int64_t step, std::span<const float> values, int cli
 
 void RunLog::set_status(std::string_view s) {
   ATTN_CHECK(std::ranges::find(kStatuses, s) != kStatuses.end(), "run log status \"", s,
-             "\": expected running, completed, diverged or interrupted");
+             "\": expected running, completed, diverged, interrupted or failed");
   status_ = s;
 }
 

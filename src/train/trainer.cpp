@@ -6,9 +6,11 @@
 
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <map>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <sstream>
 
@@ -186,6 +188,23 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt_given) 
 
   Stepper stepper(s);
   InterruptGuard interrupt_guard;
+  // An error out of the loop (a checkpoint that cannot be written, memory) leaves the log "failed",
+  // not "running": inspect and a sweep's rerun then know the run ended, and how.
+  bool status_final = false;
+  struct FailedOnError {
+    std::function<void()> mark;
+    int uncaught = std::uncaught_exceptions();
+    ~FailedOnError() {
+      if (std::uncaught_exceptions() > uncaught) mark();
+    }
+  } failed_on_error{[&] {
+    if (status_final) return;
+    try {
+      runlog.set_status("failed");
+      flush();
+    } catch (...) {  // the error on its way out says what went wrong
+    }
+  }};
 
   double eval_seconds = 0;
   auto evaluate = [&](int64_t step, bool log) {
@@ -202,6 +221,7 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt_given) 
     }
   };
   auto diverge = [&](const std::string& what) {
+    status_final = true;
     runlog.set_status("diverged");
     flush();
     if (opt.live_progress && !opt.quiet) std::fprintf(stderr, "\n");
@@ -281,6 +301,7 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt_given) 
   }
   runlog.set_status(res.status == TrainResult::completed ? "completed" : "interrupted");
   flush();
+  status_final = true;
 
   if (cfg.eval.sample_tokens > 0 && res.status == TrainResult::completed) {
     SampleOptions so;

@@ -8,6 +8,7 @@
 #include <regex>
 #include <thread>
 
+#include "io/run_lock.h"
 #include "io/run_log.h"
 #include "train/session.h"
 #include "train/train_testing.h"
@@ -77,6 +78,21 @@ TEST_CASE("SIGTERM stops `attnlab train` like SIGINT", "[cli][interrupt]") { che
 
 TEST_CASE("SIGHUP (the terminal closed) stops `attnlab train` like SIGINT", "[cli][interrupt]") {
   check_signal_stops_run(SIGHUP);
+}
+
+TEST_CASE("a checkpoint that cannot be written ends the run with status failed, its log readable", "[cli][errors]") {
+  TempDir dir;
+  const std::string cfg = write_tiny_config(dir, 30);
+  // A directory where the checkpoint's temporary file goes: the first checkpoint write fails.
+  std::filesystem::create_directories(dir.file("runs/cw/checkpoint.h5.tmp"));
+  const RunOutput r = run_attnlab({"-q", "train", cfg, "run.name=cw", "train.checkpoint_interval=10"});
+  INFO(r.all());
+  CHECK(r.exit_code != 0);
+  CHECK(contains(r.err, "checkpoint.h5.tmp"));
+  const RunSummary sum = read_run_summary(dir.file("runs/cw/metrics.h5"));
+  CHECK(sum.status == "failed");
+  CHECK(sum.last_step == 10);  // the log was flushed before the checkpoint was attempted
+  CHECK(!run_is_live(dir.file("runs/cw")));
 }
 
 TEST_CASE("a diverging run exits 3 with one error line naming the step", "[cli][diverge]") {
