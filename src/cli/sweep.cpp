@@ -171,6 +171,18 @@ std::string shell_quote(const std::string& s) {
   return r + "'";
 }
 
+// A path as one #SBATCH argument: sbatch reads the line's words as a shell would (quotes group,
+// a backslash escapes), and its output file name treats % as a pattern (%% is a literal %).
+std::string sbatch_path(const std::string& s) {
+  std::string r = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') r += '\\';
+    r += c;
+    if (c == '%') r += '%';
+  }
+  return r + "\"";
+}
+
 int emit(const SweepFile& s, const std::vector<PointPlan>& plans, const std::string& kind, int threads) {
   const std::string cwd = fs::current_path().string(), exe = self_exe();
   const std::string sweep_abs = fs::absolute(s.path).lexically_normal().string();
@@ -192,7 +204,8 @@ int emit(const SweepFile& s, const std::vector<PointPlan>& plans, const std::str
                      std::to_string(plans.size()) + "); each resumes its run directory when re-run.\n";
   text += "#SBATCH --job-name=" + s.name + "\n#SBATCH --array=0-" + std::to_string(plans.size() - 1) + "\n";
   text += "#SBATCH --cpus-per-task=" + std::to_string(threads) + "\n#SBATCH --ntasks=1\n";
-  text += "#SBATCH --output=" + fs::absolute(sweep_dir(s)).lexically_normal().string() + "/slurm-%A_%a.out\n";
+  text += "#SBATCH --output=" + sbatch_path(fs::absolute(sweep_dir(s)).lexically_normal().string() + "/") +
+          "slurm-%A_%a.out\n";
   text += "cd " + shell_quote(cwd) + " || exit 1\n";
   text += "exec " + point_cmd(0, "\"${SLURM_CPUS_PER_TASK:-" + std::to_string(threads) + "}\"") + "\n";
   // the array index replaces point 0
