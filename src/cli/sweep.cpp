@@ -50,22 +50,14 @@ struct PointPlan {
 
 // Every key but the ones a rerun may change without changing the run (threads: how fast, resume:
 // from where) must match the finished run's config for it to count as this point.
-std::string config_difference(const RunConfig& a, const RunConfig& b) {
-  RunConfig x = a, y = b;
-  x.runtime = y.runtime;
-  x.train.resume = y.train.resume;
-  if (x == y) return "";
-  // Name the first differing key, from the resolved YAML of each.
-  std::istringstream sa(config_yaml(x)), sb(config_yaml(y));
-  std::string line_a, line_b, section;
-  while (std::getline(sa, line_a) && std::getline(sb, line_b)) {
-    if (!line_a.empty() && line_a[0] != ' ') section = line_a.substr(0, line_a.size() - 1);
-    if (line_a != line_b) {
-      const auto trim = [](const std::string& l) { return l.substr(l.find_first_not_of(' ')); };
-      return section + "." + trim(line_a) + ", the sweep now gives " + trim(line_b).substr(trim(line_b).find(':') + 2);
-    }
-  }
-  return "the configs differ";
+// Returns the first differing key with both values, empty when none differs.
+std::string config_difference(const RunConfig& stored, const RunConfig& now) {
+  RunConfig x = stored;
+  x.runtime = now.runtime;
+  x.train.resume = now.train.resume;
+  const std::vector<ConfigDifference> d = config_differences(x, now);
+  if (d.empty()) return x == now ? "" : "the configs differ";
+  return d[0].key + ": " + d[0].a + ", the sweep now gives " + d[0].b;
 }
 
 PointPlan plan_point(const SweepFile& s, const SweepPoint& p) {

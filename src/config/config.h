@@ -200,6 +200,13 @@ LoadedConfig config_from_yaml_text(const std::string& yaml_text, const std::stri
                                    const std::vector<std::string>& overrides = {});
 // Every section and key with its value, in base.yaml's layout (no comments).
 std::string config_yaml(const RunConfig& cfg);
+// The keys whose values differ between two configs, in base.yaml's order, each with its value in
+// a and in b as config_yaml writes them.
+struct ConfigDifference {
+  std::string key;  // "optimizer.lr"
+  std::string a, b;
+};
+std::vector<ConfigDifference> config_differences(const RunConfig& a, const RunConfig& b);
 // Header comment, then every section and key with its default and a "# help [allowed]"
 // comment: the content of configs/base.yaml.
 std::string schema_reference_yaml();

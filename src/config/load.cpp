@@ -345,6 +345,24 @@ LoadedConfig config_from_yaml_text(const std::string& yaml_text, const std::stri
 
 std::string config_yaml(const RunConfig& cfg) { return config::emit_yaml(cfg, false); }
 
+std::vector<ConfigDifference> config_differences(const RunConfig& a, const RunConfig& b) {
+  std::vector<ConfigDifference> diffs;
+  if (a == b) return diffs;
+  // Both texts have base.yaml's layout: one "section:" line, then one "  key: value" line per key.
+  std::istringstream sa(config_yaml(a)), sb(config_yaml(b));
+  std::string la, lb, section;
+  while (std::getline(sa, la) && std::getline(sb, lb)) {
+    if (!la.empty() && la[0] != ' ') section = la.substr(0, la.find(':'));
+    if (la == lb) continue;
+    const size_t k = la.find_first_not_of(' '), colon = la.find(':', k);
+    const auto value = [](const std::string& line, size_t colon) {
+      return colon == std::string::npos ? line : line.substr(std::min(line.size(), colon + 2));
+    };
+    diffs.push_back({section + "." + la.substr(k, colon - k), value(la, colon), value(lb, lb.find(':', k))});
+  }
+  return diffs;
+}
+
 std::string schema_reference_yaml() {
   return "# attnlab base config: every key with its default, meaning and [allowed values].\n"
          "# Generated from the schema in src/config/schema.cpp by schema_reference_yaml(); test_config\n"

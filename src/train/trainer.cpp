@@ -63,21 +63,6 @@ void log_new_matmul_forms(RunLog& runlog, bool quiet) {
 
 }  // namespace
 
-// The keys (section.key) whose values differ between two configs' resolved YAML.
-static std::vector<std::string> differing_keys(const RunConfig& a, const RunConfig& b) {
-  std::vector<std::string> keys;
-  std::istringstream sa(config_yaml(a)), sb(config_yaml(b));
-  std::string la, lb, section;
-  while (std::getline(sa, la) && std::getline(sb, lb)) {
-    if (!la.empty() && la[0] != ' ') section = la.substr(0, la.find(':'));
-    if (la != lb) {
-      const size_t k = la.find_first_not_of(' ');
-      keys.push_back(section + "." + la.substr(k, la.find(':', k) - k));
-    }
-  }
-  return keys;
-}
-
 // A resume continues the stored run bit for bit only under the config it was saved with. Keys that
 // change only where the run stops, how it is logged, evaluated or computed (threads, forms) may differ.
 static void warn_resume_differences(const std::string& stored_yaml, const RunConfig& now, const std::string& path) {
@@ -98,7 +83,7 @@ static void warn_resume_differences(const std::string& stored_yaml, const RunCon
   was.train.checkpoint_interval = now.train.checkpoint_interval;
   if (was == now) return;
   std::string keys;
-  for (const std::string& k : differing_keys(was, now)) keys += (keys.empty() ? "" : ", ") + k;
+  for (const ConfigDifference& d : config_differences(was, now)) keys += (keys.empty() ? "" : ", ") + d.key;
   log::warn("resuming {} with a config that differs from the one it was saved with ({}): the run will not repeat "
             "an uninterrupted one",
             path, keys.empty() ? "see config.yaml" : keys);

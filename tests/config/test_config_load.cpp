@@ -183,3 +183,18 @@ TEST_CASE("config: every YAML file under configs/ and experiments/ loads (a swee
     }
   CHECK(loaded >= 12);
 }
+
+TEST_CASE("config: config_differences names each differing key with both values, in base.yaml order", "[config]") {
+  const RunConfig a = default_config().cfg;
+  CHECK(config_differences(a, a).empty());
+  RunConfig b = a;
+  b.optimizer.lr = 0.25;
+  b.model.n_layer = a.model.n_layer + 3;
+  const std::vector<ConfigDifference> d = config_differences(a, b);
+  REQUIRE(d.size() == 2);
+  CHECK(d[0].key == "model.n_layer");
+  CHECK(d[0].a == std::to_string(a.model.n_layer));
+  CHECK(d[0].b == std::to_string(a.model.n_layer + 3));
+  CHECK(d[1].key == "optimizer.lr");
+  CHECK(d[1].b == "0.25");
+}
