@@ -43,6 +43,15 @@ std::string write_sweep(const TempDir& dir, int steps, const std::string& extra 
   return dir.write("sweep.yaml", y.str());
 }
 
+// A sweep of seeds only over the tiny config of `steps` steps, checkpointing every 50 steps.
+std::string write_seeds_sweep(const TempDir& dir, const std::string& name, int steps, int eval_interval,
+                              const std::string& seeds) {
+  write_tiny_config(dir, steps);
+  return dir.write(name + ".yaml", "base: tiny.yaml\nout_dir: " + dir.file("runs") +
+                                       "\noverrides: [train.checkpoint_interval=50, eval.interval=" +
+                                       std::to_string(eval_interval) + "]\nseeds: " + seeds + "\n");
+}
+
 std::vector<pid_t> spawned;  // by spawn_until_checkpoint, reaped by wait_all_children
 
 // Starts attnlab with args (output in dir/out.txt, err.txt) and returns its pid once
@@ -207,10 +216,7 @@ TEST_CASE("sweep: runs every point in parallel jobs, skips them on a rerun, repo
 
 TEST_CASE("sweep: a point killed with SIGKILL is reported interrupted and resumed bit-identically", "[sweep][cli]") {
   TempDir dir;
-  write_tiny_config(dir, 3000);
-  const std::string sweep = dir.write("k.yaml", "base: tiny.yaml\nout_dir: " + dir.file("runs") +
-                                                    "\noverrides: [train.checkpoint_interval=50, eval.interval=500]\n"
-                                                    "seeds: [5]\n");
+  const std::string sweep = write_seeds_sweep(dir, "k", 3000, 500, "[5]");
   const std::string pdir = dir.file("runs/k/seed=5");
   // kill -9 mid-run, once a checkpoint exists
   ::kill(spawn_until_checkpoint({"sweep", sweep, "--point", "0"}, dir, pdir), SIGKILL);
@@ -286,10 +292,7 @@ TEST_CASE("sweep: points that train the same config, and a negative --point, are
 
 TEST_CASE("sweep: Ctrl-C at the terminal checkpoints and stops the running point, and the sweep sums up", "[sweep][cli]") {
   TempDir dir;
-  write_tiny_config(dir, 100000);
-  const std::string sweep = dir.write("c.yaml", "base: tiny.yaml\nout_dir: " + dir.file("runs") +
-                                                    "\noverrides: [train.checkpoint_interval=50, eval.interval=100000]\n"
-                                                    "seeds: [3, 4]\n");
+  const std::string sweep = write_seeds_sweep(dir, "c", 100000, 100000, "[3, 4]");
   const std::string pdir = dir.file("runs/c/seed=3");
   const pid_t pid = spawn_until_checkpoint({"sweep", sweep, "--jobs", "1"}, dir, pdir);
   // The terminal sends SIGINT to its whole foreground process group, the sweep being its leader.
@@ -313,10 +316,7 @@ TEST_CASE("sweep: Ctrl-C at the terminal checkpoints and stops the running point
 
 TEST_CASE("sweep: a sweep killed with SIGKILL stops its running point, which keeps a readable log", "[sweep][cli]") {
   TempDir dir;
-  write_tiny_config(dir, 100000);
-  const std::string sweep = dir.write("o.yaml", "base: tiny.yaml\nout_dir: " + dir.file("runs") +
-                                                    "\noverrides: [train.checkpoint_interval=50, eval.interval=100000]\n"
-                                                    "seeds: [3]\n");
+  const std::string sweep = write_seeds_sweep(dir, "o", 100000, 100000, "[3]");
   const std::string pdir = dir.file("runs/o/seed=3");
   ::kill(spawn_until_checkpoint({"sweep", sweep, "--jobs", "1"}, dir, pdir), SIGKILL);
   wait_all_children();
