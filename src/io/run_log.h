@@ -52,6 +52,7 @@ class RunLog {
   void add_max_logits(int64_t step, std::span<const float> values, int clipped_heads = 0, float gamma_deficit = 0.f);
   // One of: running, completed, diverged, interrupted.
   void set_status(std::string_view s);
+  const std::string& status() const { return status_; }
   // The products' forms (kernels/gemm.h, matmul_forms_text), stored as the attribute matmul_forms.
   void set_matmul_forms(std::string text) { matmul_forms_ = std::move(text); }
 

@@ -6,11 +6,9 @@
 
 #include <cmath>
 #include <cstdio>
-#include <exception>
 #include <filesystem>
 #include <map>
 #include <fstream>
-#include <functional>
 #include <limits>
 #include <sstream>
 
@@ -27,6 +25,7 @@
 #include "train/step.h"
 #include "util/check.h"
 #include "util/log.h"
+#include "util/scope.h"
 #include "util/timer.h"
 #include "util/version.h"
 
@@ -175,21 +174,11 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt_given) 
   InterruptGuard interrupt_guard;
   // An error out of the loop (a checkpoint that cannot be written, memory) leaves the log "failed",
   // not "running": inspect and a sweep's rerun then know the run ended, and how.
-  bool status_final = false;
-  struct FailedOnError {
-    std::function<void()> mark;
-    int uncaught = std::uncaught_exceptions();
-    ~FailedOnError() {
-      if (std::uncaught_exceptions() > uncaught) mark();
-    }
-  } failed_on_error{[&] {
-    if (status_final) return;
-    try {
-      runlog.set_status("failed");
-      flush();
-    } catch (...) {  // the error on its way out says what went wrong
-    }
-  }};
+  const OnUnwind mark_failed([&] {
+    if (runlog.status() != "running") return;  // diverged: the log says so already
+    runlog.set_status("failed");
+    flush();
+  });
 
   double eval_seconds = 0;
   auto evaluate = [&](int64_t step, bool log) {
@@ -206,7 +195,6 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt_given) 
     }
   };
   auto diverge = [&](const std::string& what) {
-    status_final = true;
     runlog.set_status("diverged");
     flush();
     if (opt.live_progress && !opt.quiet) std::fprintf(stderr, "\n");
@@ -286,7 +274,6 @@ TrainResult train(const LoadedConfig& cfg_given, const TrainOptions& opt_given) 
   }
   runlog.set_status(res.status == TrainResult::completed ? "completed" : "interrupted");
   flush();
-  status_final = true;
 
   if (cfg.eval.sample_tokens > 0 && res.status == TrainResult::completed) {
     SampleOptions so;
