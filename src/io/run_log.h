@@ -50,7 +50,7 @@ class RunLog {
   // n_layer * n_head values, layer-major: values[layer * n_head + head]; with QK-Clip, how many
   // heads the step's pass clipped and 1 − min γ.
   void add_max_logits(int64_t step, std::span<const float> values, int clipped_heads = 0, float gamma_deficit = 0.f);
-  // One of: running, completed, diverged, interrupted.
+  // One of: running, completed, diverged, interrupted, failed.
   void set_status(std::string_view s);
   const std::string& status() const { return status_; }
   // The products' forms (kernels/gemm.h, matmul_forms_text), stored as the attribute matmul_forms.
