@@ -156,6 +156,7 @@ struct RuntimeSection {
   int threads{};        // 0: all cores (use resolved_threads)
   std::string matmul_forms;       // measure | direct (kernels/gemm.h, matmul forms)
   std::string matmul_forms_file;  // "" = the user's cache directory, "none" = this process only
+  std::string attention_tiles;    // auto | avx512 | amx (kernels/amx.h, the flash kernel's bf16 products)
   bool operator==(const RuntimeSection&) const = default;
 };
 

@@ -428,6 +428,8 @@ std::vector<KeyDef> build_schema() {
       "each large product's form (direct, packed_b, split_k, transposed): measured once per machine, or always direct");
   key(KEY(runtime, matmul_forms_file), "", any_text(),
       "where measured forms are remembered; empty = the user cache (~/.cache/attnlab), none = this process only");
+  key(KEY(runtime, attention_tiles), "auto", one_of({"auto", "avx512", "amx"}),
+      "the flash kernel's bf16 products: AMX tiles where the CPU has them (auto), or AVX-512 BF16 registers");
   return std::move(key.rows);
 }
 #undef KEY

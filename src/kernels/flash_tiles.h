@@ -204,6 +204,9 @@ inline void block_logits(float* s, const float* a, const float* bt, int64_t j0, 
 // F32: K for logits transposed [Dp, Sp] (kt), K and V as rows [Sp, Dp] for P·V and dS·K, query-side
 // tiles as rows [kRows, Dp]; the P and dS blocks are read as they are.
 struct F32Tiles {
+  // Per-thread set-up before a (batch, kv head)'s products, and its undoing (AMX tiles: their shapes).
+  static void enter() {}
+  static void leave() {}
   static int64_t key_cols(int64_t Dp, int64_t Sp) { return Dp * Sp; }       // logits-side K/V, in floats
   static int64_t key_rows(int64_t Dp, int64_t Sp) { return Dp * Sp; }       // P·X-side K/V, in floats
   static int64_t row_tile(int64_t Dp) { return kRows * Dp; }                  // a query-side tile, in floats
@@ -281,6 +284,8 @@ inline void to_bf16_pairs(uint32_t* out, const float* a, const float* b, int64_t
 }
 
 struct Bf16Tiles {
+  static void enter() {}
+  static void leave() {}
   // Logits-side K/V: pairs of e, [Dp/2, Sp], built through a row-major bf16 copy [Sp, Dp/2].
   static int64_t key_cols(int64_t Dp, int64_t Sp) { return Dp / 2 * Sp + Sp * Dp / 2; }
   static int64_t key_rows(int64_t Dp, int64_t Sp) { return Sp / 2 * Dp; }

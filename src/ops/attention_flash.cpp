@@ -29,8 +29,10 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 
 #include "autograd/tape.h"
+#include "kernels/flash_amx.h"
 #include "kernels/flash_tiles.h"
 #include "kernels/gemm.h"
 #include "ops/attention_internal.h"
@@ -137,6 +139,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
       float* l = m + kRows;
       float* out = l + kRows;     // block softmax: the rows' outputs so far
       float* ob = out + kRows * Dvp;  // block softmax: one row's block output
+      Tiles::enter();
       // Query tiles outer, the group's heads inner, and K and V copied a key block at a time just
       // before the first tile that reads it: what a tile reads was copied recently and is still in
       // cache, however long S is (with a window, the tiles' keys move along the sequence).
@@ -268,6 +271,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
           }
         }
       }
+      Tiles::leave();
     }
   record_max_logits(opt, head_max, d);
   if (!y.requires_grad()) return y;
@@ -317,6 +321,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
         float* Db = Lb + kRows * N;
         float* Wb = Db + kRows * N;
         float* dys = Lb + (bp.separate() ? 3 * kRows * N : 0);  // with an output scale: the rows c_i · dy_i
+        Tiles::enter();
         // Query tiles outer, the group's heads inner: dK and dV rows are zeroed when a tile first
         // reaches them and stored once no later tile can (each row's first visible key never
         // decreases), so with a window only the rows near it are live and stay in cache.
@@ -441,6 +446,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
         }
         zero_kv(Sp);
         store_kv(d.S);
+        Tiles::leave();
       }
     if (da) store_scale_grads(scales, da, bp, d);
     if (dsink) store_sink_grads(sinks, dsink, d);
@@ -450,11 +456,45 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
 
 }  // namespace
 
-Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt, const Dims& d) {
+namespace {
+// The products the flash kernel runs: f32 (no bf16), or a bf16 path that fits the head sizes.
+std::optional<kernels::FlashBf16Path> bf16_path(int64_t D, int64_t Dv) {
 #ifdef __AVX512BF16__
-  if (kernels::matmul_precision() == kernels::MatmulPrecision::bf16) return flash<Bf16Tiles>(q, k, v, opt, d);
+  if (kernels::matmul_precision() != kernels::MatmulPrecision::bf16) return std::nullopt;
+  const kernels::FlashBf16Path p = kernels::flash_bf16_path();
+  if (p != kernels::FlashBf16Path::avx512 && !AmxTiles<kernels::AmxHw>::fits(round_up(D, kLanes), round_up(Dv, kLanes)))
+    return kernels::FlashBf16Path::avx512;
+  return p;
+#else
+  (void)D, (void)Dv;
+  return std::nullopt;
 #endif
-  return flash<F32Tiles>(q, k, v, opt, d);
+}
+}  // namespace
+
+Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt, const Dims& d) {
+  const std::optional<kernels::FlashBf16Path> bf16 = bf16_path(d.D, d.Dv);
+  if (!bf16) return flash<F32Tiles>(q, k, v, opt, d);
+#ifdef __AVX512BF16__
+  switch (*bf16) {
+    case kernels::FlashBf16Path::amx:
+      return flash<AmxTiles<kernels::AmxHw>>(q, k, v, opt, d);
+    case kernels::FlashBf16Path::amx_emulated:
+      return flash<AmxTiles<kernels::AmxEmu>>(q, k, v, opt, d);
+    case kernels::FlashBf16Path::avx512:
+      break;
+  }
+  return flash<Bf16Tiles>(q, k, v, opt, d);
+#else
+  throw InternalError("bf16 flash products on a build without AVX-512 BF16");
+#endif
 }
 
 }  // namespace attnlab::attn_detail
+
+namespace attnlab {
+const char* flash_products(int64_t D, int64_t Dv) {
+  const std::optional<kernels::FlashBf16Path> p = attn_detail::bf16_path(D, Dv);
+  return p ? kernels::flash_bf16_path_name(*p) : "f32";
+}
+}  // namespace attnlab

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/gemm.h"
+#include "ops/attention.h"
 #include "train/distributed.h"
 #include "train/session.h"
 #include "train/setup.h"
@@ -39,6 +40,9 @@ BenchResult bench(const LoadedConfig& cfg_in, int steps, int warmup) {
   // table, and the attention products 6·layers·context·heads·(d_qk + d_v) (12·layers·context·d_model
   // for MHA with d_head = d_model / n_head).
   const int d_v = c.attention.type == "mla" ? c.mla.v_head_dim : resolved_d_head(c);
+  r.attention = c.attention.kernel == "flash"
+                    ? "flash, " + std::string(flash_products(resolved_qk_head_dim(c), d_v)) + " products"
+                    : c.attention.kernel;
   r.flops_per_token = 6.0 * double(n) + 6.0 * c.model.n_layer * c.model.context * c.model.n_head *
                                             double(resolved_qk_head_dim(c) + d_v);
 
@@ -101,10 +105,10 @@ std::string bench_json(const BenchResult& r) {
                 "\"model_gflops\": %.2f, \"mfu\": %.4f, \"peak_rss_mb\": %.1f, \"activations_mb\": %.1f, "
                 "\"grads_in_flight_mb\": %.1f, \"state_mb\": %.1f, \"flops_per_token\": %.0f, "
                 "\"params\": %lld, \"tokens_per_step\": %lld, \"threads\": %d, \"steps\": %d, \"precision\": \"%s\", "
-                "\"peak_gflops_f32\": %.1f, \"peak_gflops_bf16\": %.1f, \"phases\": {%s}}",
+                "\"peak_gflops_f32\": %.1f, \"peak_gflops_bf16\": %.1f, \"attention\": \"%s\", \"phases\": {%s}}",
                 r.tokens_per_s, r.ms_per_step, r.ms_min, r.ms_max, r.model_gflops, r.mfu, r.peak_rss_mb,
                 r.activations_mb, r.grads_in_flight_mb, r.state_mb, r.flops_per_token, (long long)r.params, (long long)r.tokens_per_step, r.threads, r.steps,
-                r.precision.c_str(), r.peak_gflops_f32, r.peak_gflops_bf16, phases.c_str());
+                r.precision.c_str(), r.peak_gflops_f32, r.peak_gflops_bf16, r.attention.c_str(), phases.c_str());
   std::string out = buf;
   out.pop_back();  // the closing brace: the products follow
   out += ", \"products\": [";
@@ -126,10 +130,11 @@ std::string bench_text(const BenchResult& r) {
                 "tokens/s        %.0f\nms/step         %.2f median (min %.2f, max %.2f) over %d steps\n"
                 "model FLOPs     %.3g per token, %.1f GFLOP/s\nMFU             %.1f%% of %.0f GFLOP/s (%s matmul peak, "
                 "measured; bf16 peak %.0f)\npeak RSS        %.0f MB (activations %.0f, their grads in flight %.0f, "
-                "parameters + grads + optimizer state %.0f)\nthreads         %d\nphases (ms/step):\n",
+                "parameters + grads + optimizer state %.0f)\nthreads         %d\nattention       %s\nphases (ms/step):\n",
                 r.tokens_per_s, r.ms_per_step, r.ms_min, r.ms_max, r.steps, r.flops_per_token, r.model_gflops,
                 100 * r.mfu, r.precision == "bf16" ? r.peak_gflops_bf16 : r.peak_gflops_f32, r.precision.c_str(),
-                r.peak_gflops_bf16, r.peak_rss_mb, r.activations_mb, r.grads_in_flight_mb, r.state_mb, r.threads);
+                r.peak_gflops_bf16, r.peak_rss_mb, r.activations_mb, r.grads_in_flight_mb, r.state_mb, r.threads,
+                r.attention.c_str());
   std::string out = buf;
   double total = 0;
   for (double v : r.phase_ms) total += v;

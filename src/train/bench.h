@@ -29,6 +29,7 @@ struct BenchResult {
   double activations_mb = 0, grads_in_flight_mb = 0, state_mb = 0;
   std::array<double, size_t(Phase::count)> phase_ms{};  // mean per step
   std::string precision;
+  std::string attention;  // the attention kernel, and for flash what its products run on (ops/attention.h)
   // Each distinct product of the timed steps: its form, calls and time (over all timed steps).
   std::vector<kernels::ProductStat> products;
 };

@@ -6,6 +6,7 @@
 #include <string_view>
 #include <utility>
 
+#include "kernels/amx.h"
 #include "kernels/gemm.h"
 #include "optim/adafactor.h"
 #include "optim/muon.h"
@@ -153,6 +154,12 @@ int apply_runtime(const RunConfig& cfg) {
   kernels::set_matmul_precision(choice<kernels::MatmulPrecision>("precision.matmul", cfg.precision.matmul,
                                        {{"f32", kernels::MatmulPrecision::f32}, {"bf16", kernels::MatmulPrecision::bf16}}));
   kernels::set_matmul_forms(cfg.runtime.matmul_forms == "measure", matmul_forms_file(cfg));
+  const std::string& tiles = cfg.runtime.attention_tiles;
+  if (tiles == "amx" && !kernels::amx_bf16_usable())
+    throw ConfigError("runtime.attention_tiles: amx, but this CPU has no AMX-BF16 (or the kernel did not grant its tile "
+                      "state); use auto or avx512");
+  kernels::set_flash_bf16_path(tiles == "avx512" || !kernels::amx_bf16_usable() ? kernels::FlashBf16Path::avx512
+                                                                                 : kernels::FlashBf16Path::amx);
   return n;
 }
 

@@ -1,6 +1,7 @@
 #include <limits>
 
 #include "autograd/tape.h"
+#include "kernels/amx.h"
 #include "ops/attention.h"
 #include "testing/gradcheck.h"
 
@@ -295,4 +296,69 @@ TEST_CASE("attention: flash with bf16 products agrees with f32 within bf16 round
     CHECK(out_err <= 1e-2);
     CHECK(grad_err <= 2e-2);
   }
+}
+
+// The bf16 products on AMX tiles read the same bf16 operands as the AVX-512 BF16 products and
+// accumulate in f32 in another order: outputs and gradients agree with them to f32 rounding (far
+// closer than bf16's 4e-3). The emulated tiles run on every machine and check the tile shapes the
+// hardware would refuse; the hardware runs where the CPU has AMX. Padded head sizes that are not
+// multiples of 32 fall back to the AVX-512 products, bit for bit.
+TEST_CASE("attention: flash on AMX tiles (emulated and hardware) agrees with the AVX-512 bf16 products", "[ops][flash]") {
+#ifndef __AVX512BF16__
+  SKIP("a build without AVX-512 BF16 has no bf16 flash products");
+#else
+  std::vector<kernels::FlashBf16Path> paths{kernels::FlashBf16Path::amx_emulated};
+  if (kernels::amx_bf16_usable()) {
+    paths.push_back(kernels::FlashBf16Path::amx);
+    CHECK(kernels::flash_bf16_path() == kernels::FlashBf16Path::amx);  // the default where the CPU has it
+  } else {
+    CHECK(kernels::flash_bf16_path() == kernels::FlashBf16Path::avx512);
+    CHECK_THROWS_WITH(kernels::set_flash_bf16_path(kernels::FlashBf16Path::amx),
+                      Catch::Matchers::Contains("without AMX-BF16"));
+  }
+  struct Case {
+    int64_t T, S, H, Hkv, D, Dv;
+    bool causal;
+    float cap;
+    int64_t window;
+    int blocks;
+  };
+  for (const Case& c : {Case{257, 257, 4, 2, 32, 32, true, 0.f, 0, 1}, Case{64, 64, 2, 2, 64, 64, true, 3.f, 0, 1},
+                        Case{100, 333, 3, 1, 64, 32, false, 0.f, 0, 1}, Case{1, 1, 2, 1, 32, 32, true, 0.f, 0, 1},
+                        Case{300, 300, 2, 1, 32, 64, true, 0.f, 70, 1}, Case{190, 190, 2, 2, 32, 32, true, 0.f, 0, 3},
+                        Case{131, 131, 2, 2, 48, 48, true, 0.f, 0, 1}}) {
+    INFO("T " << c.T << " S " << c.S << " H " << c.H << " Hkv " << c.Hkv << " D " << c.D << " Dv " << c.Dv
+              << " causal " << c.causal << " cap " << c.cap << " window " << c.window << " blocks " << c.blocks);
+    const int64_t B = 2;
+    Vec qv = testing::randn(B * c.T * c.H * c.D, 61, 1.5), kv = testing::randn(B * c.S * c.Hkv * c.D, 62, 1.5),
+        vv = testing::randn(B * c.S * c.Hkv * c.Dv, 63), r = testing::randn(B * c.T * c.H * c.Dv, 64);
+    AttentionOptions o(0.2f);
+    o.softcap = c.cap;
+    o.causal = c.causal;
+    o.kernel = AttentionKernel::flash;
+    o.mask.window = c.window;
+    o.block.blocks = c.blocks;
+    o.block.context = c.S;
+    testing::PrecisionScope ps(kernels::MatmulPrecision::bf16);
+    const kernels::FlashBf16Path before = kernels::flash_bf16_path();
+    kernels::set_flash_bf16_path(kernels::FlashBf16Path::avx512);
+    const auto [y0, g0] = run_attention(B, c.T, c.S, c.H, c.Hkv, c.D, qv, kv, vv, r, o, c.Dv);
+    for (kernels::FlashBf16Path p : paths) {
+      INFO("path " << kernels::flash_bf16_path_name(p));
+      kernels::set_flash_bf16_path(p);
+      const auto [y, g] = run_attention(B, c.T, c.S, c.H, c.Hkv, c.D, qv, kv, vv, r, o, c.Dv);
+      if (c.D % 32 != 0) {  // not on tiles: the AVX-512 products
+        CHECK(y == y0);
+        CHECK(g == g0);
+        continue;
+      }
+      const double out_err = testing::rel_err(y, y0), grad_err = testing::rel_err(g, g0);
+      INFO("output rel err " << out_err << ", grad rel err " << grad_err);
+      CHECK(out_err <= 1e-5);
+      CHECK(grad_err <= 1e-4);
+      if (c.S > 1) CHECK(out_err > 0);  // the products did run elsewhere (another summation order)
+    }
+    kernels::set_flash_bf16_path(before);
+  }
+#endif
 }

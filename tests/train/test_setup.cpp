@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "config/config.h"
+#include "kernels/amx.h"
 #include "kernels/gemm.h"
 #include "train/setup.h"
 
@@ -12,6 +13,7 @@ using namespace attnlab;
 
 TEST_CASE("setup: every allowed word of every choice key builds the model, optimizer and schedule", "[setup]") {
   const auto precision = kernels::matmul_precision();
+  const auto tiles = kernels::flash_bf16_path();
   const int threads = resolved_threads(RunConfig{});
   const std::vector<std::string> keys = choice_keys();
   REQUIRE(keys.size() >= 9);
@@ -25,9 +27,20 @@ TEST_CASE("setup: every allowed word of every choice key builds the model, optim
       store.finalize(1);
       CHECK(make_optimizer(cfg, store) != nullptr);
       CHECK(make_schedule(cfg).lr == cfg.optimizer.lr);
+      if (key == "runtime.attention_tiles" && word == "amx" && !kernels::amx_bf16_usable()) {
+        CHECK_THROWS_WITH(apply_runtime(cfg), Catch::Contains("runtime.attention_tiles: amx, but this CPU has no AMX"));
+        continue;
+      }
       CHECK(apply_runtime(cfg) == threads);
     }
+  // runtime.attention_tiles reaches the flash kernel: auto is AMX exactly where the CPU has it.
+  apply_runtime(config_from_yaml_text("", "t", {"runtime.attention_tiles=avx512"}).cfg);
+  CHECK(kernels::flash_bf16_path() == kernels::FlashBf16Path::avx512);
+  apply_runtime(config_from_yaml_text("", "t", {}).cfg);
+  CHECK(kernels::flash_bf16_path() ==
+        (kernels::amx_bf16_usable() ? kernels::FlashBf16Path::amx : kernels::FlashBf16Path::avx512));
   kernels::set_matmul_precision(precision);
+  kernels::set_flash_bf16_path(tiles);
   // The words reach the spec: a few spot checks of the tables' rows.
   CHECK(model_spec(config_from_yaml_text("", "t", {"attention.type=mla"}).cfg, 11).attention == AttentionType::mla);
   CHECK(model_spec(config_from_yaml_text("", "t", {"attention.kernel=dense"}).cfg, 11).kernel == AttentionKernel::dense);

@@ -1,0 +1,138 @@
+#pragma once
+// The flash kernel's bf16 products on AMX tiles: Bf16Tiles (kernels/flash_tiles.h) with its three
+// products (q·k logits, P·X, Pᵀ·X) done by TDPBF16PS on a tile unit (kernels/amx.h: the hardware,
+// or its emulation). The operands are Bf16Tiles' own layouts, which are already what the tiles
+// read: bf16 rows for the left operand, pairs along the summed index for the right one. The one
+// new layout is the P/dS block for Pᵀ·X, transposed to bf16 [keys, kRows] rows (there the keys are
+// the output rows). Conversion, rounding (nearest even) and every f32 statistic are Bf16Tiles'.
+//
+// Tile registers, configured once per (batch, kv head) by enter():
+//   0, 1  C  [kRows, 16] f32    logits of 16 keys / 16 output features of P·X
+//   2     A  [kRows, 32] bf16   query-side rows, or P rows, 32 of the summed index
+//   3     B  [16 pairs, 16]     Kᵀ pairs of features, or X pairs of keys
+//   4     C  [16, 16] f32       16 keys × 16 features of dK or dV
+//   5     A  [16, kRows] bf16   Pᵀ (or dSᵀ): 16 keys × the tile's rows
+//   6     B  [kRows/2 pairs, 16] the query-side tile as pairs of rows
+// The summed index of logits is the head size: padded head sizes must be multiples of 32 (fits()).
+#include "kernels/amx.h"
+#include "kernels/flash_tiles.h"
+
+#ifdef __AVX512BF16__
+namespace attnlab::kernels::flash {
+
+static_assert(kRows == 8 && kKeyTile == 32 && kKeyBlock % 32 == 0, "the tile shapes below assume these");
+
+// out[j, r] = bf16(w[r, j]) for j < 16, r < 8 (w has row stride kKeyBlock, out row stride 8).
+inline void transpose_8x16_bf16(uint16_t* out, const float* w) {
+  __m256i r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = bf16x16(w + i * kKeyBlock, 16);  // keys 0–7 | 8–15 per 128-bit lane
+  for (int i = 0; i < 4; ++i) {  // rows (2i, 2i + 1) interleaved per key
+    t[2 * i] = _mm256_unpacklo_epi16(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_epi16(r[2 * i], r[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; ++h) {  // rows 4h … 4h + 3 per key: keys (0, 1), (2, 3), (4, 5), (6, 7) of a lane
+    u[4 * h + 0] = _mm256_unpacklo_epi32(t[4 * h], t[4 * h + 2]);
+    u[4 * h + 1] = _mm256_unpackhi_epi32(t[4 * h], t[4 * h + 2]);
+    u[4 * h + 2] = _mm256_unpacklo_epi32(t[4 * h + 1], t[4 * h + 3]);
+    u[4 * h + 3] = _mm256_unpackhi_epi32(t[4 * h + 1], t[4 * h + 3]);
+  }
+  for (int i = 0; i < 4; ++i) {  // all 8 rows of keys 2i and 2i + 1 (and 8 + those in the upper lane)
+    const __m256i even = _mm256_unpacklo_epi64(u[i], u[4 + i]), odd = _mm256_unpackhi_epi64(u[i], u[4 + i]);
+    auto* o = reinterpret_cast<__m128i*>(out);
+    _mm_storeu_si128(o + 2 * i, _mm256_castsi256_si128(even));
+    _mm_storeu_si128(o + 2 * i + 1, _mm256_castsi256_si128(odd));
+    _mm_storeu_si128(o + 8 + 2 * i, _mm256_extracti128_si256(even, 1));
+    _mm_storeu_si128(o + 8 + 2 * i + 1, _mm256_extracti128_si256(odd, 1));
+  }
+}
+
+template <class Unit>
+struct AmxTiles : Bf16Tiles {
+  static bool fits(int64_t Dp, int64_t Dvp) { return Dp % 32 == 0 && Dvp % 32 == 0; }
+  static void enter() {
+    TileConfig c;
+    c.set(0, kRows, 64);
+    c.set(1, kRows, 64);
+    c.set(2, kRows, 64);
+    c.set(3, 16, 64);
+    c.set(4, 16, 64);
+    c.set(5, 16, 2 * kRows);
+    c.set(6, kRows / 2, 64);
+    Unit::configure(c);
+  }
+  static void leave() { Unit::release(); }
+
+  // s[r, j] = Σ_e a[r, e] k[j, e] over keys [j0, j0 + nb), 32 keys at a time; a: bf16 rows [kRows, Dp]
+  // (gather_tile), kt: pairs of e [Dp/2, Sp] (gather_cols).
+  static void logits(float* s, const float* af, const float* ktf, int64_t j0, int64_t nb, int64_t Dp, int64_t Sp) {
+    const auto* a = reinterpret_cast<const uint16_t*>(af);
+    const auto* kt = reinterpret_cast<const uint32_t*>(ktf);
+    for (int64_t jt = 0; jt < nb; jt += kKeyTile) {
+      Unit::template zero<0>();
+      Unit::template zero<1>();
+      for (int64_t e0 = 0; e0 < Dp; e0 += 32) {
+        const uint32_t* b = kt + e0 / 2 * Sp + j0 + jt;
+        Unit::template load<2>(a + e0, Dp * 2);
+        Unit::template load<3>(b, Sp * 4);
+        Unit::template dp<0, 2, 3>();
+        Unit::template load<3>(b + 16, Sp * 4);
+        Unit::template dp<1, 2, 3>();
+      }
+      Unit::template store<0>(s + jt, kKeyBlock * 4);
+      Unit::template store<1>(s + jt + 16, kKeyBlock * 4);
+    }
+  }
+  // o[kRows, Dp] = c ⊙ o + w · x over keys [j0, j0 + nb): w the block's bf16 rows (block_rows, zero
+  // to the next 32 keys), x pairs of keys [Sp/2, Dp] (gather_rows); c null for 1.
+  static void ab_acc(float* o, const float* c, const float* wf, const float* xf, int64_t j0, int64_t nb,
+                     int64_t Dp) {
+    if (c)
+      for (int r = 0; r < kRows; ++r) {
+        const float cr = c[r];
+#pragma omp simd
+        for (int64_t e = 0; e < Dp; ++e) o[r * Dp + e] *= cr;
+      }
+    const auto* w = reinterpret_cast<const uint16_t*>(wf);
+    const auto* x = reinterpret_cast<const uint32_t*>(xf) + j0 / 2 * Dp;
+    const int64_t keys = round_up(nb, 32);
+    for (int64_t e0 = 0; e0 < Dp; e0 += 32) {
+      Unit::template load<0>(o + e0, Dp * 4);
+      Unit::template load<1>(o + e0 + 16, Dp * 4);
+      for (int64_t k0 = 0; k0 < keys; k0 += 32) {
+        const uint32_t* b = x + k0 / 2 * Dp + e0;
+        Unit::template load<2>(w + k0, kKeyBlock * 2);
+        Unit::template load<3>(b, Dp * 4);
+        Unit::template dp<0, 2, 3>();
+        Unit::template load<3>(b + 16, Dp * 4);
+        Unit::template dp<1, 2, 3>();
+      }
+      Unit::template store<0>(o + e0, Dp * 4);
+      Unit::template store<1>(o + e0 + 16, Dp * 4);
+    }
+  }
+  // The block transposed for atb_acc: bf16 [kKeyBlock, kRows], keys to the next 16 (zero past the
+  // visible keys, as the softmax leaves them).
+  static const float* block_cols(float* buf, const float* w, int64_t nb) {
+    auto* out = reinterpret_cast<uint16_t*>(buf);
+    for (int64_t j = 0; j < nb; j += 16) transpose_8x16_bf16(out + j * kRows, w + j);
+    return buf;
+  }
+  // o[nb, Dp] += wᵀ · x, 16 keys at a time: w from block_cols, x the tile's pairs of rows. Rows of o
+  // up to the next 16 keys are read and written back (wᵀ is zero there).
+  static void atb_acc(float* o, const float* wf, const float* xf, int64_t nb, int64_t Dp) {
+    const auto* wt = reinterpret_cast<const uint16_t*>(wf);
+    const auto* x = reinterpret_cast<const uint32_t*>(xf) + kRows * Dp / 2;
+    for (int64_t j = 0; j < nb; j += 16) {
+      Unit::template load<5>(wt + j * kRows, kRows * 2);
+      for (int64_t e0 = 0; e0 < Dp; e0 += 16) {
+        Unit::template load<4>(o + j * Dp + e0, Dp * 4);
+        Unit::template load<6>(x + e0, Dp * 4);
+        Unit::template dp<4, 5, 6>();
+        Unit::template store<4>(o + j * Dp + e0, Dp * 4);
+      }
+    }
+  }
+};
+
+}  // namespace attnlab::kernels::flash
+#endif
