@@ -284,14 +284,17 @@ int run_sweep(const std::string& file, int jobs, int threads, bool dry_run, int 
   std::map<pid_t, size_t> running;
   size_t next = 0, finished_here = 0;
   double seconds_here = 0;
+  size_t stopped = 0;  // points that stopped on a signal (checkpointed; a rerun resumes them)
   std::map<pid_t, std::chrono::steady_clock::time_point> started;
   auto status_line = [&] {
     if (g.quiet) return;
     const size_t left = queue.size() - next;
     const double per = finished_here ? seconds_here / double(finished_here) : NAN;
     const double eta = per * double(left + running.size()) / double(std::max(1, jobs));
-    std::fprintf(stderr, "%ssweep %s: %zu done, %zu running, %zu failed, %zu left, ETA %s%s", tty ? "\r\033[K" : "",
-                 s.name.c_str(), done, running.size(), failed, left, fmt_duration(eta).c_str(), tty ? "" : "\n");
+    const std::string stopped_text = stopped ? ", " + std::to_string(stopped) + " interrupted" : "";
+    std::fprintf(stderr, "%ssweep %s: %zu done, %zu running, %zu failed%s, %zu left, ETA %s%s", tty ? "\r\033[K" : "",
+                 s.name.c_str(), done, running.size(), failed, stopped_text.c_str(), left, fmt_duration(eta).c_str(),
+                 tty ? "" : "\n");
   };
   // A first SIGINT, SIGTERM or SIGHUP to the sweep: no new points; each running one gets SIGINT
   // (checkpoint and stop), and the sweep waits for them and sums up. A second signal ends the sweep
@@ -335,8 +338,12 @@ int run_sweep(const std::string& file, int jobs, int threads, bool dry_run, int 
     if (code == kExitOk) {
       ++done;
     } else {
-      ++failed;
-      if (code == kExitInterrupted || (WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGINT)) interrupted = true;
+      if (code == kExitInterrupted || (WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGINT)) {
+        interrupted = true;
+        ++stopped;
+      } else {
+        ++failed;
+      }
       if (tty && !g.quiet) std::fprintf(stderr, "\n");
       log::warn("point {} exited with {} ({}); see {}/train.log", plans[i].point.name, code,
                 code == kExitDiverged ? "diverged" : code == kExitInterrupted ? "interrupted" : "failed", plans[i].dir);
@@ -346,8 +353,8 @@ int run_sweep(const std::string& file, int jobs, int threads, bool dry_run, int 
   if (tty && !g.quiet) std::fprintf(stderr, "\n");
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!g.quiet)
-    log::info("sweep {}: {} of {} points completed, {} failed; {} here (attnlab report {})", s.name, done,
-              plans.size(), failed, fmt_duration(wall), sweep_dir(s));
+    log::info("sweep {}: {} of {} points completed, {} failed, {} interrupted; {} here (attnlab report {})", s.name,
+              done, plans.size(), failed, stopped, fmt_duration(wall), sweep_dir(s));
   if (interrupted) return kExitInterrupted;
   return done == plans.size() ? kExitOk : kExitRuntime;
 }

@@ -302,7 +302,7 @@ TEST_CASE("sweep: Ctrl-C at the terminal checkpoints and stops the running point
   const std::string err = read_text(dir.file("err.txt")), log = read_text(pdir + "/train.log");
   INFO(err << "\n--- train.log\n" << log);
   CHECK(code == kExitInterrupted);
-  CHECK(contains(err, "0 of 2 points completed"));
+  CHECK(contains(err, "0 of 2 points completed, 0 failed, 1 interrupted"));
   // One SIGINT reached the point (the sweep's; its group is its own): a last checkpoint, not an
   // immediate stop; the second point never started.
   CHECK(contains(log, "interrupted after step"));
