@@ -568,6 +568,8 @@ def check_variant(attnlab, work, name, overrides, text):
             for n in names:
                 std = next(v for g, v in START[name].items() if fnmatch.fnmatchcase(n, g))
                 f[f"params/{n}"][...] = rng.normal(0, std, f[f"params/{n}"].shape).astype(np.float32)
+        # edited in place: record it in the checkpoint's header (docs/run_files.md, Header)
+        subprocess.run([attnlab, "-q", "seal", start], check=True, stdout=subprocess.DEVNULL)
         base.append(f"train.init_from={start}")
     ckpt = {}
     for steps in (1, 2):

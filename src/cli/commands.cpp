@@ -146,6 +146,19 @@ Command add_sample(CLI::App& app, const Globals&) {
           }};
 }
 
+Command add_seal(CLI::App& app, const Globals& g) {
+  auto path = std::make_shared<std::string>();
+  CLI::App* sub = app.add_subcommand(
+      "seal", "rewrite a checkpoint's header (size and CRC-32C) after editing the checkpoint in place, e.g. with h5py");
+  sub->add_option("checkpoint", *path, "checkpoint file written by attnlab")->required();
+  return {sub, [path, &g] {
+            seal_checkpoint(*path);
+            CheckpointReader check(*path);  // reads back: the header now matches
+            if (!g.quiet) std::printf("sealed %s\n", path->c_str());
+            return kExitOk;
+          }};
+}
+
 Command add_inspect(CLI::App& app, const Globals&) {
   auto path = std::make_shared<std::string>();
   CLI::App* sub = app.add_subcommand("inspect", "summary of a run log: config, status, steps, last and best losses");

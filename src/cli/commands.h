@@ -37,6 +37,7 @@ Command add_train(CLI::App& app, const Globals& g);
 Command add_eval(CLI::App& app, const Globals& g);
 Command add_sample(CLI::App& app, const Globals& g);
 Command add_inspect(CLI::App& app, const Globals& g);
+Command add_seal(CLI::App& app, const Globals& g);
 Command add_grads(CLI::App& app, const Globals& g);
 Command add_bench(CLI::App& app, const Globals& g);
 Command add_sweep(CLI::App& app, const Globals& g);

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   std::vector<attnlab::cli::Command> commands{
       attnlab::cli::add_train(app, globals), attnlab::cli::add_eval(app, globals),
       attnlab::cli::add_sample(app, globals), attnlab::cli::add_inspect(app, globals),
+      attnlab::cli::add_seal(app, globals),
       attnlab::cli::add_grads(app, globals), attnlab::cli::add_bench(app, globals),
       attnlab::cli::add_sweep(app, globals), attnlab::cli::add_report(app, globals),
       attnlab::cli::add_probe(app, globals)};
@@ -25,7 +26,7 @@ int main(int argc, char** argv) {
     bool known = false;
     for (auto& c : commands) known = known || c.app->get_name() == argv[1];
     if (!known) {
-      std::fprintf(stderr, "attnlab: error: unknown subcommand '%s' (expected train, eval, sample, inspect, grads, bench, sweep, report or probe; see --help)\n", argv[1]);
+      std::fprintf(stderr, "attnlab: error: unknown subcommand '%s' (expected train, eval, sample, inspect, seal, grads, bench, sweep, report or probe; see --help)\n", argv[1]);
       return attnlab::kExitUsage;
     }
   }

@@ -67,7 +67,18 @@ class CheckpointWriter {
   std::unique_ptr<h5::File> file_;  // null after commit
 };
 
-// Opens a checkpoint (or any HDF5 file, e.g. metrics.h5) read-only. The constructor rejects a
+// Rewrites the header of a checkpoint that CheckpointWriter wrote and something else then edited in
+// place (h5py in "r+" mode): its size and CRC-32C become those of the current contents, which the
+// reader otherwise refuses as corrupt. A file without the header's room (not written by
+// CheckpointWriter) is a CheckpointError.
+void seal_checkpoint(const std::string& path);
+
+// Opens a checkpoint (or any HDF5 file, e.g. metrics.h5) read-only. A checkpoint's header (its size
+// and CRC-32C, written by commit()) is checked first. A file that changed after it was written
+// (damaged, or edited in place) has that said in each error, or, when every read succeeded, in a
+// warning when the reader is destroyed. In such a file, and in one without the header
+// (metrics.h5, a checkpoint of an older build, h5py's files), each read is tried in a child
+// process before it runs here: one that crashes HDF5 there is a CheckpointError, not a crash. The constructor rejects a
 // missing path, a directory, an empty, non-HDF5, truncated or otherwise unreadable file.
 class CheckpointReader {
  public:
@@ -101,6 +112,11 @@ class CheckpointReader {
   const std::string& path() const;
 
  private:
+  template <class Read>
+  void guarded(const std::string& path, const std::string& object, Read read) const;
+  std::string mismatch_;  // what the header says is wrong; empty: intact, or no header
+  bool trial_reads_ = false;  // each read tried in a child first: a changed file, or one without a header
+  mutable bool failed_ = false;  // a read threw: the error named the change, no warning at the end
   std::unique_ptr<h5::File> file_;
 };
 

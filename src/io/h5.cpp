@@ -229,10 +229,15 @@ std::string shape_str(std::span<const int64_t> shape) {
 // ---------------------------------------------------------------------------------------------
 // Opening and closing
 
-File File::create(const std::string& path) {
+void shutdown_library() { H5close(); }
+
+File File::create(const std::string& path, int64_t userblock) {
   silence_errors();
   Handle fapl = file_access();
-  const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
+  Handle fcpl(H5Pcreate(H5P_FILE_CREATE));
+  if (userblock > 0 && H5Pset_userblock(fcpl.get(), hsize_t(userblock)) < 0)
+    fail_path(path, "", "cannot reserve a user block: " + hdf5_error());
+  const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get());
   if (id < 0) fail_path(path, "", "cannot create HDF5 file: " + hdf5_error());
   return File(path, id);
 }

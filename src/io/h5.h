@@ -56,10 +56,15 @@ enum class Layout { fixed, extendable };
 // "[2, 3]"; "[]" for a scalar.
 std::string shape_str(std::span<const int64_t> shape);
 
+// Closes every open HDF5 object and the library itself, freeing its caches (what a process that
+// tried a read in a forked child does before it exits).
+void shutdown_library();
+
 class File {
  public:
-  // Creates (truncates) path for writing.
-  static File create(const std::string& path);
+  // Creates (truncates) path for writing. userblock > 0 (a power of two >= 512) reserves that many
+  // bytes at the start of the file, which HDF5 leaves alone (CheckpointWriter's header).
+  static File create(const std::string& path, int64_t userblock = 0);
   // Opens path read-only. Checks first that it is an existing, non-empty regular file with the
   // HDF5 signature, so that each kind of bad path gets its own message.
   static File open(const std::string& path);

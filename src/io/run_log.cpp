@@ -8,6 +8,7 @@
 
 #include "io/atomic_file.h"
 #include "io/h5.h"
+#include "io/h5_trial.h"
 #include "util/check.h"
 
 namespace attnlab {
@@ -44,7 +45,7 @@ std::vector<double> column(const h5::File& f, const std::string& name, const std
 }
 
 // Reads and validates a whole metrics.h5.
-LoadedLog load(const std::string& path) {
+LoadedLog load_unguarded(const std::string& path) {
   const h5::File f = h5::File::open(path);
   const int64_t format = f.attr_i64("format_version");
   if (format > kFormatVersion)
@@ -85,6 +86,14 @@ LoadedLog load(const std::string& path) {
     f.read("attention/gamma_deficit", h5::Dtype::f32, n, l.attn_deficit.data());
   }
   return l;
+}
+
+// load_unguarded, tried first in a child process: a run log has no checksum (a live run rewrites
+// it at each flush), and a damaged one could crash HDF5 (io/h5_trial.h).
+LoadedLog load(const std::string& path) {
+  const std::string failed = h5::try_read_in_child(path, [&] { load_unguarded(path); });
+  if (!failed.empty()) throw CheckpointError(path + ": corrupt run log: " + failed);
+  return load_unguarded(path);
 }
 
 std::optional<double> min_finite(const std::vector<double>& v) {

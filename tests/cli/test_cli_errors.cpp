@@ -3,6 +3,8 @@
 #include <limits>
 #include <regex>
 
+#include <hdf5.h>
+
 #include "io/run_log.h"
 #include "train/session.h"
 
@@ -138,6 +140,34 @@ TEST_CASE("bad checkpoints exit 2 naming the file for eval, sample, grads and tr
   // A bad checkpoint to resume from is found before the run directory is made.
   CHECK(!std::filesystem::exists(f.dir.file("runs/r2")));
   CHECK(!std::filesystem::exists(f.dir.file("g.h5")));
+}
+
+// A checkpoint edited in place (h5py "r+"; here HDF5 itself) no longer matches its header: it is
+// used with one warning naming the change, `attnlab seal` records the edit, and a run log (no
+// header) cannot be sealed.
+TEST_CASE("an edited checkpoint is used with a warning and attnlab seal records the edit", "[cli][errors]") {
+  Fixture f;
+  {
+    const hid_t file = H5Fopen(f.ckpt.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    REQUIRE(file >= 0);
+    const int64_t step = 7;
+    const hid_t a = H5Aopen(file, "step", H5P_DEFAULT);
+    CHECK(H5Awrite(a, H5T_NATIVE_INT64, &step) >= 0);
+    H5Aclose(a);
+    H5Fclose(file);
+  }
+  const RunOutput edited = run_attnlab({"eval", "--checkpoint", f.ckpt});
+  INFO(edited.err);
+  CHECK(edited.exit_code == 0);
+  CHECK(contains(edited.err, f.ckpt + ": changed after it was written (its CRC-32C is"));
+  CHECK(contains(edited.err, "attnlab seal " + f.ckpt));
+  const RunOutput sealed = run_attnlab({"seal", f.ckpt});
+  CHECK(sealed.exit_code == 0);
+  CHECK(contains(sealed.out, "sealed " + f.ckpt));
+  const RunOutput after = run_attnlab({"eval", "--checkpoint", f.ckpt});
+  CHECK(after.exit_code == 0);
+  CHECK_FALSE(contains(after.err, "changed after it was written"));
+  check_usage_error({"seal a run log", {"seal", f.metrics}, {f.metrics, "has no room for a header"}});
 }
 
 TEST_CASE("checkpoints holding non-finite values or negative second moments exit 2 naming the tensor",

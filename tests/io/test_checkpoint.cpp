@@ -6,7 +6,10 @@
 #include <limits>
 #include <random>
 
+#include <hdf5.h>
+
 #include "io/checkpoint.h"
+#include "io/h5.h"
 #include "io_testing.h"
 
 using namespace attnlab;
@@ -286,11 +289,86 @@ TEST_CASE("checkpoint: a flipped byte in tensor data fails the read (checksum)",
   REQUIRE(at != std::string::npos);
   bytes[at + 130] ^= 0x10;  // one bit of one float, well inside the data
   io_testing::spit(path, bytes);
+  // The header's CRC no longer matches, but HDF5 reads the file (a warning): the dataset's own
+  // Fletcher32 checksum fails the read.
   CheckpointReader rd(path);
   CHECK_THAT(checkpoint_error([&] {
                rd.read("params/w", Shape{16, 16}, w.data());
              }),
              Contains(path) && Contains("params/w: cannot read") && Contains("checksum"));
+}
+
+// HDF5 trusts the file's internal addresses: a corrupt length in a byte-list's heap made the
+// library read out of bounds and crash the process. The header holds the size and CRC-32C of
+// every byte after it; in a file that no longer matches, each read is tried in a child process
+// first and refused if it crashes there; what reads is used (an edit in place, e.g. with h5py).
+TEST_CASE("checkpoint: a read that crashes HDF5 in a changed file is refused, what reads is used", "[io][checkpoint]") {
+  TempDir dir;
+  const std::string path = dir.file("ckpt.h5");
+  std::vector<float> w(64, 0.5f);
+  {
+    CheckpointWriter wr(path);
+    wr.tensor("params/w", Shape{8, 8}, w.data());
+    wr.strings("vocab", {"a", "b", "\n"});
+    wr.attr("step", int64_t{3});
+    wr.commit();
+  }
+  const std::string good = io_testing::slurp(path);
+  REQUIRE(good.size() > 1024);
+  CHECK(good.compare(0, 19, "attnlab checkpoint\n") == 0);
+  CHECK(good.compare(512, 4, "\x89HDF") == 0);  // HDF5 (and h5py) skip the header: a user block
+  CHECK(CheckpointReader(path).strings("vocab") == std::vector<std::string>{"a", "b", "\n"});
+  // The first object of the byte lists' global heap ("GCOL" + 16 bytes) claims 2^40 bytes.
+  std::string bad = good;
+  const size_t heap = bad.find("GCOL");
+  REQUIRE(heap != std::string::npos);
+  const uint64_t huge = uint64_t(1) << 40;
+  std::memcpy(bad.data() + heap + 16 + 8, &huge, sizeof huge);
+  io_testing::spit(path, bad);
+  {
+    CheckpointReader rd(path);  // opens: the damage is in the heap
+    CHECK(rd.attr_i64("step") == 3);
+    CHECK_THAT(checkpoint_error([&] { rd.strings("vocab"); }),
+               Contains(path + ": vocab: corrupt checkpoint: it changed after it was written (its CRC-32C is") &&
+                   Contains("reading it crashes the HDF5 library"));
+  }
+  // A damaged header, a truncated file: refused when HDF5 cannot read the rest either.
+  bad = good;
+  bad[3] = 'X';
+  io_testing::spit(path, bad);
+  CHECK(CheckpointReader(path).attr_i64("step") == 3);  // the header only: the file reads
+  io_testing::spit(path, good.substr(0, good.size() - 100));
+  CHECK_THAT(checkpoint_error([&] { CheckpointReader{path}; }), Contains("truncated"));
+  // An edit in place through HDF5 (as h5py's "r+"): the new value is read; seal records the edit.
+  io_testing::spit(path, good);
+  {
+    const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    const hid_t ds = H5Dopen2(f, "params/w", H5P_DEFAULT);
+    std::vector<float> twice(64, 1.0f);
+    CHECK(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, twice.data()) >= 0);
+    H5Dclose(ds);
+    H5Fclose(f);
+  }
+  CHECK(io_testing::slurp(path).compare(0, 512, good, 0, 512) == 0);  // the header is as written
+  {
+    CheckpointReader rd(path);
+    rd.read("params/w", Shape{8, 8}, w.data());
+    CHECK(w[17] == 1.0f);
+  }
+  seal_checkpoint(path);
+  CHECK(io_testing::slurp(path).compare(0, 512, good, 0, 512) != 0);
+  CHECK(CheckpointReader(path).attr_i64("step") == 3);
+  // A file without the header (written before it existed, or by h5py) is read as it is, and
+  // cannot be sealed (no room).
+  const std::string plain = dir.file("plain.h5");
+  {
+    h5::File f = h5::File::create(plain);
+    f.set_attr("step", int64_t{5});
+    f.close();
+  }
+  CHECK(CheckpointReader(plain).attr_i64("step") == 5);
+  CHECK_THAT(checkpoint_error([&] { seal_checkpoint(plain); }), Contains("has no room for a header"));
 }
 
 TEST_CASE("checkpoint: commit replaces the file atomically and no commit leaves no trace", "[io][checkpoint]") {

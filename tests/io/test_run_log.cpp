@@ -141,6 +141,26 @@ TEST_CASE("run log: flush writes every series and read_run_summary reads them ba
   CHECK(s.best_val_step == 9);
 }
 
+// A run log carries no checksum (a live run rewrites it at each flush); HDF5 trusts its internal
+// lengths, and a damaged variable-length heap (here the first object of "GCOL", the config
+// string's, claiming 2^40 bytes) crashed the reader. It is read in a child process first.
+TEST_CASE("run log: a damaged file that crashes HDF5 is refused by name, not a crash", "[io][run_log]") {
+  TempDir dir;
+  const std::string path = dir.file("metrics.h5");
+  RunLog log(path, test_meta());
+  fill(log, 0, 4, 2);
+  log.flush();
+  std::string bytes = io_testing::slurp(path);
+  const size_t heap = bytes.find("GCOL");
+  REQUIRE(heap != std::string::npos);
+  const uint64_t huge = uint64_t(1) << 40;
+  std::memcpy(bytes.data() + heap + 16 + 8, &huge, sizeof huge);
+  io_testing::spit(path, bytes);
+  CHECK_THAT(checkpoint_error([&] { read_run_summary(path); }),
+             Contains(path + ": corrupt run log: reading it crashes the HDF5 library"));
+  CHECK_THAT(checkpoint_error([&] { RunLog::resume(path, test_meta(), 3); }), Contains("corrupt run log"));
+}
+
 TEST_CASE("run log: a diverged run has a NaN last loss and finite best losses", "[io][run_log]") {
   TempDir dir;
   const std::string path = dir.file("metrics.h5");
