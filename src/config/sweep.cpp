@@ -211,6 +211,20 @@ SweepFile load_sweep(const std::string& path) {
       s.plots.push_back(plot);
     }
   }
+  // The points multiply; past kMaxSweepPoints a sweep is a mistake (a list pasted twice, an axis
+  // of every integer), and listing it alone would take minutes.
+  uint64_t points = 1;
+  std::string factors;
+  auto times = [&](size_t n, const std::string& what) {
+    points = points > kMaxSweepPoints ? points : points * n;
+    factors += (factors.empty() ? "" : " x ") + std::to_string(n) + " (" + what + ")";
+  };
+  for (const SweepAxis& a : s.grid) times(a.values.size(), a.key);
+  if (!s.zip.empty()) times(s.zip.front().values.size(), "zip");
+  if (!s.seeds.empty()) times(s.seeds.size(), "seeds");
+  if (points > kMaxSweepPoints)
+    throw ConfigError(path + ": " + factors + " points: more than " + std::to_string(kMaxSweepPoints) +
+                      ", the most one sweep runs; split it into several sweeps");
   return s;
 }
 

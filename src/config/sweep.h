@@ -17,6 +17,7 @@
 //   plots:                              # drawn by `attnlab report`
 //     - {kind: curves, metric: val_loss}
 //     - {kind: final, x: muon.lr, metric: train_loss, log_x: true}
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,9 @@ struct SweepPoint {
 
 // Reads and checks a sweep file's structure; ConfigError naming file:line:col otherwise.
 SweepFile load_sweep(const std::string& path);
+// The most points a sweep file may make (grid product x zip rows x seeds); load_sweep refuses more.
+inline constexpr uint64_t kMaxSweepPoints = 10000;
+
 // The points in order: grid product (first key slowest), then zip rows, then seeds.
 std::vector<SweepPoint> sweep_points(const SweepFile& s);
 // A point's full config: base, sweep overrides, the point's overrides, run.name and run.out_dir.

@@ -148,6 +148,15 @@ TEST_CASE("sweep: a bad sweep file or axis value stops before any run, naming fi
         "s.yaml:3:13: overrides: run.seed is set by the sweep for every point (seeds:), not an override");
   CHECK(err("base: tiny.yaml\n---\nseeds: [1]\n") ==
         "s.yaml: 2 YAML documents (separated by ---); a sweep file is one document");
+  {  // 101 x 100 x 1 points: refused before any is made (listing 10^6 took half an hour)
+    std::string lrs, batches;
+    for (int i = 1; i <= 101; ++i) lrs += (i > 1 ? ", " : "") + std::to_string(i) + "e-4";
+    for (int i = 1; i <= 100; ++i) batches += (i > 1 ? ", " : "") + std::to_string(i);
+    CHECK(err("base: tiny.yaml\ngrid:\n  optimizer.lr: [" + lrs + "]\n  train.batch_size: [" + batches +
+              "]\nseeds: [1]\n") ==
+          "s.yaml: 101 (optimizer.lr) x 100 (train.batch_size) x 1 (seeds) points: more than 10000, the most one "
+          "sweep runs; split it into several sweeps");
+  }
   // Cross-key checks name the point's value too.
   CHECK(err("base: tiny.yaml\ngrid:\n  schedule.warmup_steps: [1, 50]\n") ==
         "s.yaml:3:30: schedule.warmup_steps (50) must be <= train.steps (2) (point schedule.warmup_steps=50)");
