@@ -62,6 +62,16 @@ struct AmxTiles : Bf16Tiles {
   }
   static void leave() { Unit::release(); }
 
+  // Tiles 0 and 1 (C [kRows, 16] each, side by side) += a [kRows, 32] · b [16 pairs, 32 columns]:
+  // a bf16 rows (row stride lda bytes), b pairs along the summed index (row stride ldb bytes).
+  static void dp_32_columns(const uint16_t* a, int64_t lda, const uint32_t* b, int64_t ldb) {
+    Unit::template load<2>(a, lda);
+    Unit::template load<3>(b, ldb);
+    Unit::template dp<0, 2, 3>();
+    Unit::template load<3>(b + 16, ldb);
+    Unit::template dp<1, 2, 3>();
+  }
+
   // s[r, j] = Σ_e a[r, e] k[j, e] over keys [j0, j0 + nb), 32 keys at a time; a: bf16 rows [kRows, Dp]
   // (gather_tile), kt: pairs of e [Dp/2, Sp] (gather_cols).
   static void logits(float* s, const float* af, const float* ktf, int64_t j0, int64_t nb, int64_t Dp, int64_t Sp) {
@@ -70,14 +80,7 @@ struct AmxTiles : Bf16Tiles {
     for (int64_t jt = 0; jt < nb; jt += kKeyTile) {
       Unit::template zero<0>();
       Unit::template zero<1>();
-      for (int64_t e0 = 0; e0 < Dp; e0 += 32) {
-        const uint32_t* b = kt + e0 / 2 * Sp + j0 + jt;
-        Unit::template load<2>(a + e0, Dp * 2);
-        Unit::template load<3>(b, Sp * 4);
-        Unit::template dp<0, 2, 3>();
-        Unit::template load<3>(b + 16, Sp * 4);
-        Unit::template dp<1, 2, 3>();
-      }
+      for (int64_t e0 = 0; e0 < Dp; e0 += 32) dp_32_columns(a + e0, Dp * 2, kt + e0 / 2 * Sp + j0 + jt, Sp * 4);
       Unit::template store<0>(s + jt, kKeyBlock * 4);
       Unit::template store<1>(s + jt + 16, kKeyBlock * 4);
     }
@@ -98,14 +101,7 @@ struct AmxTiles : Bf16Tiles {
     for (int64_t e0 = 0; e0 < Dp; e0 += 32) {
       Unit::template load<0>(o + e0, Dp * 4);
       Unit::template load<1>(o + e0 + 16, Dp * 4);
-      for (int64_t k0 = 0; k0 < keys; k0 += 32) {
-        const uint32_t* b = x + k0 / 2 * Dp + e0;
-        Unit::template load<2>(w + k0, kKeyBlock * 2);
-        Unit::template load<3>(b, Dp * 4);
-        Unit::template dp<0, 2, 3>();
-        Unit::template load<3>(b + 16, Dp * 4);
-        Unit::template dp<1, 2, 3>();
-      }
+      for (int64_t k0 = 0; k0 < keys; k0 += 32) dp_32_columns(w + k0, kKeyBlock * 2, x + k0 / 2 * Dp + e0, Dp * 4);
       Unit::template store<0>(o + e0, Dp * 4);
       Unit::template store<1>(o + e0 + 16, Dp * 4);
     }
