@@ -23,13 +23,12 @@ namespace attnlab {
 // The seal: HDF5 trusts a file's internal addresses, and a few flipped bytes in its metadata can
 // crash the library (seen: a corrupt variable-length heap read out of bounds). So each checkpoint
 // starts with a 512-byte header, HDF5's user block (which HDF5 and h5py skip), holding the size
-// and the CRC-32C of every byte after it, which the reader checks before HDF5 sees the file. A
-// file that no longer matches was damaged or edited in place (h5py): it is first read in full by
-// a child process, and refused only if that crashes; otherwise it is used with a warning (a
-// damaged tensor still fails its own Fletcher32 checksum when read).
+// and the CRC-32C of every byte after it, which the reader checks before HDF5 sees the file:
 //   attnlab checkpoint\nbytes <n>\ncrc32c <8 hex digits>\n, then zeros
-// A file that starts with the HDF5 signature has no header (written before the seal, or by
-// another program) and is read as it is.
+// A file that no longer matches was damaged or edited in place (h5py); one that starts with the
+// HDF5 signature has no header (an older build's, a run log, another program's). In both, each
+// read is tried in a child process first (io/h5_trial.h) and refused if it crashes there; what
+// reads is used (a damaged tensor still fails its own Fletcher32 checksum).
 
 namespace {
 
