@@ -1,10 +1,11 @@
 // Building-block speed: GFLOP/s of attnlab's linear (forward + both backward products) next to
 // raw oneDNN matmul primitives on the same shapes, and of the attention op forward + backward.
-//   build/bench_kernels [--reps N] [--threads N] [--attention-only] [--bf16] [--shape B,H,T,D]
+//   build/bench_kernels [--reps N] [--threads N] [--attention-only] [--bf16 [--tiles avx512|amx]] [--shape B,H,T,D]
 //   build/bench_kernels --window W [--shape B,H,T,D]   flash with a sliding window of W against causal
 //   build/bench_kernels --newton-schulz [--bf16]   Muon's NS5 on the mid and baby-gpt matrices
 // --bf16 runs the attention table with bf16 products (precision.matmul=bf16); the linear table
-// compares f32 products with f32 primitives either way.
+// compares f32 products with f32 primitives either way. --tiles forces the flash kernel's bf16
+// products onto AVX-512 BF16 registers or AMX tiles (default: AMX where the CPU has it).
 // Prints a Markdown table (docs/performance.md records one with the command that produced it).
 #include <omp.h>
 
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "autograd/tape.h"
+#include "kernels/amx.h"
 #include "kernels/gemm.h"
 #include "ops/ops.h"
 #include "optim/muon.h"
@@ -215,6 +217,10 @@ int main(int argc, char** argv) {
     else if (i + 1 < argc && !std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[++i]);
     else if (i + 1 < argc && !std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--bf16")) bf16_attention = true;
+    else if (i + 1 < argc && !std::strcmp(argv[i], "--tiles") && !std::strcmp(argv[i + 1], "avx512"))
+      kernels::set_flash_bf16_path(kernels::FlashBf16Path::avx512), ++i;
+    else if (i + 1 < argc && !std::strcmp(argv[i], "--tiles") && !std::strcmp(argv[i + 1], "amx"))
+      kernels::set_flash_bf16_path(kernels::FlashBf16Path::amx), ++i;
     else if (!std::strcmp(argv[i], "--newton-schulz")) newton_schulz = true;
     else if (i + 1 < argc && !std::strcmp(argv[i], "--window")) window = std::atoll(argv[++i]);
     else if (std::array<long long, 4> s; i + 1 < argc && !std::strcmp(argv[i], "--shape") &&
@@ -225,7 +231,7 @@ int main(int argc, char** argv) {
       ++i;
     } else {
       std::fprintf(stderr, "usage: bench_kernels [--reps N] [--threads N] [--attention-only] [--bf16] [--shape B,H,T,D] "
-                           "[--newton-schulz] [--window W]\n");
+                           "[--tiles avx512|amx] [--newton-schulz] [--window W]\n");
       return 2;
     }
   }
