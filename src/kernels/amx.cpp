@@ -103,17 +103,17 @@ void AmxEmu::dp_tiles(int c, int a, int b) {
 }
 
 namespace {
-FlashBf16Path& forced_path() {
+FlashBf16Path& current_path() {
   static FlashBf16Path p = amx_bf16_usable() ? FlashBf16Path::amx : FlashBf16Path::avx512;
   return p;
 }
 }  // namespace
 
-FlashBf16Path flash_bf16_path() { return forced_path(); }
+FlashBf16Path flash_bf16_path() { return current_path(); }
 
 void set_flash_bf16_path(FlashBf16Path p) {
   ATTN_CHECK(p != FlashBf16Path::amx || amx_bf16_usable(), "AMX tiles asked for on a CPU without AMX-BF16");
-  forced_path() = p;
+  current_path() = p;
 }
 
 const char* flash_bf16_path_name(FlashBf16Path p) {

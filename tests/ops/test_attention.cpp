@@ -268,7 +268,8 @@ TEST_CASE("attention (every kernel): gradients add up when inputs are shared or 
 
 // With bf16 matmul operands the flash kernel's products read bf16 (pairs along the summed index,
 // f32 accumulation) while the softmax and its statistics stay f32: outputs and gradients agree with
-// the f32 kernel to bf16 rounding. On a build without AVX-512 BF16 both runs are the f32 kernel.
+// the f32 kernel to bf16 rounding, on every bf16 path the CPU has. On a build without AVX-512 BF16
+// every run is the f32 kernel.
 TEST_CASE("attention: flash with bf16 products agrees with f32 within bf16 rounding", "[ops][flash]") {
   for (auto [T, S, H, Hkv, D, causal, cap, Dv] :
        {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, bool, float, int64_t>{257, 257, 4, 2, 32, true, 0.f, 32},
@@ -280,21 +281,29 @@ TEST_CASE("attention: flash with bf16 products agrees with f32 within bf16 round
     const int64_t B = 2;
     Vec qv = testing::randn(B * T * H * D, 51, 1.5), kv = testing::randn(B * S * Hkv * D, 52, 1.5),
         vv = testing::randn(B * S * Hkv * Dv, 53), r = testing::randn(B * T * H * Dv, 54);
-    std::vector<Vec> outs, grads;
-    for (auto precision : {kernels::MatmulPrecision::f32, kernels::MatmulPrecision::bf16}) {
+    auto run = [&](kernels::MatmulPrecision precision) {
       testing::PrecisionScope ps(precision);
       AttentionOptions o(0.2f);
       o.softcap = cap;
       o.causal = causal;
       o.kernel = AttentionKernel::flash;
-      auto [y, g] = run_attention(B, T, S, H, Hkv, D, qv, kv, vv, r, o, Dv);
-      outs.push_back(y);
-      grads.push_back(g);
+      return run_attention(B, T, S, H, Hkv, D, qv, kv, vv, r, o, Dv);
+    };
+    const auto [y32, g32] = run(kernels::MatmulPrecision::f32);
+    // Every bf16 path this CPU can run: AVX-512 BF16 registers, and AMX tiles where it has them.
+    const kernels::FlashBf16Path before = kernels::flash_bf16_path();
+    std::vector<kernels::FlashBf16Path> paths = {kernels::FlashBf16Path::avx512};
+    if (kernels::amx_bf16_usable()) paths.push_back(kernels::FlashBf16Path::amx);
+    for (auto path : paths) {
+      kernels::set_flash_bf16_path(path);
+      const auto [y16, g16] = run(kernels::MatmulPrecision::bf16);
+      const double out_err = testing::rel_err(y32, y16), grad_err = testing::rel_err(g32, g16);
+      INFO("path " << kernels::flash_bf16_path_name(path) << ": output rel err " << out_err << ", grad rel err "
+                   << grad_err);
+      CHECK(out_err <= 1e-2);
+      CHECK(grad_err <= 2e-2);
     }
-    const double out_err = testing::rel_err(outs[0], outs[1]), grad_err = testing::rel_err(grads[0], grads[1]);
-    INFO("output rel err " << out_err << ", grad rel err " << grad_err);
-    CHECK(out_err <= 1e-2);
-    CHECK(grad_err <= 2e-2);
+    kernels::set_flash_bf16_path(before);
   }
 }
 
