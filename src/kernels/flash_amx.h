@@ -13,7 +13,7 @@
 //   4     C  [16, 16] f32       16 keys × 16 features of dK or dV
 //   5     A  [16, kRows] bf16   Pᵀ (or dSᵀ): 16 keys × the tile's rows
 //   6     B  [kRows/2 pairs, 16] the query-side tile as pairs of rows
-// The summed index of logits is the head size: padded head sizes must be multiples of 32 (fits()).
+// The summed index of logits is the head size: head sizes are padded to multiples of 32 (pad()).
 #include "kernels/amx.h"
 #include "kernels/flash_tiles.h"
 
@@ -48,7 +48,11 @@ inline void transpose_8x16_bf16(uint16_t* out, const float* w) {
 
 template <class Unit>
 struct AmxTiles : Bf16Tiles {
-  static bool fits(int64_t Dp, int64_t Dvp) { return Dp % 32 == 0 && Dvp % 32 == 0; }
+  // The summed index of logits is the head size, 32 bf16 per tile row: head sizes are padded to 32.
+  static int64_t pad(int64_t D) { return round_up(D, 32); }
+  // Head sizes the tiles take: above 16, where padding to 32 rather than 16 adds at most a third
+  // (16 or less: twice the register path's products).
+  static bool fits(int64_t D, int64_t Dv) { return D > 16 && Dv > 16; }
   static void enter() {
     TileConfig c;
     c.set(0, kRows, 64);

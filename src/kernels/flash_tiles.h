@@ -5,8 +5,9 @@
 // once over this policy; everything here works on raw rows (a pointer and a row stride), so it
 // knows nothing of tensors or autograd.
 //
-// Sizes: Dp = a head size rounded up to kLanes, Sp = the key count rounded up to kKeyTile; every
-// padded copy is zero past the real rows and columns, so the padding contributes nothing.
+// Sizes: Dp = a head size rounded up to the policy's pad() (kLanes; 32 on AMX tiles), Sp = the key
+// count rounded up to kKeyTile; every padded copy is zero past the real rows and columns, so the
+// padding contributes nothing.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -221,6 +222,8 @@ inline void block_logits(float* s, const float* a, const float* bt, int64_t j0, 
 // F32: K for logits transposed [Dp, Sp] (kt), K and V as rows [Sp, Dp] for P·V and dS·K, query-side
 // tiles as rows [kRows, Dp]; the P and dS blocks are read as they are.
 struct F32Tiles {
+  // A head size padded to what the products read (Dp, Dvp).
+  static int64_t pad(int64_t D) { return round_up(D, kLanes); }
   // Per-thread set-up before a (batch, kv head)'s products, and its undoing (AMX tiles: their shapes).
   static void enter() {}
   static void leave() {}
@@ -301,6 +304,7 @@ inline void to_bf16_pairs(uint32_t* out, const float* a, const float* b, int64_t
 }
 
 struct Bf16Tiles {
+  static int64_t pad(int64_t D) { return round_up(D, kLanes); }
   static void enter() {}
   static void leave() {}
   // Logits-side K/V: pairs of e, [Dp/2, Sp], built through a row-major bf16 copy [Sp, Dp/2].

@@ -60,8 +60,8 @@ enum class AttentionKernel { dense, flash };
 inline constexpr AttentionKernel kAllAttentionKernels[] = {AttentionKernel::dense, AttentionKernel::flash};
 const char* kernel_name(AttentionKernel k);
 // What the flash kernel's products run on at the current matmul precision, for q/k head size D and
-// v head size Dv: "f32", or the bf16 path's name (kernels/amx.h; AMX tiles need D and Dv padded to
-// 16 to be multiples of 32, else the AVX-512 BF16 products run).
+// v head size Dv: "f32", or the bf16 path's name (kernels/amx.h; AMX tiles take D and Dv above 16,
+// else the AVX-512 BF16 products run).
 const char* flash_products(int64_t D, int64_t Dv);
 
 enum class BlockSoftmaxMode { exact, none, learned };

@@ -6,7 +6,7 @@
 //
 // Layout for speed: per (batch, kv head) a thread copies K and V into zero-padded scratch (Kᵀ
 // [Dp, Sp] for q·k, row-major [Sp, Dvp] for P·V; Dp and Dvp = the q/k and v head sizes rounded up
-// to 16, Sp = S rounded up to kKeyTile), and processes kRows query rows at a time. Products are
+// to 16, or 32 on AMX tiles, Sp = S rounded up to kKeyTile), and processes kRows query rows at a time. Products are
 // register tiles with compile-time sizes (kernels/flash_tiles.h), which the compiler keeps in
 // vector registers; the zero padding contributes nothing. Backward follows FlashAttention-2: each thread
 // owns one kv head's dK and dV accumulators across its query heads and all query rows.
@@ -115,7 +115,7 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
   float* o_blk = keep_blocks ? current_arena().alloc_floats(d.B * d.H * d.T * N * d.Dv) : nullptr;
   const int nt = omp_get_max_threads();
   // Dp: the q/k head size padded, Dvp: the v head size padded.
-  const int64_t Dp = round_up(d.D, kLanes), Dvp = round_up(d.Dv, kLanes), Sp = padded_keys(d.S);
+  const int64_t Dp = Tiles::pad(d.D), Dvp = Tiles::pad(d.Dv), Sp = padded_keys(d.S);
   const int64_t kld = k.strides[1], vld = v.strides[1];
   // Per thread: K for logits, V for P·V, the query tile and accumulator [kRows, Dvp], a logits
   // block [kRows, kKeyBlock] and its converted copy, m, l [kRows], and for the block softmax the
@@ -462,7 +462,7 @@ std::optional<kernels::FlashBf16Path> bf16_path(int64_t D, int64_t Dv) {
 #ifdef __AVX512BF16__
   if (kernels::matmul_precision() != kernels::MatmulPrecision::bf16) return std::nullopt;
   const kernels::FlashBf16Path p = kernels::flash_bf16_path();
-  if (p != kernels::FlashBf16Path::avx512 && !AmxTiles<kernels::AmxHw>::fits(round_up(D, kLanes), round_up(Dv, kLanes)))
+  if (p != kernels::FlashBf16Path::avx512 && !AmxTiles<kernels::AmxHw>::fits(D, Dv))
     return kernels::FlashBf16Path::avx512;
   return p;
 #else
