@@ -6,9 +6,9 @@
 //
 // Layout for speed: per (batch, kv head) a thread copies K and V into zero-padded scratch (Kᵀ
 // [Dp, Sp] for q·k, row-major [Sp, Dvp] for P·V; Dp and Dvp = the q/k and v head sizes rounded up
-// to 16, or 32 on AMX tiles, Sp = S rounded up to kKeyTile), and processes kRows query rows at a time. Products are
-// register tiles with compile-time sizes (kernels/flash_tiles.h), which the compiler keeps in
-// vector registers; the zero padding contributes nothing. Backward follows FlashAttention-2: each thread
+// to 16, or 32 on AMX tiles, Sp = S rounded up to kKeyTile), and processes kRows query rows at a
+// time. Products are register tiles with compile-time sizes (kernels/flash_tiles.h), which the
+// compiler keeps in vector registers; the zero padding contributes nothing. Backward follows FlashAttention-2: each thread
 // owns one kv head's dK and dV accumulators across its query heads and all query rows.
 //
 // Block softmax (ops/attention.h): each softmax block is its own run of the online softmax over its
