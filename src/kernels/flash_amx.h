@@ -1,18 +1,19 @@
 #pragma once
 // The flash kernel's bf16 products on AMX tiles: Bf16Tiles (kernels/flash_tiles.h) with its three
 // products (q·k logits, P·X, Pᵀ·X) done by TDPBF16PS on a tile unit (kernels/amx.h: the hardware,
-// or its emulation). The operands are Bf16Tiles' own layouts, which are already what the tiles
-// read: bf16 rows for the left operand, pairs along the summed index for the right one. The one
-// new layout is the P/dS block for Pᵀ·X, transposed to bf16 [keys, kRows] rows (there the keys are
-// the output rows). Conversion, rounding (nearest even) and every f32 statistic are Bf16Tiles'.
+// or its emulation), on query tiles of R = 8 or 16 rows (16: a full tile). The operands are
+// Bf16Tiles' layouts at R rows, which are already what the tiles read: bf16 rows for the left
+// operand, pairs along the summed index for the right one. The one new layout is the P/dS block
+// for Pᵀ·X, transposed to bf16 [keys, R] rows (there the keys are the output rows).
+// Conversion, rounding (nearest even) and every f32 statistic are Bf16Tiles'.
 //
 // Tile registers, configured once per (batch, kv head) by enter():
-//   0, 1  C  [kRows, 16] f32    logits of 16 keys / 16 output features of P·X
-//   2     A  [kRows, 32] bf16   query-side rows, or P rows, 32 of the summed index
-//   3     B  [16 pairs, 16]     Kᵀ pairs of features, or X pairs of keys
-//   4     C  [16, 16] f32       16 keys × 16 features of dK or dV
-//   5     A  [16, kRows] bf16   Pᵀ (or dSᵀ): 16 keys × the tile's rows
-//   6     B  [kRows/2 pairs, 16] the query-side tile as pairs of rows
+//   0, 1  C  [R, 16] f32       logits of 16 keys / 16 output features of P·X
+//   2     A  [R, 32] bf16      query-side rows, or P rows, 32 of the summed index
+//   3     B  [16 pairs, 16]    Kᵀ pairs of features, or X pairs of keys
+//   4     C  [16, 16] f32      16 keys × 16 features of dK or dV
+//   5     A  [16, R] bf16      Pᵀ (or dSᵀ): 16 keys × the tile's rows
+//   6     B  [R/2 pairs, 16]   the query-side tile as pairs of rows
 // The summed index of logits is the head size: head sizes are padded to multiples of 32 (pad()).
 #include "kernels/amx.h"
 #include "kernels/flash_tiles.h"
@@ -20,10 +21,10 @@
 #ifdef __AVX512BF16__
 namespace attnlab::kernels::flash {
 
-static_assert(kRows == 8 && kKeyTile == 32 && kKeyBlock % 32 == 0, "the tile shapes below assume these");
+static_assert(kKeyTile == 32 && kKeyBlock % 32 == 0, "the tile shapes below assume these");
 
-// out[j, r] = bf16(w[r, j]) for j < 16, r < 8 (w has row stride kKeyBlock, out row stride 8).
-inline void transpose_8x16_bf16(uint16_t* out, const float* w) {
+// out[j·ld + r] = bf16(w[r, j]) for j < 16, r < 8 (w has row stride kKeyBlock).
+inline void transpose_8x16_bf16(uint16_t* out, int64_t ld, const float* w) {
   __m256i r[8], t[8], u[8];
   for (int i = 0; i < 8; ++i) r[i] = bf16x16(w + i * kKeyBlock, 16);  // keys 0–7 | 8–15 per 128-bit lane
   for (int i = 0; i < 4; ++i) {  // rows (2i, 2i + 1) interleaved per key
@@ -38,16 +39,21 @@ inline void transpose_8x16_bf16(uint16_t* out, const float* w) {
   }
   for (int i = 0; i < 4; ++i) {  // all 8 rows of keys 2i and 2i + 1 (and 8 + those in the upper lane)
     const __m256i even = _mm256_unpacklo_epi64(u[i], u[4 + i]), odd = _mm256_unpackhi_epi64(u[i], u[4 + i]);
-    auto* o = reinterpret_cast<__m128i*>(out);
-    _mm_storeu_si128(o + 2 * i, _mm256_castsi256_si128(even));
-    _mm_storeu_si128(o + 2 * i + 1, _mm256_castsi256_si128(odd));
-    _mm_storeu_si128(o + 8 + 2 * i, _mm256_extracti128_si256(even, 1));
-    _mm_storeu_si128(o + 8 + 2 * i + 1, _mm256_extracti128_si256(odd, 1));
+    auto key = [out, ld](int64_t j) { return reinterpret_cast<__m128i*>(out + j * ld); };
+    _mm_storeu_si128(key(2 * i), _mm256_castsi256_si128(even));
+    _mm_storeu_si128(key(2 * i + 1), _mm256_castsi256_si128(odd));
+    _mm_storeu_si128(key(8 + 2 * i), _mm256_extracti128_si256(even, 1));
+    _mm_storeu_si128(key(8 + 2 * i + 1), _mm256_extracti128_si256(odd, 1));
   }
 }
 
-template <class Unit>
+// Rows: the query rows per tile, 8 (as the register policies) or 16 (a full tile: twice the work
+// per instruction, and the causal diagonal's masked half of a tile twice as large).
+template <class Unit, int Rows>
 struct AmxTiles : Bf16Tiles {
+  static_assert(Rows == 8 || Rows == 16);
+  static constexpr int rows = Rows;
+  static constexpr int R = Rows;
   // The summed index of logits is the head size, 32 bf16 per tile row: head sizes are padded to 32.
   static int64_t pad(int64_t D) { return round_up(D, 32); }
   // Head sizes the tiles take: above 16, where padding to 32 rather than 16 adds at most a third
@@ -55,18 +61,38 @@ struct AmxTiles : Bf16Tiles {
   static bool fits(int64_t D, int64_t Dv) { return D > 16 && Dv > 16; }
   static void enter() {
     TileConfig c;
-    c.set(0, kRows, 64);
-    c.set(1, kRows, 64);
-    c.set(2, kRows, 64);
+    c.set(0, R, 64);
+    c.set(1, R, 64);
+    c.set(2, R, 64);
     c.set(3, 16, 64);
     c.set(4, 16, 64);
-    c.set(5, 16, 2 * kRows);
-    c.set(6, kRows / 2, 64);
+    c.set(5, 16, 2 * R);
+    c.set(6, R / 2, 64);
     Unit::configure(c);
   }
   static void leave() { Unit::release(); }
 
-  // Tiles 0 and 1 (C [kRows, 16] each, side by side) += a [kRows, 32] · b [16 pairs, 32 columns]:
+  // Rows as bf16 [R, Dp] (R·Dp/2 words), then pairs of rows [R/2, Dp] (R·Dp/2 words).
+  static int64_t row_tile(int64_t Dp) { return R * Dp; }
+  // A block as bf16 rows [R, kKeyBlock], or transposed [kKeyBlock, R].
+  static int64_t block() { return R * kKeyBlock / 2; }
+  // The tile as bf16 rows and as pairs of rows; xr[r] is row r (null past the last row).
+  static void gather_tile(float* dstf, const float* const* xr, int64_t D, int64_t Dp) {
+    auto* bf_rows = reinterpret_cast<uint16_t*>(dstf);
+    auto* pairs = reinterpret_cast<uint32_t*>(dstf) + R * Dp / 2;
+    for (int r = 0; r < R; ++r)
+      if (xr[r])
+        to_bf16_row(bf_rows + r * Dp, xr[r], D, Dp);
+      else
+        std::memset(bf_rows + r * Dp, 0, size_t(Dp) * sizeof(uint16_t));
+    for (int rp = 0; rp < R / 2; ++rp)
+      if (xr[2 * rp])
+        to_bf16_pairs(pairs + rp * Dp, xr[2 * rp], xr[2 * rp + 1], D, Dp);
+      else
+        std::memset(pairs + rp * Dp, 0, size_t(Dp) * sizeof(uint32_t));
+  }
+
+  // Tiles 0 and 1 (C [R, 16] each, side by side) += a [R, 32] · b [16 pairs, 32 columns]:
   // a bf16 rows (row stride lda bytes), b pairs along the summed index (row stride ldb bytes).
   static void dp_32_columns(const uint16_t* a, int64_t lda, const uint32_t* b, int64_t ldb) {
     Unit::template load<2>(a, lda);
@@ -76,7 +102,7 @@ struct AmxTiles : Bf16Tiles {
     Unit::template dp<1, 2, 3>();
   }
 
-  // s[r, j] = Σ_e a[r, e] k[j, e] over keys [j0, j0 + nb), 32 keys at a time; a: bf16 rows [kRows, Dp]
+  // s[r, j] = Σ_e a[r, e] k[j, e] over keys [j0, j0 + nb), 32 keys at a time; a: bf16 rows [R, Dp]
   // (gather_tile), kt: pairs of e [Dp/2, Sp] (gather_cols).
   static void logits(float* s, const float* af, const float* ktf, int64_t j0, int64_t nb, int64_t Dp, int64_t Sp) {
     const auto* a = reinterpret_cast<const uint16_t*>(af);
@@ -89,12 +115,24 @@ struct AmxTiles : Bf16Tiles {
       Unit::template store<1>(s + jt + 16, kKeyBlock * 4);
     }
   }
-  // o[kRows, Dp] = c ⊙ o + w · x over keys [j0, j0 + nb): w the block's bf16 rows (block_rows, zero
-  // to the next 32 keys), x pairs of keys [Sp/2, Dp] (gather_rows); c null for 1.
+  // The block's bf16 rows for ab_acc: [R, kKeyBlock] from w's first round_up(nb, 32) columns (zero
+  // past the visible keys, as the softmax leaves them).
+  static const float* block_rows(float* buf, const float* w, int64_t nb) {
+    auto* out = reinterpret_cast<uint16_t*>(buf);
+    for (int r = 0; r < R; ++r)
+      for (int64_t j = 0; j < nb; j += 32) {
+        const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(w + r * kKeyBlock + j + 16),
+                                               _mm512_loadu_ps(w + r * kKeyBlock + j));
+        _mm512_storeu_si512(out + r * kKeyBlock + j, reinterpret_cast<const __m512i&>(v));
+      }
+    return buf;
+  }
+  // o[R, Dp] = c ⊙ o + w · x over keys [j0, j0 + nb): w the block's bf16 rows (block_rows), x pairs
+  // of keys [Sp/2, Dp] (gather_rows); c null for 1.
   static void ab_acc(float* o, const float* c, const float* wf, const float* xf, int64_t j0, int64_t nb,
                      int64_t Dp) {
     if (c)
-      for (int r = 0; r < kRows; ++r) {
+      for (int r = 0; r < R; ++r) {
         const float cr = c[r];
 #pragma omp simd
         for (int64_t e = 0; e < Dp; ++e) o[r * Dp + e] *= cr;
@@ -110,20 +148,21 @@ struct AmxTiles : Bf16Tiles {
       Unit::template store<1>(o + e0 + 16, Dp * 4);
     }
   }
-  // The block transposed for atb_acc: bf16 [kKeyBlock, kRows], keys to the next 16 (zero past the
+  // The block transposed for atb_acc: bf16 [kKeyBlock, R], keys to the next 16 (zero past the
   // visible keys, as the softmax leaves them).
   static const float* block_cols(float* buf, const float* w, int64_t nb) {
     auto* out = reinterpret_cast<uint16_t*>(buf);
-    for (int64_t j = 0; j < nb; j += 16) transpose_8x16_bf16(out + j * kRows, w + j);
+    for (int64_t j = 0; j < nb; j += 16)
+      for (int r0 = 0; r0 < R; r0 += 8) transpose_8x16_bf16(out + j * R + r0, R, w + r0 * kKeyBlock + j);
     return buf;
   }
   // o[nb, Dp] += wᵀ · x, 16 keys at a time: w from block_cols, x the tile's pairs of rows. Rows of o
   // up to the next 16 keys are read and written back (wᵀ is zero there).
   static void atb_acc(float* o, const float* wf, const float* xf, int64_t nb, int64_t Dp) {
     const auto* wt = reinterpret_cast<const uint16_t*>(wf);
-    const auto* x = reinterpret_cast<const uint32_t*>(xf) + kRows * Dp / 2;
+    const auto* x = reinterpret_cast<const uint32_t*>(xf) + R * Dp / 2;
     for (int64_t j = 0; j < nb; j += 16) {
-      Unit::template load<5>(wt + j * kRows, kRows * 2);
+      Unit::template load<5>(wt + j * R, R * 2);
       for (int64_t e0 = 0; e0 < Dp; e0 += 16) {
         Unit::template load<4>(o + j * Dp + e0, Dp * 4);
         Unit::template load<6>(x + e0, Dp * 4);

@@ -222,6 +222,7 @@ inline void block_logits(float* s, const float* a, const float* bt, int64_t j0, 
 // F32: K for logits transposed [Dp, Sp] (kt), K and V as rows [Sp, Dp] for P·V and dS·K, query-side
 // tiles as rows [kRows, Dp]; the P and dS blocks are read as they are.
 struct F32Tiles {
+  static constexpr int rows = kRows;  // query rows per tile
   // A head size padded to what the products read (Dp, Dvp).
   static int64_t pad(int64_t D) { return round_up(D, kLanes); }
   // Per-thread set-up before a (batch, kv head)'s products, and its undoing (AMX tiles: their shapes).
@@ -304,6 +305,7 @@ inline void to_bf16_pairs(uint32_t* out, const float* a, const float* b, int64_t
 }
 
 struct Bf16Tiles {
+  static constexpr int rows = kRows;
   static int64_t pad(int64_t D) { return round_up(D, kLanes); }
   static void enter() {}
   static void leave() {}

@@ -6,8 +6,8 @@
 //
 // Layout for speed: per (batch, kv head) a thread copies K and V into zero-padded scratch (Kᵀ
 // [Dp, Sp] for q·k, row-major [Sp, Dvp] for P·V; Dp and Dvp = the q/k and v head sizes rounded up
-// to 16, or 32 on AMX tiles, Sp = S rounded up to kKeyTile), and processes kRows query rows at a
-// time. Products are register tiles with compile-time sizes (kernels/flash_tiles.h), which the
+// to 16, or 32 on AMX tiles, Sp = S rounded up to kKeyTile), and processes a tile of query rows
+// at a time (the policy's rows: 8, or 16 on AMX tiles from T = 256). Products are register tiles with compile-time sizes (kernels/flash_tiles.h), which the
 // compiler keeps in vector registers; the zero padding contributes nothing. Backward follows FlashAttention-2: each thread
 // owns one kv head's dK and dV accumulators across its query heads and all query rows.
 //
@@ -71,10 +71,11 @@ inline void prefetch_rows(const float* base, const Tensor& x, int64_t b, int64_t
 
 // While head (b, g)'s last query head runs, the next (b, g) of the thread's static range has its K
 // and V rows prefetched, a share per query tile: rows [t·c, (t + 1)·c) at tile t.
-inline void prefetch_next_kv(const Tensor& k, const Tensor& v, int64_t b, int64_t g, int64_t tile, const Dims& d) {
+inline void prefetch_next_kv(const Tensor& k, const Tensor& v, int64_t b, int64_t g, int64_t tile, int64_t rows,
+                             const Dims& d) {
   const int64_t next = b * d.Hkv + g + 1, nb = next / d.Hkv, ng = next % d.Hkv;
   if (nb >= d.B) return;
-  const int64_t tiles = (d.T + kRows - 1) / kRows, per_tile = (d.S + tiles - 1) / tiles;
+  const int64_t tiles = (d.T + rows - 1) / rows, per_tile = (d.S + tiles - 1) / tiles;
   const int64_t j0 = tile * per_tile, n = std::min(per_tile, d.S - j0);
   if (n <= 0) return;
   prefetch_rows(k.data, k, nb, j0, n, ng, d.D);
@@ -83,9 +84,10 @@ inline void prefetch_next_kv(const Tensor& k, const Tensor& v, int64_t b, int64_
 
 // Rows [i0, i0 + n) of head (b, h) of a strided [B, T, heads, ·] tensor whose data starts at base
 // (x's own data, or its gradient's), null past n: the rows of a query-side tile.
-inline void tile_rows(const float* xr[kRows], const float* base, const Tensor& x, int64_t b, int64_t i0, int64_t n,
+template <int R>
+inline void tile_rows(const float* (&xr)[R], const float* base, const Tensor& x, int64_t b, int64_t i0, int64_t n,
                       int64_t h) {
-  for (int r = 0; r < kRows; ++r)
+  for (int r = 0; r < R; ++r)
     xr[r] = r < n ? base + b * x.strides[0] + (i0 + r) * x.strides[1] + h * x.strides[2] : nullptr;
 }
 
@@ -97,6 +99,7 @@ struct RowKeys {
 
 template <class Tiles>
 Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt, const Dims& d) {
+  constexpr int R = Tiles::rows;  // query rows per tile
   const float alpha = opt.logit_scale, cap = opt.softcap;
   const bool causal = opt.causal;
   const BlockPlan bp = block_plan(opt, d);
@@ -117,12 +120,12 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
   // Dp: the q/k head size padded, Dvp: the v head size padded.
   const int64_t Dp = Tiles::pad(d.D), Dvp = Tiles::pad(d.Dv), Sp = padded_keys(d.S);
   const int64_t kld = k.strides[1], vld = v.strides[1];
-  // Per thread: K for logits, V for P·V, the query tile and accumulator [kRows, Dvp], a logits
-  // block [kRows, kKeyBlock] and its converted copy, m, l [kRows], and for the block softmax the
-  // merged output [kRows, Dvp] and a block's output row [Dvp].
+  // Per thread: K for logits, V for P·V, the query tile and accumulator [R, Dvp], a logits
+  // block [R, kKeyBlock] and its converted copy, m, l [R], and for the block softmax the
+  // merged output [R, Dvp] and a block's output row [Dvp].
   const int64_t kc = Tiles::key_cols(Dp, Sp), vr_size = Tiles::key_rows(Dvp, Sp), tile = Tiles::row_tile(Dp);
-  const int64_t per_thread = kc + vr_size + tile + kRows * Dvp + kRows * kKeyBlock + Tiles::block() + 2 * kRows +
-                             (bp.plain() ? 0 : kRows * Dvp + Dvp);
+  const int64_t per_thread = kc + vr_size + tile + R * Dvp + R * kKeyBlock + Tiles::block() + 2 * R +
+                             (bp.plain() ? 0 : R * Dvp + Dvp);
   float* scratch = current_arena().alloc_floats(nt * per_thread);
   float* head_max = current_arena().alloc_floats(d.B * d.H);
 
@@ -133,20 +136,20 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
       float* vr = kt + kc;
       float* qb = vr + vr_size;
       float* acc = qb + tile;
-      float* s = acc + kRows * Dvp;
-      float* sb = s + kRows * kKeyBlock;
+      float* s = acc + R * Dvp;
+      float* sb = s + R * kKeyBlock;
       float* m = sb + Tiles::block();
-      float* l = m + kRows;
-      float* out = l + kRows;     // block softmax: the rows' outputs so far
-      float* ob = out + kRows * Dvp;  // block softmax: one row's block output
+      float* l = m + R;
+      float* out = l + R;     // block softmax: the rows' outputs so far
+      float* ob = out + R * Dvp;  // block softmax: one row's block output
       Tiles::enter();
       // Query tiles outer, the group's heads inner, and K and V copied a key block at a time just
       // before the first tile that reads it: what a tile reads was copied recently and is still in
       // cache, however long S is (with a window, the tiles' keys move along the sequence).
       int64_t gathered = 0;
       for (int64_t hh = 0; hh < d.G; ++hh) head_max[b * d.H + g * d.G + hh] = kNegInf;
-      for (int64_t i0 = 0; i0 < d.T; i0 += kRows) {
-        const int64_t rows = std::min<int64_t>(kRows, d.T - i0);
+      for (int64_t i0 = 0; i0 < d.T; i0 += R) {
+        const int64_t rows = std::min<int64_t>(R, d.T - i0);
         {
           const int64_t reach = std::min(Sp, round_up(std::max<int64_t>(0, last_key(i0 + rows - 1, d, causal) + 1), kKeyTile));
           if (reach > gathered) {
@@ -159,28 +162,28 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
           const int64_t h = g * d.G + hh;
           const float sink = sinks.defined() ? sinks.data[h] : kNegInf;
           float& hmax = head_max[b * d.H + h];  // the largest logit before the cap (QK-Clip's S_max)
-          const float* qrows[kRows];
+          const float* qrows[R];
           tile_rows(qrows, q.data, q, b, i0, rows, h);
           Tiles::gather_tile(qb, qrows, d.D, Dp);
-          prefetch_rows(q.data, q, b, i0 + rows, std::min<int64_t>(kRows, d.T - i0 - rows), h, d.D);
-          if (hh == d.G - 1) prefetch_next_kv(k, v, b, g, i0 / kRows, d);
+          prefetch_rows(q.data, q, b, i0 + rows, std::min<int64_t>(R, d.T - i0 - rows), h, d.D);
+          if (hh == d.G - 1) prefetch_next_kv(k, v, b, g, i0 / R, R, d);
           const int64_t keys = last_key(i0 + rows - 1, d, causal) + 1;  // blocks past the diagonal: skipped
           // Each row's first visible key; the tile's first row has the smallest, and key tiles
           // before it are skipped (a sliding window's cost is linear in T).
-          int64_t first[kRows];
-          for (int64_t r = 0; r < kRows; ++r) first[r] = mask.first_key(std::min(i0 + r, d.T - 1) + d.S - d.T, b);
+          int64_t first[R];
+          for (int64_t r = 0; r < R; ++r) first[r] = mask.first_key(std::min(i0 + r, d.T - 1) + d.S - d.T, b);
           // The online softmax of the tile's rows over keys [a, e): leaves each row's running max m,
           // sum l (0: no visible key) and unnormalised output acc.
           auto segment = [&](int64_t a, int64_t e) {
-            std::fill(m, m + kRows, kNegInf);
-            std::fill(l, l + kRows, 0.f);
-            std::fill(acc, acc + kRows * Dvp, 0.f);
+            std::fill(m, m + R, kNegInf);
+            std::fill(l, l + R, 0.f);
+            std::fill(acc, acc + R * Dvp, 0.f);
             for (int64_t j0 = std::max(a, first[0]) / kKeyTile * kKeyTile; j0 < e; j0 += kKeyBlock) {
               const int64_t nb = std::min(e, j0 + kKeyBlock) - j0;
               const int64_t nb_tiles = std::min(round_up(nb, kKeyTile), kKeyBlock);  // what the tiles read
               Tiles::logits(s, qb, kt, j0, nb, Dp, Sp);
-              float corr[kRows];  // the rescaling of each row's accumulator, applied by ab_acc
-              for (int64_t r = 0; r < kRows; ++r) {
+              float corr[R];  // the rescaling of each row's accumulator, applied by ab_acc
+              for (int64_t r = 0; r < R; ++r) {
                 float* sr = s + r * kKeyBlock;
                 const int64_t st = std::max<int64_t>(std::max(a, first[r]) - j0, 0);
                 const int64_t en = r < rows ? std::min(nb, last_key(i0 + r, d, causal) + 1 - j0) : 0;
@@ -227,9 +230,9 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
             continue;
           }
           // Block softmax: one segment per block, then merged (exact) or summed with weights.
-          float L[kRows];
-          std::fill(L, L + kRows, kNegInf);
-          std::fill(out, out + kRows * Dvp, 0.f);
+          float L[R];
+          std::fill(L, L + R, kNegInf);
+          std::fill(out, out + R * Dvp, 0.f);
           for (int bl = 0; bl < N; ++bl) {
             const int64_t a = bp.start(bl), e = std::min(bp.start(bl + 1), keys);
             if (keep_blocks)  // blocks a row does not reach: no output, L = −∞
@@ -277,13 +280,13 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
   if (!y.requires_grad()) return y;
 
   // Backward scratch per thread: K and V for logits, K for dS·K, the dK [Sp, Dp] and dV [Sp, Dvp]
-  // accumulators, the q and dy tiles, the dq tile [kRows, Dp], the p and ds blocks
-  // [kRows, kKeyBlock] and their converted copies.
+  // accumulators, the q and dy tiles, the dq tile [R, Dp], the p and ds blocks
+  // [R, kKeyBlock] and their converted copies.
   const int64_t vc = Tiles::key_cols(Dvp, Sp), kr = Tiles::key_rows(Dp, Sp), dy_tile = Tiles::row_tile(Dvp);
-  // Separate block softmaxes: each tile row's L_β, D_β and weight w_β [kRows, N] each.
-  const int64_t bwd_per_thread = kc + vc + kr + Sp * Dp + Sp * Dvp + tile + dy_tile + kRows * Dp +
-                                 2 * kRows * kKeyBlock + 3 * Tiles::block() + (bp.separate() ? 3 * kRows * N : 0) +
-                                 kRows * d.Dv;
+  // Separate block softmaxes: each tile row's L_β, D_β and weight w_β [R, N] each.
+  const int64_t bwd_per_thread = kc + vc + kr + Sp * Dp + Sp * Dvp + tile + dy_tile + R * Dp +
+                                 2 * R * kKeyBlock + 3 * Tiles::block() + (bp.separate() ? 3 * R * N : 0) +
+                                 R * d.Dv;
   float* bscratch = current_arena().alloc_floats(nt * bwd_per_thread);
   record("attention", y,
          [q, k, v, y, lse, bscratch, bwd_per_thread, d, Dp, Dvp, Sp, kc, vc, kr, tile, dy_tile, kld, vld, alpha, cap,
@@ -312,15 +315,15 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
         float* qb = dv + Sp * Dvp;
         float* dyb = qb + tile;
         float* dq = dyb + dy_tile;
-        float* p = dq + kRows * Dp;
-        float* ds = p + kRows * kKeyBlock;
-        float* ds_rows = ds + kRows * kKeyBlock;
+        float* p = dq + R * Dp;
+        float* ds = p + R * kKeyBlock;
+        float* ds_rows = ds + R * kKeyBlock;
         float* ds_cols = ds_rows + Tiles::block();
         float* p_cols = ds_cols + Tiles::block();
-        float* Lb = p_cols + Tiles::block();  // separate blocks: [kRows, N] each
-        float* Db = Lb + kRows * N;
-        float* Wb = Db + kRows * N;
-        float* dys = Lb + (bp.separate() ? 3 * kRows * N : 0);  // with an output scale: the rows c_i · dy_i
+        float* Lb = p_cols + Tiles::block();  // separate blocks: [R, N] each
+        float* Db = Lb + R * N;
+        float* Wb = Db + R * N;
+        float* dys = Lb + (bp.separate() ? 3 * R * N : 0);  // with an output scale: the rows c_i · dy_i
         Tiles::enter();
         // Query tiles outer, the group's heads inner: dK and dV rows are zeroed when a tile first
         // reaches them and stored once no later tile can (each row's first visible key never
@@ -344,14 +347,14 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
           std::fill(dv + zeroed * Dvp, dv + upto * Dvp, 0.f);
           zeroed = upto;
         };
-        for (int64_t i0 = 0; i0 < d.T; i0 += kRows) {
-          const int64_t rows = std::min<int64_t>(kRows, d.T - i0);
+        for (int64_t i0 = 0; i0 < d.T; i0 += R) {
+          const int64_t rows = std::min<int64_t>(R, d.T - i0);
           zero_kv(std::min(Sp, round_up(std::max<int64_t>(0, last_key(i0 + rows - 1, d, causal) + 1), kKeyTile)));
           for (int64_t hh = 0; hh < d.G; ++hh) {
             const int64_t h = g * d.G + hh;
-            const float* xrows[kRows];
-            int64_t first[kRows];  // each row's first visible key (the local masks)
-            for (int64_t r = 0; r < kRows; ++r) first[r] = mask.first_key(std::min(i0 + r, d.T - 1) + d.S - d.T, b);
+            const float* xrows[R];
+            int64_t first[R];  // each row's first visible key (the local masks)
+            for (int64_t r = 0; r < R; ++r) first[r] = mask.first_key(std::min(i0 + r, d.T - 1) + d.S - d.T, b);
             tile_rows(xrows, q.data, q, b, i0, rows, h);
             Tiles::gather_tile(qb, xrows, d.D, Dp);
             tile_rows(xrows, dy, y, b, i0, rows, h);
@@ -363,13 +366,13 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
               }
             Tiles::gather_tile(dyb, xrows, d.Dv, Dvp);
             {
-              const int64_t next = std::min<int64_t>(kRows, d.T - i0 - rows);
+              const int64_t next = std::min<int64_t>(R, d.T - i0 - rows);
               prefetch_rows(q.data, q, b, i0 + rows, next, h, d.D);
               prefetch_rows(dy, y, b, i0 + rows, next, h, d.Dv);
               prefetch_rows(y.data, y, b, i0 + rows, next, h, d.Dv);
-              if (hh == d.G - 1) prefetch_next_kv(k, v, b, g, i0 / kRows, d);
+              if (hh == d.G - 1) prefetch_next_kv(k, v, b, g, i0 / R, R, d);
             }
-            float rowdot[kRows] = {}, L[kRows] = {};  // Σ_j p_ij dp_ij = dy_i · y_i
+            float rowdot[R] = {}, L[R] = {};  // Σ_j p_ij dp_ij = dy_i · y_i
             for (int64_t r = 0; r < rows; ++r) {
               const int64_t off = ((b * d.T + i0 + r) * d.H + h) * d.Dv;
               const float *yi = y.data + off, *dyi = dy + off;
@@ -396,14 +399,14 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
                   da[((b * d.H + h) * N + bl) * bp.P + t] = bp.sign(h, bl, t) * db;
               }
             }
-            std::fill(dq, dq + kRows * Dp, 0.f);
+            std::fill(dq, dq + R * Dp, 0.f);
             const int64_t keys = last_key(i0 + rows - 1, d, causal) + 1;
             for (int64_t j0 = first[0] / kKeyTile * kKeyTile; j0 < keys; j0 += kKeyBlock) {
               const int64_t nb = std::min(keys, j0 + kKeyBlock) - j0;
               const int64_t nb_tiles = std::min(round_up(nb, kKeyTile), kKeyBlock);
               Tiles::logits(p, qb, kt, j0, nb, Dp, Sp);     // s, turned into p below
               Tiles::logits(ds, dyb, vt, j0, nb, Dvp, Sp);  // dp_ij = dy_i · v_j, turned into α·ds
-              for (int64_t r = 0; r < kRows; ++r) {
+              for (int64_t r = 0; r < R; ++r) {
                 float *pr = p + r * kKeyBlock, *dsr = ds + r * kKeyBlock;
                 const int64_t n = r < rows ? std::max<int64_t>(0, std::min(nb, last_key(i0 + r, d, causal) + 1 - j0)) : 0;
                 const int64_t st = std::min(n, std::max<int64_t>(first[r] - j0, 0));  // keys before st: masked
@@ -441,8 +444,8 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
             if (qg.ptr)
               for (int64_t r = 0; r < rows; ++r) store_row(grad_row(qg.ptr, q, b, i0 + r, h), dq + r * Dp, d.D, qg.accumulate);
           }
-          if (i0 + kRows < d.T)  // the next tile starts at its first row's first key tile
-            store_kv(mask.first_key(i0 + kRows + d.S - d.T, b) / kKeyTile * kKeyTile);
+          if (i0 + R < d.T)  // the next tile starts at its first row's first key tile
+            store_kv(mask.first_key(i0 + R + d.S - d.T, b) / kKeyTile * kKeyTile);
         }
         zero_kv(Sp);
         store_kv(d.S);
@@ -462,7 +465,7 @@ std::optional<kernels::FlashBf16Path> bf16_path(int64_t D, int64_t Dv) {
 #ifdef __AVX512BF16__
   if (kernels::matmul_precision() != kernels::MatmulPrecision::bf16) return std::nullopt;
   const kernels::FlashBf16Path p = kernels::flash_bf16_path();
-  if (p != kernels::FlashBf16Path::avx512 && !AmxTiles<kernels::AmxHw>::fits(D, Dv))
+  if (p != kernels::FlashBf16Path::avx512 && !AmxTiles<kernels::AmxHw, 8>::fits(D, Dv))
     return kernels::FlashBf16Path::avx512;
   return p;
 #else
@@ -476,11 +479,17 @@ Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const 
   const std::optional<kernels::FlashBf16Path> bf16 = bf16_path(d.D, d.Dv);
   if (!bf16) return flash<F32Tiles>(q, k, v, opt, d);
 #ifdef __AVX512BF16__
+  // 16-row query tiles from 256 query rows on (Xeon, bf16 attention per step: baby-gpt's T 256
+  // 283 -> 255-264 ms, forward + backward at T 1024 -10%); at T 128 the causal diagonal's masked
+  // rows cost more than the fuller tiles gain (mid 48 -> 51 ms, MLA mid 59 -> 63 ms).
+  const bool tall = d.T >= 256;
   switch (*bf16) {
     case kernels::FlashBf16Path::amx:
-      return flash<AmxTiles<kernels::AmxHw>>(q, k, v, opt, d);
+      return tall ? flash<AmxTiles<kernels::AmxHw, 16>>(q, k, v, opt, d)
+                  : flash<AmxTiles<kernels::AmxHw, 8>>(q, k, v, opt, d);
     case kernels::FlashBf16Path::amx_emulated:
-      return flash<AmxTiles<kernels::AmxEmu>>(q, k, v, opt, d);
+      return tall ? flash<AmxTiles<kernels::AmxEmu, 16>>(q, k, v, opt, d)
+                  : flash<AmxTiles<kernels::AmxEmu, 8>>(q, k, v, opt, d);
     case kernels::FlashBf16Path::avx512:
       break;
   }

@@ -310,7 +310,8 @@ TEST_CASE("attention: flash with bf16 products agrees with f32 within bf16 round
 // The bf16 products on AMX tiles read the same bf16 operands as the AVX-512 BF16 products and
 // accumulate in f32 in another order: outputs and gradients agree with them to f32 rounding,
 // amplified a little by the softmax backward (far closer than bf16's 4e-3). The emulated tiles run on every machine and check the tile shapes the
-// hardware would refuse; the hardware runs where the CPU has AMX. Head sizes are padded to 32 on
+// hardware would refuse; the hardware runs where the CPU has AMX. From T = 256 the tiles take 16
+// query rows (T 257, 300, 256, 270 below), else 8. Head sizes are padded to 32 on
 // the tiles (48: 64, as MLA's 32 + 16); a head size of 16 or less falls back to the AVX-512
 // products, bit for bit.
 TEST_CASE("attention: flash on AMX tiles (emulated and hardware) agrees with the AVX-512 bf16 products", "[ops][flash]") {
@@ -337,7 +338,8 @@ TEST_CASE("attention: flash on AMX tiles (emulated and hardware) agrees with the
                         Case{100, 333, 3, 1, 64, 32, false, 0.f, 0, 1}, Case{1, 1, 2, 1, 32, 32, true, 0.f, 0, 1},
                         Case{300, 300, 2, 1, 32, 64, true, 0.f, 70, 1}, Case{190, 190, 2, 2, 32, 32, true, 0.f, 0, 3},
                         Case{131, 131, 2, 2, 48, 48, true, 0.f, 0, 1}, Case{99, 99, 4, 2, 48, 32, true, 0.f, 0, 1},
-                        Case{70, 70, 2, 2, 16, 32, true, 0.f, 0, 1}, Case{70, 70, 2, 2, 32, 8, true, 0.f, 0, 1}}) {
+                        Case{70, 70, 2, 2, 16, 32, true, 0.f, 0, 1}, Case{70, 70, 2, 2, 32, 8, true, 0.f, 0, 1},
+                        Case{256, 300, 3, 1, 64, 32, false, 2.f, 0, 1}, Case{270, 270, 4, 2, 48, 32, true, 0.f, 0, 3}}) {
     INFO("T " << c.T << " S " << c.S << " H " << c.H << " Hkv " << c.Hkv << " D " << c.D << " Dv " << c.Dv
               << " causal " << c.causal << " cap " << c.cap << " window " << c.window << " blocks " << c.blocks);
     const int64_t B = 2;
