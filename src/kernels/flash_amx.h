@@ -78,18 +78,7 @@ struct AmxTiles : Bf16Tiles {
   static int64_t block() { return R * kKeyBlock / 2; }
   // The tile as bf16 rows and as pairs of rows; xr[r] is row r (null past the last row).
   static void gather_tile(float* dstf, const float* const* xr, int64_t D, int64_t Dp) {
-    auto* bf_rows = reinterpret_cast<uint16_t*>(dstf);
-    auto* pairs = reinterpret_cast<uint32_t*>(dstf) + R * Dp / 2;
-    for (int r = 0; r < R; ++r)
-      if (xr[r])
-        to_bf16_row(bf_rows + r * Dp, xr[r], D, Dp);
-      else
-        std::memset(bf_rows + r * Dp, 0, size_t(Dp) * sizeof(uint16_t));
-    for (int rp = 0; rp < R / 2; ++rp)
-      if (xr[2 * rp])
-        to_bf16_pairs(pairs + rp * Dp, xr[2 * rp], xr[2 * rp + 1], D, Dp);
-      else
-        std::memset(pairs + rp * Dp, 0, size_t(Dp) * sizeof(uint32_t));
+    gather_bf16_tile<R>(dstf, xr, D, Dp);
   }
 
   // Tiles 0 and 1 (C [R, 16] each, side by side) += a [R, 32] · b [16 pairs, 32 columns]:
@@ -117,16 +106,7 @@ struct AmxTiles : Bf16Tiles {
   }
   // The block's bf16 rows for ab_acc: [R, kKeyBlock] from w's first round_up(nb, 32) columns (zero
   // past the visible keys, as the softmax leaves them).
-  static const float* block_rows(float* buf, const float* w, int64_t nb) {
-    auto* out = reinterpret_cast<uint16_t*>(buf);
-    for (int r = 0; r < R; ++r)
-      for (int64_t j = 0; j < nb; j += 32) {
-        const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(w + r * kKeyBlock + j + 16),
-                                               _mm512_loadu_ps(w + r * kKeyBlock + j));
-        _mm512_storeu_si512(out + r * kKeyBlock + j, reinterpret_cast<const __m512i&>(v));
-      }
-    return buf;
-  }
+  static const float* block_rows(float* buf, const float* w, int64_t nb) { return bf16_block_rows<R>(buf, w, nb); }
   // o[R, Dp] = c ⊙ o + w · x over keys [j0, j0 + nb): w the block's bf16 rows (block_rows), x pairs
   // of keys [Sp/2, Dp] (gather_rows); c null for 1.
   static void ab_acc(float* o, const float* c, const float* wf, const float* xf, int64_t j0, int64_t nb,

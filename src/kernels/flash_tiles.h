@@ -304,6 +304,37 @@ inline void to_bf16_pairs(uint32_t* out, const float* a, const float* b, int64_t
   }
 }
 
+// A query-side tile of R rows as bf16 rows [R, Dp] (the first R·Dp/2 words) and as pairs of rows
+// [R/2, Dp] (the next R·Dp/2); xr[r] is row r (null past the last row).
+template <int R>
+inline void gather_bf16_tile(float* dstf, const float* const* xr, int64_t D, int64_t Dp) {
+  auto* rows = reinterpret_cast<uint16_t*>(dstf);
+  auto* pairs = reinterpret_cast<uint32_t*>(dstf) + R * Dp / 2;
+  for (int r = 0; r < R; ++r)
+    if (xr[r])
+      to_bf16_row(rows + r * Dp, xr[r], D, Dp);
+    else
+      std::memset(rows + r * Dp, 0, size_t(Dp) * sizeof(uint16_t));
+  for (int rp = 0; rp < R / 2; ++rp)
+    if (xr[2 * rp])
+      to_bf16_pairs(pairs + rp * Dp, xr[2 * rp], xr[2 * rp + 1], D, Dp);
+    else
+      std::memset(pairs + rp * Dp, 0, size_t(Dp) * sizeof(uint32_t));
+}
+// A P or dS block of R rows (f32, row stride kKeyBlock) as bf16 rows [R, kKeyBlock], from its first
+// round_up(nb, 32) columns.
+template <int R>
+inline const float* bf16_block_rows(float* buf, const float* w, int64_t nb) {
+  auto* out = reinterpret_cast<uint16_t*>(buf);
+  for (int r = 0; r < R; ++r)
+    for (int64_t j = 0; j < nb; j += 32) {
+      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(w + r * kKeyBlock + j + 16),
+                                             _mm512_loadu_ps(w + r * kKeyBlock + j));
+      _mm512_storeu_si512(out + r * kKeyBlock + j, reinterpret_cast<const __m512i&>(v));
+    }
+  return buf;
+}
+
 struct Bf16Tiles {
   static constexpr int rows = kRows;
   static int64_t pad(int64_t D) { return round_up(D, kLanes); }
@@ -357,18 +388,7 @@ struct Bf16Tiles {
   // The tile as bf16 rows (first kRows·Dp/2 words) and as pairs of rows (the next kRows·Dp/2);
   // xr[r] is row r (null past the last row).
   static void gather_tile(float* dstf, const float* const* xr, int64_t D, int64_t Dp) {
-    auto* rows = reinterpret_cast<uint16_t*>(dstf);
-    auto* pairs = reinterpret_cast<uint32_t*>(dstf) + kRows * Dp / 2;
-    for (int r = 0; r < kRows; ++r)
-      if (xr[r])
-        to_bf16_row(rows + r * Dp, xr[r], D, Dp);
-      else
-        std::memset(rows + r * Dp, 0, size_t(Dp) * sizeof(uint16_t));
-    for (int rp = 0; rp < kRows / 2; ++rp)
-      if (xr[2 * rp])
-        to_bf16_pairs(pairs + rp * Dp, xr[2 * rp], xr[2 * rp + 1], D, Dp);
-      else
-        std::memset(pairs + rp * Dp, 0, size_t(Dp) * sizeof(uint32_t));
+    gather_bf16_tile<kRows>(dstf, xr, D, Dp);
   }
   // s[r, j] = Σ_e a[r, e] k[j, e] over keys [j0, j0 + nb), in kKeyTile steps.
   static void logits(float* s, const float* af, const float* ktf, int64_t j0, int64_t nb, int64_t Dp, int64_t Sp) {
@@ -394,16 +414,7 @@ struct Bf16Tiles {
   }
   // The block's rows in bf16 for ab_acc: [kRows, kKeyBlock] bf16 from w's first round_up(nb, 32)
   // columns (zero past the visible keys, as the softmax leaves them).
-  static const float* block_rows(float* buf, const float* w, int64_t nb) {
-    auto* out = reinterpret_cast<uint16_t*>(buf);
-    for (int r = 0; r < kRows; ++r)
-      for (int64_t j = 0; j < nb; j += 32) {
-        const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(w + r * kKeyBlock + j + 16),
-                                               _mm512_loadu_ps(w + r * kKeyBlock + j));
-        _mm512_storeu_si512(out + r * kKeyBlock + j, reinterpret_cast<const __m512i&>(v));
-      }
-    return buf;
-  }
+  static const float* block_rows(float* buf, const float* w, int64_t nb) { return bf16_block_rows<kRows>(buf, w, nb); }
   // The block as pairs of rows for atb_acc: out[rp, j] = (w[2rp, j], w[2rp + 1, j]).
   static const float* block_cols(float* buf, const float* w, int64_t nb) {
     auto* out = reinterpret_cast<uint32_t*>(buf);
