@@ -7,9 +7,10 @@
 // Layout for speed: per (batch, kv head) a thread copies K and V into zero-padded scratch (Kᵀ
 // [Dp, Sp] for q·k, row-major [Sp, Dvp] for P·V; Dp and Dvp = the q/k and v head sizes rounded up
 // to 16, or 32 on AMX tiles, Sp = S rounded up to kKeyTile), and processes a tile of query rows
-// at a time (the policy's rows: 8, or 16 on AMX tiles from T = 256). Products are register tiles with compile-time sizes (kernels/flash_tiles.h), which the
-// compiler keeps in vector registers; the zero padding contributes nothing. Backward follows FlashAttention-2: each thread
-// owns one kv head's dK and dV accumulators across its query heads and all query rows.
+// at a time (the policy's rows: 8, or 16 on AMX tiles from T = 256). Products are register tiles
+// with compile-time sizes (kernels/flash_tiles.h), which the compiler keeps in vector registers;
+// the zero padding contributes nothing. Backward follows FlashAttention-2: each thread owns one kv
+// head's dK and dV accumulators across its query heads and all query rows.
 //
 // Block softmax (ops/attention.h): each softmax block is its own run of the online softmax over its
 // keys (the first key chunk aligned down to a key tile, the keys before the block masked), closed
@@ -480,7 +481,7 @@ Tensor attention_flash(const Tensor& q, const Tensor& k, const Tensor& v, const 
   if (!bf16) return flash<F32Tiles>(q, k, v, opt, d);
 #ifdef __AVX512BF16__
   // 16-row query tiles from 256 query rows on (Xeon, bf16 attention per step: baby-gpt's T 256
-  // 283 -> 255-264 ms, forward + backward at T 1024 -10%); at T 128 the causal diagonal's masked
+  // 286/292 -> 257/264 ms; forward + backward at T 1024 40 -> 30 ms); at T 128 the causal diagonal's masked
   // rows cost more than the fuller tiles gain (mid 48 -> 51 ms, MLA mid 59 -> 63 ms).
   const bool tall = d.T >= 256;
   switch (*bf16) {
